@@ -1,0 +1,39 @@
+# One venv, made from pyproject.toml; every target installs what it needs first.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test test-fast test-slow lint demo serve bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)  ## the whole suite: unit, real DB, real training, real servers
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)  ## no training, no servers: the edit loop
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check search service tests benchmarks
+	$(BIN)/mypy search service
+
+demo: $(STAMP)  ## start the embedded service, run a real study on digits, print the best schedule
+	$(BIN)/python -m service.demo
+
+serve: $(STAMP)
+	$(BIN)/lrsearch serve --workers 2
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/trial_overhead.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,49 @@
+"""Domain errors, one flat module, classified by what should happen next.
+
+`SpecError` and friends are the caller's fault (the API maps them to 4xx);
+`TrialDiverged` fails one trial and the search goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad field: its dotted path and why it is bad."""
+
+    field: str
+    message: str
+
+
+class LRSearchError(Exception):
+    """Base of every error lrsearch raises on purpose."""
+
+
+class SpecError(LRSearchError, ValueError):
+    """A study spec (or part of it) is invalid; lists every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class DatasetError(LRSearchError, ValueError):
+    """Data cannot be used for training (shape, NaN, types, too small...)."""
+
+
+class ModelError(LRSearchError, ValueError):
+    """A model cannot be built or does not fit the data."""
+
+
+class StrategyError(LRSearchError, ValueError):
+    """Strategy parameters break a constraint (bounds, run length)."""
+
+
+class TrialDiverged(LRSearchError):
+    """The loss became NaN or infinite: the trial fails with this reason."""
+
+
+class TrialStopped(LRSearchError):
+    """Training was asked to stop (cancel or shutdown) before the end."""

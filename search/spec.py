@@ -1,0 +1,189 @@
+"""StudySpec: what a study asks for, validated once, serialisable as JSON.
+
+Every bound is checked here so that a worker never meets a spec it cannot run;
+`parse_spec` turns pydantic's errors into one `SpecError` listing each bad field by path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from search.errors import FieldError, SpecError
+from search.strategies import PARAM_BOUNDS, STRATEGY_IDS, get_strategy
+
+MAX_MODEL_JSON_CHARS = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MlpModel(_Strict):
+    """A dense network: hidden layer sizes, ReLU, optional dropout."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [64, 32], max_length=8
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=0.9)
+
+
+class CnnModel(_Strict):
+    """A small conv net for image-shaped inputs (H, W) or (H, W, C)."""
+
+    kind: Literal["cnn"] = "cnn"
+    filters: list[Annotated[int, Field(ge=1, le=512)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=4
+    )
+    dense: int = Field(64, ge=1, le=4096)
+    dropout: float = Field(0.0, ge=0.0, lt=0.9)
+
+
+class KerasJsonModel(_Strict):
+    """A user model as `model.to_json()`; loaded in safe mode (no Lambda layers)."""
+
+    kind: Literal["keras_json"] = "keras_json"
+    config: str = Field(min_length=2, max_length=MAX_MODEL_JSON_CHARS)
+
+
+ModelSpec = Annotated[MlpModel | CnnModel | KerasJsonModel, Field(discriminator="kind")]
+
+
+class TaskSpec(_Strict):
+    """What to train: data, model, epochs, batch size and optimizer."""
+
+    dataset: str = Field("digits", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    model: ModelSpec = Field(default_factory=MlpModel)
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+
+
+_MAXIMIZED = ("accuracy", "auc", "precision", "recall")
+
+
+class ObjectiveSpec(_Strict):
+    """The metric to optimise; its direction is inferred unless given."""
+
+    metric: str = Field("val_loss", pattern=r"^(val_)?[a-z_]+$", max_length=64)
+    direction: Literal["minimize", "maximize"] | None = None
+
+    @model_validator(mode="after")
+    def _infer_direction(self) -> ObjectiveSpec:
+        if self.direction is None:
+            up = any(self.metric.endswith(m) for m in _MAXIMIZED)
+            self.direction = "maximize" if up else "minimize"
+        return self
+
+
+class ParamRange(_Strict):
+    """A user override of one parameter's search range."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+class StudySpec(_Strict):
+    """A whole study: name, task, objective, strategies, ranges and search budget."""
+
+    name: str = Field("study", min_length=1, max_length=200)
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_IDS), min_length=1)
+    ranges: dict[str, ParamRange] = Field(default_factory=dict)
+    n_trials: int = Field(20, ge=1, le=10000)
+    timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
+    sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    pruner: Literal["none", "median", "hyperband", "successive_halving"] = "median"
+    seed: int | None = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, strategies: list[str]) -> list[str]:
+        errors = _strategy_errors(strategies)
+        if errors:
+            raise SpecError(errors)
+        return strategies
+
+    @field_validator("ranges")
+    @classmethod
+    def _usable_ranges(cls, ranges: dict[str, ParamRange], info: ValidationInfo) -> dict[str, ParamRange]:
+        errors = _range_errors(ranges, info.data.get("strategies", list(STRATEGY_IDS)))
+        if errors:
+            raise SpecError(errors)
+        return ranges
+
+    def params_of_strategies(self) -> set[str]:
+        """All parameter names the chosen strategies search."""
+        return {p for s in self.strategies for p in get_strategy(s).param_names}
+
+
+def _strategy_errors(strategies: list[str]) -> list[FieldError]:
+    errors = [
+        FieldError(f"strategies.{i}", f"unknown strategy {s!r}; known: {', '.join(STRATEGY_IDS)}")
+        for i, s in enumerate(strategies)
+        if s not in STRATEGY_IDS
+    ]
+    if len(set(strategies)) != len(strategies):
+        errors.append(FieldError("strategies", "each strategy may be listed once"))
+    return errors
+
+
+def _range_errors(ranges: dict[str, ParamRange], strategies: list[str]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    searched = {p for s in strategies if s in STRATEGY_IDS for p in get_strategy(s).param_names}
+    for name, rng in ranges.items():
+        path = f"ranges.{name}"
+        if name not in PARAM_BOUNDS:
+            errors.append(FieldError(path, f"unknown parameter; known: {', '.join(PARAM_BOUNDS)}"))
+            continue
+        if name not in searched:
+            errors.append(FieldError(path, "no chosen strategy searches this parameter"))
+            continue
+        errors.extend(FieldError(path, m) for m in PARAM_BOUNDS[name].range_problems(rng.low, rng.high, rng.log))
+    lr, min_lr = ranges.get("initial_lr"), ranges.get("min_lr")
+    lr_low = lr.low if lr else PARAM_BOUNDS["initial_lr"].default_low
+    if min_lr and min_lr.high >= lr_low:
+        errors.append(
+            FieldError("ranges.min_lr", f"high ({min_lr.high:g}) must be below the initial rate's low ({lr_low:g})")
+        )
+    return errors
+
+
+def parse_spec(data: Any) -> StudySpec:
+    """Validate raw JSON-like data into a StudySpec or raise one SpecError listing every field."""
+    try:
+        return StudySpec.model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as exc:
+        raise SpecError(field_errors(exc)) from None
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """Flatten pydantic's errors into (dotted path, message) pairs, unwrapping our own."""
+    out: list[FieldError] = []
+    for err in exc.errors():
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecError):
+            out.extend(inner.errors)
+            continue
+        path = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        out.append(FieldError(path or "body", err["msg"]))
+    return out
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("mlp", "cnn", "keras_json")

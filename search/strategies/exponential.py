@@ -1,0 +1,32 @@
+"""`exponential`: ExponentialDecay, lr * decay_rate ** (step / decay_steps), optionally floored."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from search.strategies.base import Params, RunShape, Strategy, keras_schedule_config
+
+
+class Exponential(Strategy):
+    id = "exponential"
+    param_names = ("initial_lr", "decay_steps", "decay_rate", "staircase")
+    description = "keras.optimizers.schedules.ExponentialDecay"
+
+    def keras_schedule(self, params: Params, run: RunShape) -> dict[str, Any]:
+        return keras_schedule_config(
+            "ExponentialDecay",
+            {
+                "initial_learning_rate": float(params["initial_lr"]),
+                "decay_steps": int(params["decay_steps"]),
+                "decay_rate": float(params["decay_rate"]),
+                "staircase": bool(params["staircase"]),
+                "name": "ExponentialDecay",
+            },
+        )
+
+    def lr_at(self, params: Params, run: RunShape, step: int, epoch: int) -> float:
+        p = step / params["decay_steps"]
+        if params["staircase"]:
+            p = math.floor(p)
+        return float(params["initial_lr"] * params["decay_rate"] ** p)
