@@ -60,6 +60,7 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self._fns.append(cls(**kwargs))
 
     def __call__(self, step: Any) -> Any:
+        step = tf.cast(step, tf.int64)  # int64 like optimizer.iterations, so padded bounds fit
         branches = [lambda fn=fn: tf.cast(fn(step), tf.float32) for fn in self._fns]
         return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
 

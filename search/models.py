@@ -1,0 +1,175 @@
+"""Build the Keras model a task asks for, sized to its dataset.
+
+Keras is imported inside the functions so that importing this module (the API does, to
+validate) never loads TensorFlow. User JSON is loaded in Keras safe mode and Lambda layers
+are refused before Keras sees them: a Lambda carries Python code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from search.datasets import Dataset
+from search.errors import ModelError
+from search.spec import CnnModel, KerasJsonModel, MlpModel
+
+if TYPE_CHECKING:
+    import keras
+
+_CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
+
+
+def build_model(
+    spec: MlpModel | CnnModel | KerasJsonModel, dataset: Dataset, seed: int | None = 0
+) -> keras.Model:
+    """An uncompiled model for `dataset`; the same seed gives the same initial weights."""
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    if isinstance(spec, KerasJsonModel):
+        return _from_json(spec.config, dataset)
+    inputs = keras.Input(shape=dataset.input_shape, name="features")
+    x = _cnn_body(spec, dataset, inputs) if isinstance(spec, CnnModel) else _mlp_body(spec, inputs)
+    return keras.Model(inputs, _output_layer(dataset)(x), name=spec.kind)
+
+
+def loss_and_metrics(dataset: Dataset, model: keras.Model) -> tuple[Any, list[str]]:
+    """Loss and metrics for compile(); logits vs probabilities read from the last layer."""
+    import keras
+
+    if dataset.task == "regression":
+        return "mse", ["mae"]
+    logits = not _ends_in_softmax(model)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=logits), ["accuracy"]
+
+
+def _mlp_body(spec: MlpModel, inputs: Any) -> Any:
+    import keras
+
+    x = keras.layers.Flatten()(inputs)
+    for units in spec.hidden:
+        x = keras.layers.Dense(units, activation="relu")(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout)(x)
+    return x
+
+
+def _cnn_body(spec: CnnModel, dataset: Dataset, inputs: Any) -> Any:
+    import keras
+
+    shape = dataset.input_shape
+    if len(shape) not in (2, 3):
+        raise ModelError(
+            f"cnn needs image-shaped inputs (H, W) or (H, W, C); dataset {dataset.name!r} has "
+            f"inputs of shape {shape} (use an mlp for flat feature vectors)"
+        )
+    x = keras.layers.Reshape((*shape, 1))(inputs) if len(shape) == 2 else inputs
+    height, width = shape[0], shape[1]
+    for filters in spec.filters:
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        if min(height, width) >= 2:
+            x = keras.layers.MaxPooling2D(2)(x)
+            height, width = height // 2, width // 2
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(spec.dense, activation="relu")(x)
+    if spec.dropout > 0:
+        x = keras.layers.Dropout(spec.dropout)(x)
+    return x
+
+
+def _output_layer(dataset: Dataset) -> Any:
+    import keras
+
+    if dataset.task == "classification":
+        return keras.layers.Dense(dataset.n_outputs, activation="softmax", name="output")
+    return keras.layers.Dense(dataset.n_outputs, name="output")
+
+
+def _from_json(config: str, dataset: Dataset) -> keras.Model:
+    """`model.to_json()` output -> model, refusing Lambda and anything that does not fit."""
+    import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    try:
+        tree = json.loads(config)
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"model JSON is malformed: {exc}") from None
+    if _CODE_CLASSES.intersection(_class_names(tree)):
+        raise ModelError(
+            "Lambda layers are not allowed: they carry Python code; use built-in Keras layers"
+        )
+    try:
+        # SafeModeScope overrides even keras.config.enable_unsafe_deserialization().
+        with SafeModeScope(True):
+            model = keras.models.model_from_json(config)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for bad configs
+        if "lambda" in str(exc).lower():
+            raise ModelError(f"Lambda layers are not allowed: {exc}") from None
+        raise ModelError(f"cannot build the model from its JSON: {_first_line(exc)}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"the JSON describes a {type(model).__name__}, not a Keras model")
+    _check_fits(model, dataset)
+    return model
+
+
+def _class_names(tree: Any) -> Iterator[str]:
+    """Every `class_name` in a JSON tree, iteratively (deep nesting cannot blow the stack)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            name = node.get("class_name")
+            if isinstance(name, str):
+                yield name
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _check_fits(model: keras.Model, dataset: Dataset) -> None:
+    """One input of the example shape (None matches any size), one output of the right width."""
+    if not model.built or not model.inputs:
+        try:
+            model.build((None, *dataset.input_shape))
+        except Exception as exc:
+            raise ModelError(
+                f"the model has no input shape and cannot be built for inputs of shape "
+                f"{dataset.input_shape}: {_first_line(exc)}"
+            ) from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(
+            f"the model must have one input and one output, it has {len(model.inputs)} "
+            f"and {len(model.outputs)}"
+        )
+    got = tuple(model.inputs[0].shape[1:])
+    want = dataset.input_shape
+    if len(got) != len(want) or any(g not in (None, w) for g, w in zip(got, want, strict=False)):
+        raise ModelError(f"model input shape {got} does not match the dataset's input shape {want}")
+    out = tuple(model.outputs[0].shape[1:])
+    if len(out) != 1 or out[0] != dataset.n_outputs:
+        what = "classes" if dataset.task == "classification" else "regression targets"
+        raise ModelError(
+            f"model output size {out[0] if len(out) == 1 else out} does not match the dataset's "
+            f"{dataset.n_outputs} outputs ({dataset.n_outputs} {what})"
+        )
+
+
+def _ends_in_softmax(model: Any) -> bool:
+    """True when the model's last layer (looking inside nested models) applies softmax."""
+    import keras
+
+    layer = model
+    while isinstance(layer, keras.Model) and layer.layers:
+        layer = layer.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]
