@@ -6,6 +6,7 @@ workers on one machine from fighting over cores. Nothing to change to run on a G
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -25,9 +26,7 @@ def configure_devices() -> list[str]:
             pass
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised in this process
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass
     log.info("training on %s", ", ".join(g.name for g in gpus) or "CPU")
     return [g.name for g in gpus]

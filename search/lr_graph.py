@@ -21,11 +21,26 @@ _NUMERIC: dict[str, tuple[str, ...]] = {
     "ExponentialDecay": ("initial_learning_rate", "decay_steps", "decay_rate"),
     "InverseTimeDecay": ("initial_learning_rate", "decay_steps", "decay_rate"),
     "PolynomialDecay": ("initial_learning_rate", "decay_steps", "end_learning_rate", "power"),
-    "CosineDecay": ("initial_learning_rate", "decay_steps", "alpha", "warmup_target", "warmup_steps"),
-    "CosineDecayRestarts": ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha"),
+    "CosineDecay": (
+        "initial_learning_rate",
+        "decay_steps",
+        "alpha",
+        "warmup_target",
+        "warmup_steps",
+    ),
+    "CosineDecayRestarts": (
+        "initial_learning_rate",
+        "first_decay_steps",
+        "t_mul",
+        "m_mul",
+        "alpha",
+    ),
 }
-_FLAG: dict[str, str] = {"ExponentialDecay": "staircase", "InverseTimeDecay": "staircase",
-                         "PolynomialDecay": "cycle"}
+_FLAG: dict[str, str] = {
+    "ExponentialDecay": "staircase",
+    "InverseTimeDecay": "staircase",
+    "PolynomialDecay": "cycle",
+}
 
 
 def _var(value: float, dtype: Any = tf.float32) -> tf.Variable:
@@ -44,10 +59,13 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         for cls_name, fields in _NUMERIC.items():
             for flag in (False, True) if cls_name in _FLAG else (False,):
                 self._add_slot(cls_name, flag, {f: _var(1.0) for f in fields})
-        self._boundaries = [tf.Variable(_FAR, dtype=tf.int64, trainable=False)
-                            for _ in range(MAX_BOUNDARIES)]
+        self._boundaries = [
+            tf.Variable(_FAR, dtype=tf.int64, trainable=False) for _ in range(MAX_BOUNDARIES)
+        ]
         self._values = [_var(1e-3) for _ in range(MAX_BOUNDARIES + 1)]
-        piecewise = keras.optimizers.schedules.PiecewiseConstantDecay(self._boundaries, self._values)
+        piecewise = keras.optimizers.schedules.PiecewiseConstantDecay(
+            self._boundaries, self._values
+        )
         self._slots[("PiecewiseConstantDecay", False)] = (len(self._fns), {})
         self._fns.append(piecewise)
 

@@ -24,8 +24,11 @@ def python_snippet(export: Export) -> str:
     lines.append("callbacks = []")
     for cb in export.callbacks:
         lines += _callback_lines(cb)
-    lines += ["", "# model.compile(optimizer=optimizer, ...)",
-              "# model.fit(..., callbacks=callbacks)"]
+    lines += [
+        "",
+        "# model.compile(optimizer=optimizer, ...)",
+        "# model.fit(..., callbacks=callbacks)",
+    ]
     return "\n".join(lines) + "\n"
 
 

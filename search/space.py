@@ -26,8 +26,10 @@ def suggest(trial: optuna.Trial, spec: StudySpec, run: RunShape) -> tuple[str, P
     strategy_id = trial.suggest_categorical("strategy", spec.strategies)
     strategy = get_strategy(strategy_id)
     overrides = {k: v for k, v in spec.ranges.items()}
-    params = {p.name: _suggest_one(trial, f"{strategy_id}.{p.name}", p)
-              for p in strategy.space(run, overrides)}
+    params = {
+        p.name: _suggest_one(trial, f"{strategy_id}.{p.name}", p)
+        for p in strategy.space(run, overrides)
+    }
     return strategy_id, _repair(strategy_id, params, run)
 
 
@@ -51,7 +53,9 @@ def params_from_trial(trial: optuna.trial.FrozenTrial) -> tuple[str, Params]:
     """Clean (strategy, params) of a stored trial."""
     strategy_id = trial.params["strategy"]
     prefix = f"{strategy_id}."
-    return strategy_id, {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)}
+    return strategy_id, {
+        k[len(prefix) :]: v for k, v in trial.params.items() if k.startswith(prefix)
+    }
 
 
 def check_spec_against_run(spec: StudySpec, run: RunShape) -> list[FieldError]:
@@ -60,14 +64,18 @@ def check_spec_against_run(spec: StudySpec, run: RunShape) -> list[FieldError]:
     for name in ("decay_steps", "warmup_steps"):
         rng = spec.ranges.get(name)
         if rng is not None and rng.high > run.total_steps:
-            errors.append(FieldError(
-                f"ranges.{name}",
-                f"high ({rng.high:g}) is longer than the run ({run.total_steps} steps:"
-                f" {run.epochs} epochs x {run.steps_per_epoch} steps)",
-            ))
+            errors.append(
+                FieldError(
+                    f"ranges.{name}",
+                    f"high ({rng.high:g}) is longer than the run ({run.total_steps} steps:"
+                    f" {run.epochs} epochs x {run.steps_per_epoch} steps)",
+                )
+            )
     every = spec.ranges.get("every")
     if every is not None and every.high > run.epochs:
-        errors.append(FieldError("ranges.every", f"high ({every.high:g}) exceeds {run.epochs} epochs"))
+        errors.append(
+            FieldError("ranges.every", f"high ({every.high:g}) exceeds {run.epochs} epochs")
+        )
     return errors
 
 
@@ -77,9 +85,15 @@ def default_trials(spec: StudySpec, run: RunShape) -> list[dict[str, Any]]:
     if "constant" in spec.strategies and _in_range(spec, "initial_lr", 1e-3):
         out.append({"strategy": "constant", "constant.initial_lr": 1e-3})
     if "cosine" in spec.strategies and _in_range(spec, "initial_lr", 3e-3) and not spec.ranges:
-        out.append({"strategy": "cosine", "cosine.initial_lr": 3e-3,
-                    "cosine.decay_steps": run.total_steps, "cosine.alpha": 0.0,
-                    "cosine.warmup_steps": 0})
+        out.append(
+            {
+                "strategy": "cosine",
+                "cosine.initial_lr": 3e-3,
+                "cosine.decay_steps": run.total_steps,
+                "cosine.alpha": 0.0,
+                "cosine.warmup_steps": 0,
+            }
+        )
     return out
 
 

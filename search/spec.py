@@ -63,7 +63,7 @@ class TaskSpec(_Strict):
     """What to train: data, model, epochs, batch size and optimizer."""
 
     dataset: str = Field("digits", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
-    model: ModelSpec = Field(default_factory=MlpModel)
+    model: ModelSpec = Field(default_factory=lambda: MlpModel())
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=65536)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
@@ -99,8 +99,8 @@ class StudySpec(_Strict):
     """A whole study: name, task, objective, strategies, ranges and search budget."""
 
     name: str = Field("study", min_length=1, max_length=200)
-    task: TaskSpec = Field(default_factory=TaskSpec)
-    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    task: TaskSpec = Field(default_factory=lambda: TaskSpec())
+    objective: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec())
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_IDS), min_length=1)
     ranges: dict[str, ParamRange] = Field(default_factory=dict)
     n_trials: int = Field(20, ge=1, le=10000)
@@ -119,7 +119,9 @@ class StudySpec(_Strict):
 
     @field_validator("ranges")
     @classmethod
-    def _usable_ranges(cls, ranges: dict[str, ParamRange], info: ValidationInfo) -> dict[str, ParamRange]:
+    def _usable_ranges(
+        cls, ranges: dict[str, ParamRange], info: ValidationInfo
+    ) -> dict[str, ParamRange]:
         errors = _range_errors(ranges, info.data.get("strategies", list(STRATEGY_IDS)))
         if errors:
             raise SpecError(errors)
@@ -152,12 +154,18 @@ def _range_errors(ranges: dict[str, ParamRange], strategies: list[str]) -> list[
         if name not in searched:
             errors.append(FieldError(path, "no chosen strategy searches this parameter"))
             continue
-        errors.extend(FieldError(path, m) for m in PARAM_BOUNDS[name].range_problems(rng.low, rng.high, rng.log))
+        errors.extend(
+            FieldError(path, m)
+            for m in PARAM_BOUNDS[name].range_problems(rng.low, rng.high, rng.log)
+        )
     lr, min_lr = ranges.get("initial_lr"), ranges.get("min_lr")
     lr_low = lr.low if lr else PARAM_BOUNDS["initial_lr"].default_low
     if min_lr and min_lr.high >= lr_low:
         errors.append(
-            FieldError("ranges.min_lr", f"high ({min_lr.high:g}) must be below the initial rate's low ({lr_low:g})")
+            FieldError(
+                "ranges.min_lr",
+                f"high ({min_lr.high:g}) must be below the initial rate's low ({lr_low:g})",
+            )
         )
     return errors
 

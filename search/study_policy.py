@@ -22,7 +22,9 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, spec.n_trials // 4)))
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(8, max(2, spec.n_trials // 4))
+    )
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

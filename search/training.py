@@ -42,9 +42,15 @@ class TrialRecord:
         return len(self.lr)
 
     def save(self, trial: optuna.Trial) -> None:
-        attrs = {"strategy": self.strategy, "params": self.params, "lr": self.lr,
-                 "history": self.history, "epochs_run": self.epochs_run,
-                 "seconds": round(self.seconds, 4), "export": self.export}
+        attrs = {
+            "strategy": self.strategy,
+            "params": self.params,
+            "lr": self.lr,
+            "history": self.history,
+            "epochs_run": self.epochs_run,
+            "seconds": round(self.seconds, 4),
+            "export": self.export,
+        }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
@@ -66,13 +72,19 @@ class Trainer:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
 
-    def objective(self, spec: StudySpec, dataset: Dataset,
-                  should_stop: StopCheck | None = None) -> Callable[[optuna.Trial], float]:
+    def objective(
+        self, spec: StudySpec, dataset: Dataset, should_stop: StopCheck | None = None
+    ) -> Callable[[optuna.Trial], float]:
         """An Optuna objective for `study.optimize` (in-memory studies, tests, benchmarks)."""
         return lambda trial: self.run(trial, spec, dataset, should_stop)
 
-    def run(self, trial: optuna.Trial, spec: StudySpec, dataset: Dataset,
-            should_stop: StopCheck | None = None) -> float:
+    def run(
+        self,
+        trial: optuna.Trial,
+        spec: StudySpec,
+        dataset: Dataset,
+        should_stop: StopCheck | None = None,
+    ) -> float:
         """Train one trial; raise TrialPruned, TrialDiverged or TrialStopped when it ends early."""
         run = run_shape(spec, len(dataset.x_train))
         strategy_id, params = suggest(trial, spec, run)  # honours enqueued and retried params
@@ -87,31 +99,47 @@ class Trainer:
             record.seconds = time.perf_counter() - started
             record.save(trial)
 
-    def _fit(self, trial: optuna.Trial, spec: StudySpec, dataset: Dataset, run: RunShape,
-             record: TrialRecord, should_stop: StopCheck | None) -> float:
+    def _fit(
+        self,
+        trial: optuna.Trial,
+        spec: StudySpec,
+        dataset: Dataset,
+        run: RunShape,
+        record: TrialRecord,
+        should_stop: StopCheck | None,
+    ) -> float:
         from search.keras_export import optimizer_config
 
         strategy = get_strategy(record.strategy)
         opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
-        record.export = strategy.export(record.params, run, spec.objective.metric, opt_cfg).as_dict()
+        record.export = strategy.export(
+            record.params, run, spec.objective.metric, opt_cfg
+        ).as_dict()
         record.export.update(strategy=record.strategy, params=record.params)
         model, callbacks, train_data, val_data = self._prepare(spec, dataset, record.export)
         monitor = _EpochMonitor(trial, spec, record, should_stop)
-        model.fit(train_data, validation_data=val_data, epochs=spec.task.epochs, verbose=0,
-                  shuffle=False,
-                  callbacks=[*callbacks, monitor.keras_callback()])
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=spec.task.epochs,
+            verbose=0,
+            shuffle=False,
+            callbacks=[*callbacks, monitor.keras_callback()],
+        )
         return monitor.finish()
 
-    def _prepare(self, spec: StudySpec, dataset: Dataset,
-                 export: dict[str, Any]) -> tuple[Any, list[Any], Any, Any]:
+    def _prepare(
+        self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]
+    ) -> tuple[Any, list[Any], Any, Any]:
         from search.keras_export import build_schedule_and_callbacks
 
         if not self.reuse:
             return self._fresh(spec, dataset, export)
         compiled = self._compiled(spec, dataset)
         compiled.model.set_weights(compiled.initial_weights)
-        for var, value in zip(compiled.model.optimizer.variables, compiled.initial_optimizer,
-                              strict=True):
+        for var, value in zip(
+            compiled.model.optimizer.variables, compiled.initial_optimizer, strict=True
+        ):
             var.assign(value)
         compiled.schedule.load(export)
         from search.lr_graph import DrivenCallback
@@ -120,8 +148,9 @@ class Trainer:
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
         return compiled.model, callbacks, _train_data(dataset, spec), compiled.val_data
 
-    def _fresh(self, spec: StudySpec, dataset: Dataset,
-               export: dict[str, Any]) -> tuple[Any, list[Any], Any, Any]:
+    def _fresh(
+        self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]
+    ) -> tuple[Any, list[Any], Any, Any]:
         """Build, compile and fit from scratch: the naive path, kept for comparison."""
         import keras
 
@@ -132,13 +161,15 @@ class Trainer:
         model = build_model(spec.task.model, dataset, spec.seed)
         learning_rate, callbacks = build_schedule_and_callbacks(export)
         loss, metrics = loss_and_metrics(dataset, model)
-        model.compile(optimizer=make_optimizer(export["optimizer"], learning_rate),
-                      loss=loss, metrics=metrics)
+        model.compile(
+            optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics
+        )
         return model, callbacks, _train_data(dataset, spec), (dataset.x_val, dataset.y_val)
 
     def _compiled(self, spec: StudySpec, dataset: Dataset) -> _Compiled:
-        key = json.dumps([dataset.fingerprint(), spec.task.model_dump(mode="json"), spec.seed],
-                         sort_keys=True)
+        key = json.dumps(
+            [dataset.fingerprint(), spec.task.model_dump(mode="json"), spec.seed], sort_keys=True
+        )
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -161,29 +192,42 @@ def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
     optimizer = make_optimizer(optimizer_config(spec.task.optimizer, spec.task.momentum), schedule)
     loss, metrics = loss_and_metrics(dataset, model)
     run = run_shape(spec, len(dataset.x_train))
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                  steps_per_execution=run.steps_per_epoch)
+    model.compile(
+        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=run.steps_per_epoch
+    )
     optimizer.build(model.trainable_variables)
-    val = (tf.data.Dataset.from_tensor_slices((dataset.x_val, dataset.y_val))
-           .batch(max(spec.task.batch_size, 1024)).cache())
-    return _Compiled(model, schedule, model.get_weights(),
-                     [v.numpy() for v in optimizer.variables], val)
+    val = (
+        tf.data.Dataset.from_tensor_slices((dataset.x_val, dataset.y_val))
+        .batch(max(spec.task.batch_size, 1024))
+        .cache()
+    )
+    return _Compiled(
+        model, schedule, model.get_weights(), [v.numpy() for v in optimizer.variables], val
+    )
 
 
 def _train_data(dataset: Dataset, spec: StudySpec) -> Any:
     """Shuffled batches; made per trial so every trial sees the same order for the same seed."""
     import tensorflow as tf
 
-    return (tf.data.Dataset.from_tensor_slices((dataset.x_train, dataset.y_train))
-            .shuffle(len(dataset.x_train), seed=spec.seed or 0)
-            .batch(spec.task.batch_size).prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices((dataset.x_train, dataset.y_train))
+        .shuffle(len(dataset.x_train), seed=spec.seed or 0)
+        .batch(spec.task.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 class _EpochMonitor:
     """Per epoch: record LR and metrics, detect divergence, report to Optuna, prune or stop."""
 
-    def __init__(self, trial: optuna.Trial, spec: StudySpec, record: TrialRecord,
-                 should_stop: StopCheck | None) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        spec: StudySpec,
+        record: TrialRecord,
+        should_stop: StopCheck | None,
+    ) -> None:
         self.trial, self.spec, self.record = trial, spec, record
         self.should_stop = should_stop or (lambda: False)
         self.pruned = self.stopped = False
@@ -213,8 +257,10 @@ class _EpochMonitor:
                 self.record.history.setdefault(name, []).append(float(value))
         metric = self.spec.objective.metric
         if metric not in logs:
-            raise ModelError(f"objective metric {metric!r} is not produced by this model;"
-                             f" available: {', '.join(sorted(logs))}")
+            raise ModelError(
+                f"objective metric {metric!r} is not produced by this model;"
+                f" available: {', '.join(sorted(logs))}"
+            )
         value = float(logs[metric])
         if not (math.isfinite(float(logs.get("loss", 0.0))) and math.isfinite(value)):
             self.diverged = f"diverged at epoch {epoch + 1}: loss is {logs.get('loss')}"

@@ -16,8 +16,15 @@ from search.strategies.step import StepDecay
 _REGISTRY: dict[str, Strategy] = {
     s.id: s
     for s in (
-        Constant(), Exponential(), Piecewise(), Cosine(), CosineRestarts(),
-        InverseTime(), Polynomial(), StepDecay(), Plateau(),
+        Constant(),
+        Exponential(),
+        Piecewise(),
+        Cosine(),
+        CosineRestarts(),
+        InverseTime(),
+        Polynomial(),
+        StepDecay(),
+        Plateau(),
     )
 }
 STRATEGY_IDS: tuple[str, ...] = tuple(_REGISTRY)
@@ -28,9 +35,18 @@ def get_strategy(strategy_id: str) -> Strategy:
     try:
         return _REGISTRY[strategy_id]
     except KeyError:
-        raise KeyError(f"unknown strategy {strategy_id!r}; known: {', '.join(STRATEGY_IDS)}") from None
+        raise KeyError(
+            f"unknown strategy {strategy_id!r}; known: {', '.join(STRATEGY_IDS)}"
+        ) from None
 
 
 __all__ = [
-    "PARAM_BOUNDS", "STRATEGY_IDS", "Export", "Param", "Params", "RunShape", "Strategy", "get_strategy",
+    "PARAM_BOUNDS",
+    "STRATEGY_IDS",
+    "Export",
+    "Param",
+    "Params",
+    "RunShape",
+    "Strategy",
+    "get_strategy",
 ]

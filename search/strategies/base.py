@@ -70,7 +70,9 @@ class ParamBounds:
 
 _BIG = 1e9
 PARAM_BOUNDS: dict[str, ParamBounds] = {
-    "initial_lr": ParamBounds("float", 0, 10, low_open=True, default_low=1e-4, default_high=1e-1, log=True),
+    "initial_lr": ParamBounds(
+        "float", 0, 10, low_open=True, default_low=1e-4, default_high=1e-1, log=True
+    ),
     "decay_steps": ParamBounds("int", 1, _BIG),
     "decay_rate": ParamBounds("float", 0, 1, True, True, 0.05, 0.95),
     "staircase": ParamBounds("bool", 0, 1),
@@ -181,7 +183,9 @@ class Strategy(ABC):
         out = []
         for name in ("decay_steps", "warmup_steps"):
             if name in params and params[name] > run.total_steps:
-                out.append(f"{name}: {params[name]} is longer than the run ({run.total_steps} steps)")
+                out.append(
+                    f"{name}: {params[name]} is longer than the run ({run.total_steps} steps)"
+                )
         return out
 
     @abstractmethod
@@ -202,7 +206,9 @@ class Strategy(ABC):
             float(self.lr_at(params, run, e * run.steps_per_epoch, e)) for e in range(run.epochs)
         ]
 
-    def build(self, params: Params, run: RunShape, monitor: str = "val_loss") -> tuple[Any, list[Any]]:
+    def build(
+        self, params: Params, run: RunShape, monitor: str = "val_loss"
+    ) -> tuple[Any, list[Any]]:
         """What Keras needs: (float rate or LearningRateSchedule, list of callbacks)."""
         from search.keras_export import build_schedule_and_callbacks
 

@@ -1,4 +1,4 @@
-"""`cosine_restarts`: CosineDecayRestarts (SGDR): cosine cycles that grow by t_mul, shrink by m_mul."""
+"""`cosine_restarts`: CosineDecayRestarts (SGDR): cycles grow by t_mul, peaks shrink by m_mul."""
 
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ class Plateau(Strategy):
 
     def run_problems(self, params: Params, run: RunShape) -> list[str]:
         if params["min_lr"] >= params["initial_lr"]:
-            return [f"min_lr: {params['min_lr']:g} must be below initial_lr {params['initial_lr']:g}"]
+            return [
+                f"min_lr: {params['min_lr']:g} must be below initial_lr {params['initial_lr']:g}"
+            ]
         return []
 
     def keras_schedule(self, params: Params, run: RunShape) -> dict[str, Any] | None:
@@ -40,7 +42,9 @@ class Plateau(Strategy):
     def lr_at(self, params: Params, run: RunShape, step: int, epoch: int) -> float:
         return float(params["initial_lr"])
 
-    def lr_curve_from_history(self, params: Params, monitored: list[float], maximize: bool) -> list[float]:
+    def lr_curve_from_history(
+        self, params: Params, monitored: list[float], maximize: bool
+    ) -> list[float]:
         """Replay ReduceLROnPlateau on recorded metric values: the rate at each epoch's start."""
         lr, best, wait, cool = float(params["initial_lr"]), None, 0, 0
         curve = []

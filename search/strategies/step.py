@@ -26,8 +26,12 @@ class StepDecay(Strategy):
         return None
 
     def keras_callbacks(self, params: Params, run: RunShape, monitor: str) -> list[dict[str, Any]]:
-        rule = {"rule": "step", "initial_lr": float(params["initial_lr"]),
-                "drop": float(params["drop"]), "every": int(params["every"])}
+        rule = {
+            "rule": "step",
+            "initial_lr": float(params["initial_lr"]),
+            "drop": float(params["drop"]),
+            "every": int(params["every"]),
+        }
         return [{"class_name": "LearningRateScheduler", "config": {"verbose": 0}, "rule": rule}]
 
     def lr_at(self, params: Params, run: RunShape, step: int, epoch: int) -> float:

@@ -59,7 +59,9 @@ def test_export_round_trips_through_keras_deserialisation(strategy_id: str) -> N
     schedule = keras.optimizers.schedules.deserialize(export["schedule"])
     again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     for step in STEPS:
-        assert keras_lr(schedule, step) == pytest.approx(strategy.lr_at(params, RUN, step, 0), rel=2e-5)
+        assert keras_lr(schedule, step) == pytest.approx(
+            strategy.lr_at(params, RUN, step, 0), rel=2e-5
+        )
         assert keras_lr(again, step) == pytest.approx(keras_lr(schedule, step))
 
 

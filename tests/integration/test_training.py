@@ -53,11 +53,14 @@ def test_a_small_study_completes_and_records_everything(trainer, digits) -> None
         assert t.user_attrs["seconds"] > 0
 
 
-@pytest.mark.parametrize("strategy_id", ["exponential", "piecewise", "cosine", "step", "polynomial"])
+@pytest.mark.parametrize(
+    "strategy_id", ["exponential", "piecewise", "cosine", "step", "polynomial"]
+)
 def test_recorded_lr_is_what_lr_curve_predicts(trainer, digits, strategy_id: str) -> None:
     spec = spec_for([strategy_id], epochs=4)
-    study = optuna.create_study(pruner=optuna.pruners.NopPruner(),
-                                sampler=optuna.samplers.RandomSampler(seed=3))
+    study = optuna.create_study(
+        pruner=optuna.pruners.NopPruner(), sampler=optuna.samplers.RandomSampler(seed=3)
+    )
     study.optimize(trainer.objective(spec, digits), n_trials=1)
     trial = study.trials[0]
     steps = -(-len(digits.x_train) // spec.task.batch_size)
@@ -67,21 +70,32 @@ def test_recorded_lr_is_what_lr_curve_predicts(trainer, digits, strategy_id: str
 
 def test_plateau_reduces_the_rate_as_keras_would(trainer, digits) -> None:
     spec = spec_for(["plateau"], epochs=6)
-    params = {"strategy": "plateau", "plateau.initial_lr": 0.5, "plateau.factor": 0.5,
-              "plateau.patience": 0, "plateau.min_lr": 1e-6, "plateau.cooldown": 0}
+    params = {
+        "strategy": "plateau",
+        "plateau.initial_lr": 0.5,
+        "plateau.factor": 0.5,
+        "plateau.patience": 0,
+        "plateau.min_lr": 1e-6,
+        "plateau.cooldown": 0,
+    }
     trial = run_fixed(trainer, spec, digits, params)
     lr = trial.user_attrs["lr"]
     assert lr[0] == pytest.approx(0.5) and min(lr) < 0.5
     replay = get_strategy("plateau").lr_curve_from_history(
-        trial.user_attrs["params"], trial.user_attrs["history"]["val_loss"], maximize=False)
+        trial.user_attrs["params"], trial.user_attrs["history"]["val_loss"], maximize=False
+    )
     assert lr == pytest.approx(replay, rel=1e-5)
 
 
 def test_reused_graph_gives_the_same_result_as_a_fresh_model(trainer, digits) -> None:
     spec = spec_for(["exponential"], epochs=3)
-    params = {"strategy": "exponential", "exponential.initial_lr": 0.01,
-              "exponential.decay_steps": 30, "exponential.decay_rate": 0.5,
-              "exponential.staircase": False}
+    params = {
+        "strategy": "exponential",
+        "exponential.initial_lr": 0.01,
+        "exponential.decay_steps": 30,
+        "exponential.decay_rate": 0.5,
+        "exponential.staircase": False,
+    }
     warm = run_fixed(trainer, spec, digits, params)
     fresh = run_fixed(Trainer(reuse=False), spec, digits, params)
     assert warm.user_attrs["lr"] == pytest.approx(fresh.user_attrs["lr"], rel=1e-6)
@@ -97,9 +111,14 @@ def regression_data() -> Dataset:
 
 def test_a_huge_rate_fails_the_trial_as_diverged(trainer) -> None:
     data = regression_data()
-    spec = parse_spec({"strategies": ["constant"], "objective": {"metric": "val_mae"},
-                       "ranges": {"initial_lr": {"low": 1e-4, "high": 10, "log": True}},
-                       "task": {"epochs": 4, "optimizer": "sgd", "batch_size": 20}})
+    spec = parse_spec(
+        {
+            "strategies": ["constant"],
+            "objective": {"metric": "val_mae"},
+            "ranges": {"initial_lr": {"low": 1e-4, "high": 10, "log": True}},
+            "task": {"epochs": 4, "optimizer": "sgd", "batch_size": 20},
+        }
+    )
     trial = run_fixed(trainer, spec, data, {"strategy": "constant", "constant.initial_lr": 10.0})
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["fail_reason"].startswith("diverged at epoch")
@@ -110,8 +129,9 @@ def test_a_huge_rate_fails_the_trial_as_diverged(trainer) -> None:
 
 def test_a_clearly_bad_trial_is_pruned(trainer, digits) -> None:
     spec = spec_for(["constant"], epochs=6)
-    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
-                                                                   n_warmup_steps=1))
+    study = optuna.create_study(
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    )
     for lr in (3e-3, 5e-3, 4e-3, 1e-7):
         study.enqueue_trial({"strategy": "constant", "constant.initial_lr": lr})
     study.optimize(trainer.objective(spec, digits), n_trials=4)
@@ -133,6 +153,7 @@ def test_apply_rebuilds_the_best_schedule_for_a_users_own_fit(trainer, digits) -
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     seen: list[float] = []
     record = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda e, logs: seen.append(float(model.optimizer.learning_rate)))
+        on_epoch_begin=lambda e, logs: seen.append(float(model.optimizer.learning_rate))
+    )
     model.fit(digits.x_train, digits.y_train, epochs=4, verbose=0, callbacks=[*callbacks, record])
     assert seen == pytest.approx(trial.user_attrs["lr"], rel=1e-6)

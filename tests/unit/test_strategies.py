@@ -1,4 +1,4 @@
-"""Contract of every LR strategy that needs no TensorFlow: space, constraints, curve, export shape."""
+"""Contract of every LR strategy without TensorFlow: space, constraints, curve, export."""
 
 from __future__ import annotations
 
@@ -35,8 +35,13 @@ def test_sampled_params_satisfy_constraints(strategy_id: str) -> None:
 def test_initial_rate_and_decay_parameters_are_searched(strategy_id: str) -> None:
     names = get_strategy(strategy_id).param_names
     assert "initial_lr" in names
-    family_needs = {"exponential": "decay_steps", "inverse_time": "decay_rate",
-                    "cosine": "decay_steps", "plateau": "patience", "step": "drop"}
+    family_needs = {
+        "exponential": "decay_steps",
+        "inverse_time": "decay_rate",
+        "cosine": "decay_steps",
+        "plateau": "patience",
+        "step": "drop",
+    }
     if strategy_id in family_needs:
         assert family_needs[strategy_id] in names
 
@@ -89,7 +94,9 @@ def test_documented_formulas_at_known_points() -> None:
     pw = {"initial_lr": 0.1, "n_boundaries": 1, "drop": 0.1}
     assert get_strategy("piecewise").lr_at(pw, RUN, 200, 0) == pytest.approx(0.01)
     step = {"initial_lr": 0.1, "drop": 0.5, "every": 2}
-    assert get_strategy("step").lr_curve(step, RUN)[:5] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert get_strategy("step").lr_curve(step, RUN)[:5] == pytest.approx(
+        [0.1, 0.1, 0.05, 0.05, 0.025]
+    )
     cos = {"initial_lr": 0.1, "decay_steps": 100, "alpha": 0.0, "warmup_steps": 10}
     assert get_strategy("cosine").lr_at(cos, RUN, 5, 0) == pytest.approx(0.05)
     assert get_strategy("cosine").lr_at(cos, RUN, 60, 0) == pytest.approx(0.05)

@@ -1,0 +1,1 @@
+"""lrsearch's HTTP service: API, auth, CLI. Never imported by `search`."""

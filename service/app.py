@@ -1,0 +1,104 @@
+"""The FastAPI application: routers under /v1, one error mapping, DB set up at startup."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import optuna
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from search import store
+from service.deps import RateLimiter
+from service.errors import install_error_handlers, problem_response
+from service.routes import datasets, health, studies, trials
+from service.settings import Settings
+
+JSON_BODY_LIMIT = 4 * 1024 * 1024  # a keras_json model may be up to 1M characters
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and small fields around the file
+UPLOAD_PATH = "/v1/datasets"
+
+
+class BodyLimit:
+    """Refuse oversized bodies with a 413 problem: by Content-Length before reading, and by
+    counting bytes while reading (chunked uploads). Uploads get `upload_limit`, all else
+    `default_limit`."""
+
+    def __init__(self, app: ASGIApp, default_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if scope["path"] == UPLOAD_PATH else self.default_limit
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response = problem_response(413, f"the request body is larger than {limit} bytes")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _counting(receive, limit), send)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """A receive that raises 413 (an HTTPException FastAPI passes through) past the limit."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise StarletteHTTPException(413, f"the request body is larger than {limit} bytes")
+        return message
+
+    return limited
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Migrate, then open the engine and Optuna storage the handlers share."""
+    settings: Settings = app.state.settings
+    (settings.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    await run_in_threadpool(store.upgrade, settings.database_url)
+    engine = store.make_engine(settings.database_url)
+    app.state.engine = engine
+    app.state.sessions = store.session_factory(engine)
+    app.state.optuna_storage = await run_in_threadpool(store.optuna_storage, settings.database_url)
+    try:
+        yield
+    finally:
+        app.state.optuna_storage.engine.dispose()
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for these settings (read from the environment when omitted)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="lrsearch",
+        summary="Find the best learning-rate strategy for a Keras model.",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(studies.router, prefix="/v1")
+    app.include_router(trials.router, prefix="/v1")
+    app.include_router(datasets.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 8})
+    app.add_middleware(
+        BodyLimit,
+        default_limit=JSON_BODY_LIMIT,
+        upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
+    )
+    return app

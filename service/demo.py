@@ -1,0 +1,148 @@
+"""`make demo`: start the embedded service, run a real study on digits, print the best schedule.
+
+Everything is real: `lrsearch serve` (API + worker processes on a SQLite file), HTTP calls, Keras
+training. Nothing is downloaded: digits ships with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "digits-demo",
+    "task": {
+        "dataset": "digits",
+        "model": {"kind": "mlp", "hidden": [64, 32]},
+        "epochs": 8,
+        "batch_size": 64,
+        "optimizer": "adam",
+    },
+    "objective": {"metric": "val_loss"},
+    "n_trials": 16,
+    "seed": 0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """`lrsearch serve` on loopback with its own SQLite file under data_dir."""
+    env = {
+        **os.environ,
+        "LRSEARCH_DATA_DIR": str(data_dir),
+        "LRSEARCH_DATABASE_URL": f"sqlite:///{data_dir / 'lrsearch.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LRSEARCH_TF_THREADS": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the API did not become ready at {base} within {timeout_s:.0f}s")
+
+
+def run_study(base: str, spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Submit, show progress on one line, and return the study's final state."""
+    created = httpx.post(f"{base}/v1/studies", json=spec, timeout=30)
+    created.raise_for_status()
+    study_id = created.json()["id"]
+    print(f"study {study_id} submitted ({spec['n_trials']} trials)")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        study = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()
+        p = study["progress"]
+        best = study.get("best_value")
+        best_s = f"{best:.4f}" if best is not None else "-"
+        print(
+            f"\r  {study['status']:<9} complete={p['complete']} pruned={p['pruned']} "
+            f"failed={p['failed']} running={p['running']} best={best_s}",
+            end="",
+            flush=True,
+        )
+        if study["status"] in ("completed", "failed", "cancelled"):
+            print()
+            return study
+        time.sleep(1.0)
+    raise SystemExit(f"\nstudy {study_id} did not finish within {timeout_s:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=DEMO_SPEC["n_trials"])
+    parser.add_argument("--epochs", type=int, default=DEMO_SPEC["task"]["epochs"])
+    parser.add_argument("--data-dir", default="var/demo")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        **DEMO_SPEC,
+        "n_trials": args.trials,
+        "task": {**DEMO_SPEC["task"], "epochs": args.epochs},
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(data_dir, port, args.workers)
+    try:
+        wait_ready(base)
+        study = run_study(base, spec, args.timeout)
+        if study["status"] != "completed":
+            print(f"study ended {study['status']}: {study.get('error')}")
+            return 1
+        best = httpx.get(f"{base}/v1/studies/{study['id']}/best", timeout=30).json()
+        print(
+            f"\nbest trial #{best['trial_number']}: {best['strategy']}"
+            f"  val_loss={best['value']:.4f}"
+        )
+        print("params:", json.dumps(best["params"], indent=None))
+        print("keras schedule:", json.dumps(best["keras"], indent=2))
+        print("callbacks:", json.dumps(best["callbacks"]))
+        print("\n# Python that rebuilds it:\n" + best["python"])
+        return 0
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

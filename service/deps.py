@@ -1,0 +1,135 @@
+"""FastAPI dependencies (settings, a DB session per request, the calling tenant) and the
+small HTTP helpers handlers share: rate limiting and opaque cursors."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from search import store
+from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.settings import Settings
+from service.tokens import hash_token
+
+DEFAULT_TENANT = "default"
+_bearer = HTTPBearer(auto_error=False, description="API token from `lrsearch token create`")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the tenant whose data is visible, and the key rate limits count on."""
+
+    tenant_id: str
+    rate_key: str
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request, closed (and rolled back if uncommitted) afterwards."""
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_caller(
+    request: Request, settings: SettingsDep, session: SessionDep, credentials: BearerDep
+) -> Caller:
+    """Resolve the bearer token to its tenant; without auth everyone is tenant "default"."""
+    if not settings.auth:
+        return _default_caller(request, session)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a Bearer token is required")
+    digest = hash_token(credentials.credentials)
+    token = session.scalar(select(store.ApiToken).where(store.ApiToken.token_hash == digest))
+    if token is None or token.revoked_at is not None:
+        raise Unauthorized("the token is unknown or revoked")
+    if not hmac.compare_digest(token.token_hash, digest):
+        raise Unauthorized("the token is unknown or revoked")
+    return Caller(tenant_id=token.tenant_id, rate_key=f"token:{token.id}")
+
+
+def _default_caller(request: Request, session: Session) -> Caller:
+    """The single-user tenant, created on first use and cached on the app."""
+    tenant_id: str | None = getattr(request.app.state, "default_tenant_id", None)
+    if tenant_id is None:
+        tenant_id = store.get_or_create_tenant(session, DEFAULT_TENANT).id
+        request.app.state.default_tenant_id = tenant_id
+    return Caller(tenant_id=tenant_id, rate_key=f"tenant:{tenant_id}")
+
+
+TenantDep = Annotated[Caller, Depends(get_caller)]
+
+
+class RateLimiter:
+    """Sliding one-minute window per key, in this process (one API process per deployment)."""
+
+    def __init__(self, per_minute: int, window_s: float = 60.0) -> None:
+        self.per_minute = per_minute
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds until the key may act again, or None when it may act now."""
+        with self._lock:
+            hits = self._window(key)
+            if len(hits) < self.per_minute:
+                return None
+            return max(1, math.ceil(hits[0] + self.window_s - time.monotonic()))
+
+    def record(self, key: str) -> None:
+        """Count one action (call after it succeeded)."""
+        with self._lock:
+            self._window(key).append(time.monotonic())
+
+    def _window(self, key: str) -> deque[float]:
+        hits = self._hits.setdefault(key, deque())
+        cutoff = time.monotonic() - self.window_s
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        return hits
+
+
+def encode_cursor(position: Any) -> str:
+    """An opaque pagination cursor (url-safe base64 of JSON)."""
+    raw = json.dumps(position, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    """The position inside a cursor; a tampered cursor is a 422 on field `cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidRequest("cursor", "not a cursor returned by this API") from exc
+
+
+def study_or_404(session: Session, study_id: str, tenant_id: str) -> store.Study:
+    """The caller's study; another tenant's id looks exactly like an unknown one."""
+    study = store.get_study(session, study_id, tenant_id)
+    if study is None:
+        raise NotFound(f"no study {study_id}")
+    return study

@@ -1,0 +1,165 @@
+"""Dataset uploads: validated by the readers, stored as normalised NPZ under a server id.
+
+No user-supplied file name ever reaches the file system: the stored path is
+`datasets/{id}.npz` with a random id; the upload's name is only kept as a label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+from sqlalchemy.orm import Session
+
+from search import store
+from search.errors import DatasetError
+from service.deps import SessionDep, SettingsDep, TenantDep
+from service.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
+from service.settings import Settings
+
+router = APIRouter(tags=["datasets"])
+
+_CHUNK = 1024 * 1024
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+CSV_SEED = 0
+CSV_VAL_FRACTION = 0.2
+
+
+@router.post("/datasets", status_code=201)
+def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: TenantDep,
+    file: Annotated[UploadFile, File(description="An .npz (x_train, y_train, ...) or a .csv")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    target: Annotated[str | None, Form(max_length=200, description="CSV target column")] = None,
+) -> dict[str, Any]:
+    """Check the file with the same readers the workers use, then store it as NPZ."""
+    if store.count_datasets(session, caller.tenant_id) >= settings.max_datasets:
+        raise TooManyRequests(
+            f"at most {settings.max_datasets} datasets per tenant; delete one first",
+            slug="quota-exceeded",
+        )
+    data = _read_limited(file.file, settings.max_upload_bytes)
+    label = (name or Path(file.filename or "dataset").stem or "dataset")[:200]
+    fmt = _detect_format(file.filename or "", data)
+    dataset = _parse(data, fmt, target, label)
+    row = _store(session, settings, caller.tenant_id, dataset, fmt, label)
+    return dataset_json(row)
+
+
+@router.get("/datasets")
+def list_datasets(session: SessionDep, caller: TenantDep) -> dict[str, Any]:
+    """The caller's datasets, newest first (at most the per-tenant quota)."""
+    return {"items": [dataset_json(d) for d in store.list_datasets(session, caller.tenant_id)]}
+
+
+@router.get("/datasets/{dataset_id}")
+def get_dataset(dataset_id: str, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
+    """One dataset's shapes and task."""
+    return dataset_json(_dataset_or_404(session, dataset_id, caller.tenant_id))
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204)
+def delete_dataset(
+    dataset_id: str, session: SessionDep, settings: SettingsDep, caller: TenantDep
+) -> Response:
+    """Delete a dataset no queued or running study trains on."""
+    row = _dataset_or_404(session, dataset_id, caller.tenant_id)
+    users = store.active_studies_using(session, caller.tenant_id, dataset_id)
+    if users:
+        raise Conflict(f"{users} queued or running studies use dataset {dataset_id}")
+    path = settings.data_dir / row.path
+    session.delete(row)
+    session.commit()
+    path.unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+def dataset_json(row: store.StoredDataset) -> dict[str, Any]:
+    """A dataset as the API shows it (never its path on disk)."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "format": row.format,
+        "task": row.task,
+        "n_classes": row.n_classes,
+        "n_train": row.n_train,
+        "n_val": row.n_val,
+        "input_shape": list(row.input_shape),
+        "size_bytes": row.size_bytes,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def _dataset_or_404(session: Session, dataset_id: str, tenant_id: str) -> store.StoredDataset:
+    row = store.get_dataset(session, dataset_id, tenant_id)
+    if row is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    return row
+
+
+def _read_limited(stream: IO[bytes], limit: int) -> bytes:
+    """Read the upload in chunks and stop as soon as it passes the limit."""
+    chunks, size = [], 0
+    while chunk := stream.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the file is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _detect_format(filename: str, data: bytes) -> str:
+    """NPZ by zip magic or extension, otherwise CSV."""
+    if data.startswith(_ZIP_MAGIC) or filename.lower().endswith(".npz"):
+        return "npz"
+    return "csv"
+
+
+def _parse(data: bytes, fmt: str, target: str | None, label: str) -> Any:
+    """Run the dataset readers; their DatasetError becomes a 422 on field `file`."""
+    from search.datasets import read_csv, read_npz
+
+    if not data:
+        raise DatasetError("the file is empty")
+    if fmt == "npz":
+        return read_npz(data, name=label)
+    if not target:
+        raise InvalidRequest("target", "a CSV upload needs the name of its target column")
+    return read_csv(data, target=target, name=label, seed=CSV_SEED, val_fraction=CSV_VAL_FRACTION)
+
+
+def _store(
+    session: Session, settings: Settings, tenant_id: str, dataset: Any, fmt: str, label: str
+) -> store.StoredDataset:
+    """Write the normalised NPZ, then the row; remove the file if the row fails."""
+    from search.datasets import save_npz
+
+    dataset_id = store.new_id()
+    relative = f"datasets/{dataset_id}.npz"
+    path = settings.data_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(dataset, path)
+    row = store.StoredDataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        name=label,
+        format=fmt,
+        path=relative,
+        n_train=len(dataset.x_train),
+        n_val=len(dataset.x_val),
+        input_shape=[int(d) for d in dataset.input_shape],
+        task=str(dataset.task),
+        n_classes=None if dataset.n_classes is None else int(dataset.n_classes),
+        size_bytes=path.stat().st_size,
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        path.unlink(missing_ok=True)
+        raise
+    return row

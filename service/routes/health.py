@@ -1,0 +1,54 @@
+"""Liveness, readiness and Prometheus metrics (unauthenticated, aggregate only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from search import store
+from service.deps import SessionDep
+from service.errors import Unavailable
+
+router = APIRouter(tags=["health"])
+
+PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (says nothing about the database)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> dict[str, str]:
+    """Ready only when the database answers; 503 otherwise."""
+    try:
+        with request.app.state.engine.connect() as conn:
+            conn.execute(select(1))
+    except SQLAlchemyError as exc:
+        raise Unavailable("the database is unreachable") from exc
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(session: SessionDep) -> PlainTextResponse:
+    """Trial and study counts plus queue depth, three grouped queries in all."""
+    lines: list[str] = []
+    trials = {k.lower(): n for k, n in store.trial_state_counts(session).items()}
+    _gauge(lines, "lrsearch_trials", "Optuna trials by state.", "state", trials)
+    _gauge(lines, "lrsearch_studies", "Studies by status.", "status",
+           store.study_status_counts(session))
+    lines += [
+        "# HELP lrsearch_queue_depth Unclaimed trial slots of queued and running studies.",
+        "# TYPE lrsearch_queue_depth gauge",
+        f"lrsearch_queue_depth {store.queue_depth(session)}",
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_MEDIA_TYPE)
+
+
+def _gauge(lines: list[str], name: str, help_text: str, label: str, counts: dict[str, int]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [f'{name}{{{label}="{key}"}} {value}' for key, value in sorted(counts.items())]

@@ -1,0 +1,45 @@
+"""Service configuration, read once from LRSEARCH_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API, workers and CLI need; each field documents its env variable."""
+
+    model_config = SettingsConfigDict(env_prefix="LRSEARCH_", populate_by_name=True, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./var/lrsearch.db",
+        description="SQLAlchemy URL shared by API and workers (SQLite or PostgreSQL). "
+        "Env LRSEARCH_DATABASE_URL, else DATABASE_URL.",
+        validation_alias=AliasChoices("LRSEARCH_DATABASE_URL", "DATABASE_URL"),
+    )
+    data_dir: Path = Field(default=Path("./var"), description="Where uploaded datasets are stored.")
+    auth: bool = Field(
+        default=False,
+        description="Require Bearer tokens. Off by default for a single user on loopback; "
+        "turn it on before listening on any other interface.",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest dataset file accepted (bytes)."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    heartbeat_interval_s: int = Field(
+        default=5, ge=1, description="Seconds between worker heartbeats of a running trial."
+    )
+    grace_period_s: int = Field(
+        default=30, ge=1, description="Seconds without heartbeat before a running trial is failed."
+    )
+    rate_limit_per_minute: int = Field(
+        default=60, ge=1, description="Study creations allowed per token (or tenant) per minute."
+    )
+    max_running_studies: int = Field(
+        default=20, ge=1, description="Queued plus running studies allowed per tenant."
+    )
+    max_datasets: int = Field(default=100, ge=1, description="Stored datasets allowed per tenant.")
