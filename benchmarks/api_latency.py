@@ -1,0 +1,252 @@
+"""API latency on PostgreSQL with 100 and with 10,000 stored trials, 32 concurrent clients.
+
+Starts the real API (uvicorn subprocess) on a fresh PostgreSQL database, creates a study through
+the API, stores finished trials through Optuna's public API (with the same user attributes a
+worker writes), then measures p50/p99 of `GET /v1/studies/{id}`, `/best` and a trials page.
+
+    .venv/bin/python benchmarks/api_latency.py [--requests 600] [--concurrency 32]
+
+Last line: growth=<worst p99 at 10k / same endpoint's p99 at 100>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import optuna
+import psycopg
+import sqlalchemy as sa
+
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {"name": "latency", "task": {"epochs": 10}, "n_trials": 10000, "strategies": ["exponential"]}
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_api(db_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LRSEARCH_DATABASE_URL": db_url,
+        "LRSEARCH_DATA_DIR": str(data_dir),
+        "LRSEARCH_RATE_LIMIT_PER_MINUTE": "100000",
+    }
+    cmd = [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def wait_ready(base: str) -> None:
+    for _ in range(240):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("API did not start")
+
+
+def fill(db_url: str, study_id: str, start: int, stop: int) -> None:
+    """Store finished trials numbered start..stop-1 as a worker leaves them.
+
+    The first trial goes through Optuna's public API; the rest copy its rows in bulk (with
+    their own number and value), because adding 10,000 trials one by one takes many minutes.
+    """
+    study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=db_url)
+    if start == 0:
+        study.add_trial(_template_trial())
+        start = 1
+    engine = sa.create_engine(db_url)
+    meta = sa.MetaData()
+    meta.reflect(engine, only=[*_CHILDREN, "trials"])
+    trials = meta.tables["trials"]
+    with engine.begin() as conn:
+        template = (
+            conn.execute(
+                sa.select(trials).where(trials.c.number == 0, trials.c.study_id == study._study_id)
+            )
+            .mappings()
+            .one()
+        )
+        rows = [
+            {k: v for k, v in template.items() if k != "trial_id"} | {"number": n}
+            for n in range(start, stop)
+        ]
+        ids = conn.execute(
+            sa.insert(trials).returning(trials.c.trial_id, sort_by_parameter_order=True), rows
+        )
+        new_ids = [r[0] for r in ids]
+        for table_name, pk in _CHILDREN.items():
+            table = meta.tables[table_name]
+            kids = (
+                conn.execute(sa.select(table).where(table.c.trial_id == template["trial_id"]))
+                .mappings()
+                .all()
+            )
+            copies = [
+                {k: v for k, v in kid.items() if k != pk}
+                | {"trial_id": tid}
+                | _value_for(table_name, kid, n)
+                for n, tid in zip(range(start, stop), new_ids, strict=True)
+                for kid in kids
+            ]
+            if copies:
+                conn.execute(sa.insert(table), copies)
+    engine.dispose()
+
+
+_CHILDREN = {
+    "trial_params": "param_id",
+    "trial_values": "trial_value_id",
+    "trial_intermediate_values": "trial_intermediate_value_id",
+    "trial_user_attributes": "trial_user_attribute_id",
+}
+
+
+def _value_for(table_name: str, row: Any, number: int) -> dict[str, Any]:
+    if table_name == "trial_values":
+        return {"value": 1.0 / (1 + (number * 7919) % 10007)}
+    return {}
+
+
+def _template_trial() -> optuna.trial.FrozenTrial:
+    lr = 1e-3
+    dists = {
+        "strategy": optuna.distributions.CategoricalDistribution(["exponential"]),
+        "exponential.initial_lr": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+    }
+    attrs = {
+        "strategy": "exponential",
+        "params": {"initial_lr": lr},
+        "lr": [lr] * 10,
+        "history": {"loss": [1.0] * 10, "val_loss": [1.0] * 10},
+        "epochs_run": 10,
+        "seconds": 0.5,
+        "export": {
+            "schedule": None,
+            "callbacks": [],
+            "initial_lr": lr,
+            "optimizer": {"class_name": "Adam", "config": {}},
+            "python": "x",
+        },
+    }
+    return optuna.trial.create_trial(
+        params={"strategy": "exponential", "exponential.initial_lr": lr},
+        distributions=dists,
+        value=1.0,
+        user_attrs=attrs,
+        intermediate_values={e: 1.0 for e in range(10)},
+    )
+
+
+async def measure(base: str, path: str, n: int, concurrency: int) -> list[float]:
+    """Latencies in ms of n GETs of path, with `concurrency` requests in flight."""
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def one_client() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                t = time.perf_counter()
+                response = await client.get(path)
+                latencies.append((time.perf_counter() - t) * 1000)
+                response.raise_for_status()
+
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def run(requests: int, concurrency: int) -> dict[str, Any]:
+    name = f"lrsearch_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    api = start_api(db_url, port, Path("/tmp") / name)
+    results: dict[str, Any] = {}
+    try:
+        wait_ready(base)
+        study_id = httpx.post(f"{base}/v1/studies", json=SPEC, timeout=30).json()["id"]
+        stored = 0
+        for size in (100, 10000):
+            fill(db_url, study_id, stored, size)
+            stored = size
+            paths = {
+                "status": f"/v1/studies/{study_id}",
+                "best": f"/v1/studies/{study_id}/best",
+                "page": f"/v1/studies/{study_id}/trials?limit=50&order=value",
+            }
+            for label, path in paths.items():
+                asyncio.run(measure(base, path, 50, concurrency))  # warm-up
+                lat = asyncio.run(measure(base, path, requests, concurrency))
+                results[f"{label}@{size}"] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--out", default="benchmarks/out/api_latency.json")
+    args = parser.parse_args()
+    results = run(args.requests, args.concurrency)
+    print(f"{'endpoint':<10}{'trials':>8}{'p50 ms':>10}{'p99 ms':>10}")
+    for key, row in results.items():
+        label, size = key.split("@")
+        print(f"{label:<10}{size:>8}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}")
+    growth = max(
+        results[f"{e}@10000"]["p99_ms"] / results[f"{e}@100"]["p99_ms"]
+        for e in ("status", "best", "page")
+    )
+    out = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%F"),
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "results": results,
+        "growth": growth,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"growth={growth:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Plots of a study as PNG: learning-rate and validation curves of the best trials, the
+optimization history and the value by strategy family.
+
+Reads stay bounded however large the study: the best `k` (at most 20) trials for the curve
+plots; for `history` and `strategies` every finished trial up to FULL_CAP, beyond that the best
+BEST_CAP plus evenly spaced windows of trial numbers (the picture says it is sampled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
+
+from search import store
+from search.plots import PLOT_NAMES, NothingToPlot, PlotOptions, PlotTrial, render
+from service.deps import SessionDep, TenantDep, study_or_404
+from service.errors import Conflict, NotFound
+
+router = APIRouter(tags=["plots"])
+
+FULL_CAP = 1000
+BEST_CAP = 200
+SAMPLE_WINDOWS = 10
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Trials to plot: `sample` is unbiased (all, or evenly spaced windows); `best` is the
+    best finished trials (empty when `sample` already holds every finished trial)."""
+
+    sample: list[store.TrialRecord]
+    best: list[store.TrialRecord]
+    total: int
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.best)
+
+    def union(self) -> list[store.TrialRecord]:
+        """Sample and best without duplicates."""
+        seen = {r.number: r for r in self.sample}
+        seen.update({r.number: r for r in self.best})
+        return list(seen.values())
+
+
+@router.get(
+    "/studies/{study_id}/plots/{name}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "A PNG image."}},
+)
+def get_plot(
+    study_id: str,
+    name: str,
+    session: SessionDep,
+    caller: TenantDep,
+    k: Annotated[int, Query(ge=1, le=20, description="trials drawn by lr/validation")] = 5,
+) -> Response:
+    """One plot of the study as PNG; 409 until a trial has finished."""
+    study = study_or_404(session, study_id, caller.tenant_id)
+    if name not in PLOT_NAMES:
+        raise NotFound(f"no plot {name!r}; known plots: {', '.join(PLOT_NAMES)}")
+    metric = str(study.spec.get("objective", {}).get("metric") or "val_loss")
+    trials, note = _trials_for(session, study, name, k)
+    if not trials:
+        raise Conflict("no trial has finished yet")
+    options = PlotOptions(
+        metric=metric, direction=study.direction, k=k, title=study.name, note=note
+    )
+    try:
+        png = render(name, [_plot_trial(r, metric) for r in trials], options)
+    except NothingToPlot as exc:
+        raise Conflict(str(exc)) from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _trials_for(
+    session: Session, study: store.Study, name: str, k: int
+) -> tuple[list[store.TrialRecord], str]:
+    """The records plot `name` needs, and a note when they are a sample."""
+    if name in ("lr", "validation"):
+        return store.trials_page(session, study, state="complete", order="value", limit=k), ""
+    loaded = load_finished(session, study)
+    records = loaded.sample if name == "strategies" else loaded.union()
+    note = f"sampled {len(records)} of {loaded.total} trials" if loaded.sampled else ""
+    return records, note
+
+
+def load_finished(
+    session: Session,
+    study: store.Study,
+    *,
+    full_cap: int = FULL_CAP,
+    best_cap: int = BEST_CAP,
+    windows: int = SAMPLE_WINDOWS,
+) -> Loaded:
+    """Every complete trial up to `full_cap`; beyond, the best `best_cap` plus `windows`
+    evenly spaced runs of trial numbers (about `full_cap - best_cap` trials)."""
+    total = store.study_progress(session, study).complete
+    if total <= full_cap:
+        return Loaded(_all_complete(session, study), [], total)
+    n_numbers = sum(store.trial_state_counts(session, study.optuna_study_name).values())
+    per_window = max(1, (full_cap - best_cap) // windows)
+    sample: dict[int, store.TrialRecord] = {}
+    for i in range(windows):
+        start = i * n_numbers // windows
+        page = store.trials_page(
+            session, study, state="complete", order="number", limit=per_window, after=start - 1
+        )
+        sample.update({r.number: r for r in page})
+    best = store.trials_page(session, study, state="complete", order="value", limit=best_cap)
+    return Loaded(sorted(sample.values(), key=lambda r: r.number), best, total)
+
+
+def _all_complete(session: Session, study: store.Study) -> list[store.TrialRecord]:
+    out: list[store.TrialRecord] = []
+    after: int | None = None
+    while True:
+        page = store.trials_page(
+            session, study, state="complete", order="number", limit=PAGE, after=after
+        )
+        out.extend(page)
+        if len(page) < PAGE:
+            return out
+        after = page[-1].number
+
+
+def _plot_trial(record: store.TrialRecord, metric: str) -> PlotTrial:
+    attrs: dict[str, Any] = record.user_attrs
+    return PlotTrial.from_attrs(
+        record.number, record.value, attrs, metric, record.intermediate, record.params
+    )
