@@ -22,6 +22,9 @@ test: $(STAMP)  ## the whole suite: unit, real DB, real training, real servers
 test-fast: $(STAMP)  ## no training, no servers: the edit loop
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
+test-slow: $(STAMP)  ## only what trains or starts servers
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
 lint: $(STAMP)
 	$(BIN)/ruff check search service tests benchmarks
 	$(BIN)/mypy search service
