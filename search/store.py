@@ -9,14 +9,17 @@ Every study operation here is one SQL statement, so it is atomic on SQLite and P
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -43,6 +46,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger("lrsearch.store")
+T = TypeVar("T")
 
 SQLITE_TIMEOUT_S = 30
 ALEMBIC_VERSION_TABLE = "lrsearch_alembic_version"
@@ -268,6 +274,81 @@ def upgrade(url: str) -> None:
     storage.engine.dispose()
 
 
+# --- transient database errors -------------------------------------------------------------
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,  # connection refused or dropped, server shutting down, locked
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,  # no pooled connection came back in time
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the database was unreachable or busy, so the same call may succeed later.
+
+    Looks through the exception chain: Optuna wraps SQLAlchemy's errors in its own
+    StorageInternalError, and bad data (IntegrityError, DataError) is never transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT):
+            return True
+        if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if _is_psycopg_operational(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_psycopg_operational(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # SQLite-only installs
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    *,
+    deadline_s: float = 120.0,
+    what: str = "database call",
+    stop: threading.Event | None = None,
+) -> T:
+    """Call `fn`, retrying transient database errors with backoff for up to `deadline_s`.
+
+    Why: a database restart must not fail a trial that is training fine. Only calls that are
+    safe to repeat may be wrapped (reads, idempotent writes, Optuna's report/attrs/tell with
+    skip_if_finished). Non-transient errors, and the last transient one, are raised.
+    """
+    started, delay = time.monotonic(), 0.25
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            spent = time.monotonic() - started
+            if not is_transient(exc) or spent + delay > deadline_s or (stop and stop.is_set()):
+                raise
+            log.warning("%s failed (%s); retrying in %.2fs", what, _first_line(exc), delay)
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The deepest cause's first line: Optuna's wrapper message says nothing useful."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
 # --- tenants -------------------------------------------------------------------------------
 
 
@@ -327,6 +408,33 @@ def release_slot(session: Session, study_id: str) -> None:
     )
     session.execute(stmt)
     session.commit()
+
+
+def reclaim_slots(
+    session: Session, study_id: str, *, claimed: int, used: int, idle_since: datetime
+) -> bool:
+    """Give back slots that were claimed but never became a trial; True when done. Commits.
+
+    A worker that died (or lost the database for good) between its claim and `study.ask`
+    leaves `trials_claimed` above the trials that exist, and the study would end short.
+    Conditional on the row being unchanged since it was read, so two sweepers heal once.
+    """
+    if used >= claimed:
+        return False
+    stmt = (
+        update(Study)
+        .where(
+            Study.id == study_id,
+            Study.status.in_(RUNNABLE),
+            Study.trials_claimed == claimed,
+            Study.updated_at == idle_since,
+        )
+        .values(trials_claimed=used, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    done = _rowcount(session.execute(stmt)) == 1
+    session.commit()
+    return done
 
 
 def runnable_studies(session: Session, limit: int) -> list[Study]:
@@ -525,6 +633,13 @@ _o_intermediate = sa.Table(
         "intermediate_value_type",
         Enum("FINITE", "INF_POS", "INF_NEG", "NAN", name="trialintermediatevaluetype"),
     ),
+)
+
+_o_heartbeats = sa.Table(
+    "trial_heartbeats", _optuna_md,
+    sa.Column("trial_heartbeat_id", Integer, primary_key=True),
+    sa.Column("trial_id", Integer),
+    sa.Column("heartbeat", DateTime),
 )
 
 _SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
@@ -819,3 +934,48 @@ def queue_depth(session: Session) -> int:
         Study.status.in_(RUNNABLE), Study.trials_claimed < Study.n_trials
     )
     return int(session.scalar(stmt) or 0)
+
+
+# --- what the worker's sweep heals ---------------------------------------------------------
+
+
+def orphan_running_trials(
+    session: Session, optuna_study_name: str, older_than_s: float
+) -> list[int]:
+    """Trial ids RUNNING without any heartbeat, started more than `older_than_s` ago.
+
+    A worker that died between `study.ask` and its first heartbeat leaves such a trial;
+    Optuna's stale check skips trials without a heartbeat, so it would stay RUNNING forever.
+    Optuna writes `datetime_start` as naive local time, so the cutoff is too.
+    """
+    cutoff = datetime.now() - timedelta(seconds=older_than_s)
+    beats = select(_o_heartbeats.c.trial_id).where(
+        _o_heartbeats.c.trial_id == _o_trials.c.trial_id
+    )
+    stmt = select(_o_trials.c.trial_id).where(
+        _o_trials.c.study_id == _optuna_study_id(optuna_study_name),
+        _o_trials.c.state == "RUNNING",
+        _o_trials.c.datetime_start < cutoff,
+        ~beats.exists(),
+    )
+    return [int(trial_id) for trial_id in session.scalars(stmt)]
+
+
+def has_retry(session: Session, optuna_study_name: str, failed_number: int) -> bool:
+    """Whether a trial of the study already carries `failed_trial == failed_number`.
+
+    Makes queuing a retry idempotent: a retried `add_trial` whose first attempt did commit
+    (the answer was lost with the connection) must not queue a second copy.
+    """
+    stmt = (
+        select(func.count())
+        .select_from(
+            _o_system_attrs.join(_o_trials, _o_trials.c.trial_id == _o_system_attrs.c.trial_id)
+        )
+        .where(
+            _o_trials.c.study_id == _optuna_study_id(optuna_study_name),
+            _o_system_attrs.c.key == "failed_trial",
+            _o_system_attrs.c.value_json == json.dumps(failed_number),
+        )
+    )
+    return int(session.scalar(stmt) or 0) > 0

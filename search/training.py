@@ -3,20 +3,26 @@
 Compiled models are reused across trials of the same model, data and optimizer (see
 `search.lr_graph`): weights go back to their seeded initial values and the optimizer state to
 zero, so a reused model starts exactly where a fresh one with the same seed would.
+
+With a checkpoint slot (the worker gives one), each finished epoch is saved, and a retried
+trial resumes from its dead attempt's last epoch: weights, optimizer variables (including the
+step count the schedules read), the base rate and ReduceLROnPlateau's counters.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 
+from search.checkpoints import TrialCheckpoint, TrialSlot
 from search.datasets import Dataset
 from search.errors import ModelError, TrialDiverged, TrialStopped
 from search.space import run_shape, suggest
@@ -24,6 +30,15 @@ from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
 
 StopCheck = Callable[[], bool]
+T = TypeVar("T")
+Persist = Callable[[Callable[[], T]], T]
+"""Runs one storage call; the worker's retries it while the database is briefly away."""
+
+_CALLBACK_STATE = ("wait", "cooldown_counter", "best")  # ReduceLROnPlateau's counters
+
+
+def _direct(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 @dataclass
@@ -36,13 +51,14 @@ class TrialRecord:
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     export: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int | None = None
 
     @property
     def epochs_run(self) -> int:
         return len(self.lr)
 
-    def save(self, trial: optuna.Trial) -> None:
-        attrs = {
+    def save(self, trial: optuna.Trial, persist: Persist[None] = _direct) -> None:
+        attrs: dict[str, Any] = {
             "strategy": self.strategy,
             "params": self.params,
             "lr": self.lr,
@@ -51,8 +67,10 @@ class TrialRecord:
             "seconds": round(self.seconds, 4),
             "export": self.export,
         }
+        if self.resumed_from_epoch is not None:
+            attrs["resumed_from_epoch"] = self.resumed_from_epoch
         for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            persist(functools.partial(trial.set_user_attr, key, value))
 
 
 @dataclass
@@ -64,12 +82,61 @@ class _Compiled:
     val_data: Any
 
 
+@dataclass
+class _Prepared:
+    """One fit ready to run, plus what a checkpoint saves and restores."""
+
+    model: Any
+    callbacks: list[Any]
+    train_data: Any
+    val_data: Any
+    base_lr: Any | None = None  # the schedule's base-rate variable (reused graphs only)
+
+    def lr_callbacks(self) -> list[Any]:
+        """The stock LR callbacks (unwrapped from DrivenCallback on reused graphs)."""
+        return [getattr(cb, "inner", cb) for cb in self.callbacks]
+
+    def snapshot(self, epoch: int, record: TrialRecord) -> TrialCheckpoint:
+        """The state after `epoch` finished epochs (cheap: arrays copied to host once)."""
+        optimizer = self.model.optimizer
+        return TrialCheckpoint(
+            epoch=epoch,
+            weights=self.model.get_weights(),
+            optimizer=[v.numpy() for v in optimizer.variables],
+            base_lr=None if self.base_lr is None else float(self.base_lr.numpy()),
+            callbacks=[_callback_state(cb) for cb in self.lr_callbacks()],
+            lr=list(record.lr),
+            history={k: list(v) for k, v in record.history.items()},
+        )
+
+    def restore(self, checkpoint: TrialCheckpoint) -> bool:
+        """Load weights, optimizer variables and base rate; False (nothing changed) if the
+        checkpoint does not fit this model."""
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        if not (
+            _same_shapes(self.model.get_weights(), checkpoint.weights)
+            and _same_shapes([v.numpy() for v in optimizer.variables], checkpoint.optimizer)
+        ):
+            return False
+        self.model.set_weights(checkpoint.weights)
+        for var, value in zip(optimizer.variables, checkpoint.optimizer, strict=True):
+            var.assign(value)
+        if self.base_lr is not None and checkpoint.base_lr is not None:
+            self.base_lr.assign(checkpoint.base_lr)
+        return True
+
+
 class Trainer:
     """Runs trials; keeps a few compiled models so a study is not N cold starts."""
 
-    def __init__(self, *, reuse: bool = True, cache_size: int = 2) -> None:
+    def __init__(
+        self, *, reuse: bool = True, cache_size: int = 2, persist: Persist[Any] = _direct
+    ) -> None:
         self.reuse = reuse
         self.cache_size = cache_size
+        self.persist = persist
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
 
     def objective(
@@ -84,20 +151,25 @@ class Trainer:
         spec: StudySpec,
         dataset: Dataset,
         should_stop: StopCheck | None = None,
+        checkpoint: TrialSlot | None = None,
     ) -> float:
-        """Train one trial; raise TrialPruned, TrialDiverged or TrialStopped when it ends early."""
+        """Train one trial; raise TrialPruned, TrialDiverged or TrialStopped when it ends early.
+
+        With `checkpoint`, every finished epoch is saved there and an existing checkpoint is
+        resumed from (the trial's `resumed_from_epoch` user attr says where).
+        """
         run = run_shape(spec, len(dataset.x_train))
         strategy_id, params = suggest(trial, spec, run)  # honours enqueued and retried params
         record = TrialRecord(strategy_id, params)
         started = time.perf_counter()
         try:
-            return self._fit(trial, spec, dataset, run, record, should_stop)
+            return self._fit(trial, spec, dataset, run, record, should_stop, checkpoint)
         except TrialDiverged as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            self.persist(functools.partial(trial.set_user_attr, "fail_reason", str(exc)))
             raise
         finally:
             record.seconds = time.perf_counter() - started
-            record.save(trial)
+            record.save(trial, self.persist)
 
     def _fit(
         self,
@@ -107,6 +179,7 @@ class Trainer:
         run: RunShape,
         record: TrialRecord,
         should_stop: StopCheck | None,
+        checkpoint: TrialSlot | None,
     ) -> float:
         from search.keras_export import optimizer_config
 
@@ -116,21 +189,49 @@ class Trainer:
             record.params, run, spec.objective.metric, opt_cfg
         ).as_dict()
         record.export.update(strategy=record.strategy, params=record.params)
-        model, callbacks, train_data, val_data = self._prepare(spec, dataset, record.export)
-        monitor = _EpochMonitor(trial, spec, record, should_stop)
-        model.fit(
-            train_data,
-            validation_data=val_data,
+        prepared = self._prepare(spec, dataset, record.export)
+        monitor = _EpochMonitor(trial, spec, record, should_stop, self.persist)
+        resumed = self._resume(prepared, checkpoint, record, monitor)
+        if checkpoint is not None:
+            monitor.on_saved_epoch = lambda epoch: checkpoint.save(
+                prepared.snapshot(epoch, record)
+            )
+        if resumed is not None and resumed.epoch >= spec.task.epochs:
+            return monitor.finish()  # the dead attempt trained every epoch; only the tell was lost
+        prepared.model.fit(
+            prepared.train_data,
+            validation_data=prepared.val_data,
+            initial_epoch=0 if resumed is None else resumed.epoch,
             epochs=spec.task.epochs,
             verbose=0,
             shuffle=False,
-            callbacks=[*callbacks, monitor.keras_callback()],
+            callbacks=[
+                *prepared.callbacks,
+                _restore_callbacks(prepared, resumed),
+                monitor.keras_callback(),
+            ],
         )
         return monitor.finish()
 
-    def _prepare(
-        self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]
-    ) -> tuple[Any, list[Any], Any, Any]:
+    def _resume(
+        self,
+        prepared: _Prepared,
+        checkpoint: TrialSlot | None,
+        record: TrialRecord,
+        monitor: _EpochMonitor,
+    ) -> TrialCheckpoint | None:
+        """Continue from the slot's checkpoint when there is one that fits this model."""
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is None or saved.epoch < 1 or len(saved.lr) != saved.epoch:
+            return None
+        if not prepared.restore(saved):
+            return None
+        record.lr, record.history = list(saved.lr), {k: list(v) for k, v in saved.history.items()}
+        record.resumed_from_epoch = saved.epoch
+        monitor.replay(saved.epoch)
+        return saved
+
+    def _prepare(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> _Prepared:
         from search.keras_export import build_schedule_and_callbacks
 
         if not self.reuse:
@@ -146,11 +247,15 @@ class Trainer:
 
         _, stock_callbacks = build_schedule_and_callbacks(export)
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
-        return compiled.model, callbacks, _train_data(dataset, spec), compiled.val_data
+        return _Prepared(
+            compiled.model,
+            callbacks,
+            _train_data(dataset, spec),
+            compiled.val_data,
+            compiled.schedule.base_lr,
+        )
 
-    def _fresh(
-        self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]
-    ) -> tuple[Any, list[Any], Any, Any]:
+    def _fresh(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> _Prepared:
         """Build, compile and fit from scratch: the naive path, kept for comparison."""
         import keras
 
@@ -164,7 +269,8 @@ class Trainer:
         model.compile(
             optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics
         )
-        return model, callbacks, _train_data(dataset, spec), (dataset.x_val, dataset.y_val)
+        val_data = (dataset.x_val, dataset.y_val)
+        return _Prepared(model, callbacks, _train_data(dataset, spec), val_data)
 
     def _compiled(self, spec: StudySpec, dataset: Dataset) -> _Compiled:
         key = json.dumps(
@@ -206,6 +312,38 @@ def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
     )
 
 
+def _callback_state(callback: Any) -> dict[str, float]:
+    """The counters of an LR callback that a resumed fit must continue from."""
+    state: dict[str, float] = {}
+    for name in _CALLBACK_STATE:
+        value = getattr(callback, name, None)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            state[name] = float(value)
+    return state
+
+
+def _same_shapes(current: list[Any], saved: list[Any]) -> bool:
+    return len(current) == len(saved) and all(
+        tuple(a.shape) == tuple(b.shape) for a, b in zip(current, saved, strict=True)
+    )
+
+
+def _restore_callbacks(prepared: _Prepared, saved: TrialCheckpoint | None) -> Any:
+    """A Keras callback, placed after the LR callbacks, that sets their saved counters once
+    their own on_train_begin has reset them (ReduceLROnPlateau's wait, cooldown, best)."""
+    import keras
+
+    def restore(logs: dict[str, Any] | None = None) -> None:
+        if saved is None:
+            return
+        for callback, state in zip(prepared.lr_callbacks(), saved.callbacks, strict=False):
+            for name, value in state.items():
+                current = getattr(callback, name, None)
+                setattr(callback, name, int(value) if isinstance(current, int) else value)
+
+    return keras.callbacks.LambdaCallback(on_train_begin=restore)
+
+
 def _train_data(dataset: Dataset, spec: StudySpec) -> Any:
     """Shuffled batches; made per trial so every trial sees the same order for the same seed."""
     import tensorflow as tf
@@ -227,12 +365,23 @@ class _EpochMonitor:
         spec: StudySpec,
         record: TrialRecord,
         should_stop: StopCheck | None,
+        persist: Persist[Any] = _direct,
     ) -> None:
         self.trial, self.spec, self.record = trial, spec, record
         self.should_stop = should_stop or (lambda: False)
+        self.persist = persist
         self.pruned = self.stopped = False
         self.diverged: str | None = None
         self.value: float | None = None
+        self.on_saved_epoch: Callable[[int], None] | None = None
+
+    def replay(self, epochs: int) -> None:
+        """Report a resumed trial's earlier epochs again (pruners compare whole curves)."""
+        values = self.record.history.get(self.spec.objective.metric, [])
+        for epoch, value in enumerate(values[:epochs]):
+            if math.isfinite(value):
+                self.persist(functools.partial(self.trial.report, value, epoch))
+                self.value = value
 
     def keras_callback(self) -> Any:
         import keras
@@ -266,8 +415,10 @@ class _EpochMonitor:
             self.diverged = f"diverged at epoch {epoch + 1}: loss is {logs.get('loss')}"
             return True
         self.value = value
-        self.trial.report(value, epoch)
-        self.pruned = self.trial.should_prune()
+        self.persist(functools.partial(self.trial.report, value, epoch))
+        self.pruned = bool(self.persist(self.trial.should_prune))
+        if not self.pruned and self.on_saved_epoch is not None:
+            self.on_saved_epoch(epoch + 1)  # before a stop: the retry resumes from here
         self.stopped = not self.pruned and self.should_stop()
         return self.pruned or self.stopped
 

@@ -4,11 +4,18 @@ Stateless: everything it knows comes from the database, so any number of workers
 of machines share the work. A slot is claimed with one atomic UPDATE on the study row, so a
 study ends with exactly `n_trials` finished trials however many workers race. Dead workers are
 found by Optuna's heartbeat; their trial is failed and retried once, and the retry reuses the
-dead trial's slot so it counts once against the budget.
+dead trial's slot so it counts once against the budget. The retry resumes from the dead
+attempt's last epoch checkpoint (`search.checkpoints`).
+
+Faults it survives: a database that goes away (each loop iteration is retried after a backoff;
+storage calls inside a trial are retried while it trains on), a trial that raises (it fails
+alone), SIGTERM (the epoch finishes, the trial is released for a retry), and a worker that died
+between claiming a slot and starting its trial (the sweep gives the slot back).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -17,15 +24,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from search import store
+from search.checkpoints import CheckpointStore, TrialSlot, checkpoint_number
 from search.datasets import Dataset, load_dataset
-from search.errors import TrialDiverged, TrialStopped
+from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.space import default_trials, run_shape
 from search.spec import StudySpec, parse_spec
 from search.study_policy import make_pruner, make_sampler
@@ -33,11 +41,21 @@ from search.study_policy import make_pruner, make_sampler
 log = logging.getLogger("lrsearch.worker")
 SAME_FAILURES_TO_GIVE_UP = 3
 MAX_RETRIES = 1
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+STARTUP_DB_WAIT_S = 300.0
+T = TypeVar("T")
+_FINISHED = optuna.exceptions.UpdateFinishedTrialError
 
 
 @dataclass
 class WorkerConfig:
-    """Everything a worker needs: where the database and uploaded data live, and its timings."""
+    """Everything a worker needs: where the database and uploaded data live, and its timings.
+
+    `db_retry_s` bounds how long one storage call is retried while the database is away;
+    a slot claimed but never turned into a trial is given back after `slot_leak_s`
+    (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken).
+    """
 
     database_url: str
     data_dir: str | Path = "./var"
@@ -46,6 +64,25 @@ class WorkerConfig:
     poll_s: float = 1.0
     max_trials: int | None = None
     idle_exit_s: float | None = None
+    db_retry_s: float = 120.0
+    slot_leak_s: float | None = None
+
+    @property
+    def leak_after_s(self) -> float:
+        """How long a claimed slot may stay without its trial before the sweep frees it."""
+        if self.slot_leak_s is not None:
+            return self.slot_leak_s
+        return self.db_retry_s + 2 * self.grace_period + 30
+
+
+@dataclass
+class _Opened:
+    """A claimed slot's study, ready for `ask`: what the trial needs, or why it cannot run."""
+
+    study: optuna.Study
+    spec: StudySpec
+    dataset: Dataset | None
+    load_error: Exception | None
 
 
 class Worker:
@@ -61,16 +98,29 @@ class Worker:
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
         )
+        self.checkpoints = CheckpointStore(Path(config.data_dir) / "checkpoints")
         self._datasets: OrderedDict[str, Dataset] = OrderedDict()
         self._trainer: Any = None
         self._last_sweep = 0.0
 
     def run(self) -> int:
-        """Loop until stopped (or max_trials / idle_exit_s); returns the trials this worker ran."""
-        done, idle_since = 0, time.monotonic()
+        """Loop until stopped (or max_trials / idle_exit_s); returns the trials this worker ran.
+
+        Any error of one iteration (the database is down, a study is broken) is logged and the
+        iteration is tried again after a backoff: the worker never dies of it.
+        """
+        done, idle_since, backoff = 0, time.monotonic(), BACKOFF_FIRST_S
         while not self.stop.is_set():
-            self._sweep_if_due()
-            if self.run_one():
+            try:
+                self._sweep_if_due()
+                ran = self.run_one()
+            except Exception as exc:
+                _log_loop_error(exc, backoff)
+                self.stop.wait(backoff)
+                backoff, idle_since = min(backoff * 2, BACKOFF_MAX_S), time.monotonic()
+                continue
+            backoff = BACKOFF_FIRST_S
+            if ran:
                 done, idle_since = done + 1, time.monotonic()
                 if self.config.max_trials is not None and done >= self.config.max_trials:
                     break
@@ -116,6 +166,8 @@ class Worker:
         return [r[0] for r in sorted(rows, key=lambda r: running.get(r[1], 0))]
 
     def _expire_timeouts(self, study_ids: list[str]) -> None:
+        """Past its timeout a study claims no more trials; queued retries are dropped."""
+        expired: list[tuple[str, str]] = []
         with self.sessions() as session:
             for study_id in study_ids:
                 study = session.get(store.Study, study_id)
@@ -123,9 +175,24 @@ class Worker:
                     elapsed = (store.utcnow() - store.as_utc(study.started_at)).total_seconds()
                     if elapsed > study.spec["timeout_s"]:
                         store.close_budget(session, study_id)
+                        expired.append((study_id, study.optuna_study_name))
             session.commit()
+        for study_id, name in expired:
+            self._drop_waiting(name, "not run: the study's timeout passed")
+            self._maybe_finish(study_id)
+
+    def _drop_waiting(self, name: str, reason: str) -> None:
+        """Fail queued trials that will never get a slot (so the study can finish)."""
+        study = optuna.load_study(study_name=name, storage=self.storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            try:  # reason first: Optuna refuses attrs once a trial is finished
+                self.storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            except _FINISHED:  # another worker popped or dropped it first
+                continue
 
     def _claim(self, study_id: str) -> int | None:
+        """Not retried: a claim whose answer was lost may have counted; the sweep heals it."""
         with self.sessions() as session:
             slot = store.claim_slot(session, study_id)
             session.commit()
@@ -134,13 +201,22 @@ class Worker:
     # -- running one trial --------------------------------------------------------------------
 
     def _run_trial(self, study_id: str, slot: int) -> None:
+        opened = self._persist(functools.partial(self._open, study_id, slot), "open study")
+        if opened is None:
+            return
+        # `ask` is never retried: a retry after a lost answer could create a second trial.
+        trial = opened.study.ask()
+        with _Heartbeat(self.storage, trial._trial_id, self.config.heartbeat_interval):
+            self._train_and_tell(opened, trial, study_id)
+
+    def _open(self, study_id: str, slot: int) -> _Opened | None:
+        """Read the study and its data (safe to repeat); None when the study was deleted."""
         with self.sessions() as session:
             row = session.get(store.Study, study_id)
             if row is None:
-                return
+                return None
             spec, name = parse_spec(row.spec), row.optuna_study_name
-        dataset = self._dataset(spec.task.dataset)
-        run = run_shape(spec, len(dataset.x_train))
+        dataset, load_error = self._try_dataset(spec.task.dataset)
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
         study = optuna.load_study(
             study_name=name,
@@ -148,54 +224,112 @@ class Worker:
             sampler=make_sampler(spec, seed),
             pruner=make_pruner(spec),
         )
-        if slot == 1:
-            for params in default_trials(spec, run):
+        if slot == 1 and dataset is not None:
+            run = run_shape(spec, len(dataset.x_train))
+            for params in default_trials(spec, run)[: spec.n_trials]:
                 study.enqueue_trial(params, skip_if_exists=True)
-        trial = study.ask()
-        with _Heartbeat(self.storage, trial._trial_id, self.config.heartbeat_interval):
-            self._train_and_tell(study, trial, spec, dataset, study_id)
+        return _Opened(study, spec, dataset, load_error)
 
-    def _train_and_tell(
+    def _try_dataset(self, ref: str) -> tuple[Dataset | None, Exception | None]:
+        """The dataset, or the error that fails this trial (a file deleted under a study)."""
+        try:
+            return self._dataset(ref), None
+        except (DatasetError, OSError, ValueError) as exc:
+            return None, exc
+
+    def _train_and_tell(self, opened: _Opened, trial: optuna.Trial, study_id: str) -> None:
+        study = opened.study
+        stop_check = _StopCheck(self.stop, lambda: self._cancelled(study_id))
+        attrs = self._persist(
+            lambda: self.storage.get_trial_system_attrs(trial._trial_id), "read trial"
+        )
+        slot = TrialSlot(self.checkpoints, study_id, checkpoint_number(trial.number, attrs))
+        try:
+            if opened.load_error is not None:
+                raise opened.load_error
+            assert opened.dataset is not None
+            value = self._get_trainer().run(trial, opened.spec, opened.dataset, stop_check, slot)
+        except optuna.TrialPruned:
+            self._tell(study, trial, slot, state=optuna.trial.TrialState.PRUNED)
+        except TrialStopped as exc:
+            self._end_stopped(study, trial, slot, study_id, str(exc))
+        except TrialDiverged:
+            self._tell(study, trial, slot, state=optuna.trial.TrialState.FAIL)
+        except _FINISHED:
+            log.warning("trial %s was failed by a sweep while it ran; its retry goes on",
+                        trial.number)
+        except Exception as exc:
+            if store.is_transient(exc):
+                log.error("trial %s: database away for too long (%s); left for the sweep",
+                          trial.number, exc)
+                return
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            self._persist(functools.partial(trial.set_user_attr, "fail_reason", reason))
+            self._tell(study, trial, slot, state=optuna.trial.TrialState.FAIL)
+            log.warning("trial %s failed: %s", trial.number, exc)
+        else:
+            self._tell(study, trial, slot, value)
+
+    def _tell(
         self,
         study: optuna.Study,
         trial: optuna.Trial,
-        spec: StudySpec,
-        dataset: Dataset,
-        study_id: str,
+        slot: TrialSlot,
+        value: float | None = None,
+        state: optuna.trial.TrialState | None = None,
     ) -> None:
-        stop_check = _StopCheck(self.stop, lambda: self._cancelled(study_id))
-        try:
-            value = self._get_trainer().run(trial, spec, dataset, stop_check)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        except TrialStopped as exc:
-            self._end_stopped(study, trial, study_id, str(exc))
-        except TrialDiverged:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.warning("trial %s failed: %s", trial.number, exc)
-        else:
-            study.tell(trial, value)
+        """Finish the trial (retried; a repeat after a lost answer is skipped) and drop its
+        checkpoint, unless a sweep failed it first: then its retry resumes from the file."""
+        frozen = self._persist(
+            lambda: study.tell(trial, value, state=state, skip_if_finished=True), "tell"
+        )
+        if frozen.state == optuna.trial.TrialState.FAIL and str(
+            frozen.user_attrs.get("fail_reason", "")
+        ).startswith("worker lost"):
+            return  # taken over by a sweep while it trained: its retry resumes from the file
+        _quietly(slot.remove)
 
     def _end_stopped(
-        self, study: optuna.Study, trial: optuna.Trial, study_id: str, why: str
+        self, study: optuna.Study, trial: optuna.Trial, slot: TrialSlot, study_id: str, why: str
     ) -> None:
         """Cancelled: the trial fails as cancelled. Shutdown: release it for another worker."""
-        if self._cancelled(study_id):
-            trial.set_user_attr("fail_reason", f"study cancelled ({why})")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if self._persist(lambda: self._cancelled(study_id), "read status"):
+            self._persist(
+                functools.partial(trial.set_user_attr, "fail_reason", f"study cancelled ({why})")
+            )
+            self._tell(study, trial, slot, state=optuna.trial.TrialState.FAIL)
             return
-        trial.set_user_attr("fail_reason", f"worker shut down ({why}); retried")
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        self._retry(study, study._storage.get_trial(trial._trial_id), study_id)
+        frozen = self._persist(lambda: self.storage.get_trial(trial._trial_id), "read trial")
+        retried = _will_retry(frozen)
+        reason = f"worker shut down ({why}); " + (
+            "retried" if retried else "not retried again (it was a retry)"
+        )
+        self._persist(functools.partial(trial.set_user_attr, "fail_reason", reason))
+        self._persist(
+            lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True),
+            "tell",
+        )
+        if retried:
+            self._retry(study, frozen, study_id)
+        else:
+            _quietly(slot.remove)
 
     def _retry(self, study: optuna.Study, failed: optuna.trial.FrozenTrial, study_id: str) -> None:
-        """Queue the failed trial again (once) and give its slot back so it counts once."""
+        """Queue the failed trial again (once, idempotently) and give its slot back, so it
+        counts once against the budget."""
+        self._persist(functools.partial(self._queue_retry, study, failed), "queue retry")
+
+        def release() -> None:
+            with self.sessions() as session:
+                store.release_slot(session, study_id)
+
+        self._persist(release, "release slot")
+
+    def _queue_retry(self, study: optuna.Study, failed: optuna.trial.FrozenTrial) -> None:
+        with self.sessions() as session:
+            if store.has_retry(session, study.study_name, failed.number):
+                return
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        if len(history) > MAX_RETRIES:
-            return
         study.add_trial(
             optuna.trial.create_trial(
                 state=optuna.trial.TrialState.WAITING,
@@ -208,9 +342,6 @@ class Worker:
                 },
             )
         )
-        with self.sessions() as session:
-            store.release_slot(session, study_id)
-            session.commit()
 
     # -- sweeping dead workers and finishing studies ------------------------------------------
 
@@ -228,37 +359,82 @@ class Worker:
             try:
                 self._sweep(study_id, name)
                 self._maybe_finish(study_id)
-            except Exception:
+            except Exception as exc:
+                if store.is_transient(exc):
+                    raise  # the database is away: the loop backs off
                 log.exception("sweep of study %s failed", study_id)
 
     def _sweep(self, study_id: str, name: str) -> None:
+        """Fail trials whose worker died (no heartbeat within the grace period, or none ever
+        within `leak_after_s`) and retry each once; give back slots that never got a trial."""
         study = optuna.load_study(study_name=name, storage=self.storage)
-        for trial_id in self.storage._get_stale_trial_ids(study._study_id):
-            if not self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL):
-                continue
-            self.storage.set_trial_user_attr(
-                trial_id,
-                "fail_reason",
-                "worker lost: no heartbeat within the grace period; retried",
+        with self.sessions() as session:
+            orphans = store.orphan_running_trials(session, name, self.config.leak_after_s)
+        for trial_id in [*self.storage._get_stale_trial_ids(study._study_id), *orphans]:
+            self._fail_dead(study, study_id, trial_id)
+
+    def _fail_dead(self, study: optuna.Study, study_id: str, trial_id: int) -> None:
+        """Fail one dead trial (with its reason) and retry it once."""
+        dead = self._persist(lambda: self.storage.get_trial(trial_id), "read trial")
+        if dead.state != optuna.trial.TrialState.RUNNING:
+            return
+        retried = _will_retry(dead)
+        reason = "worker lost: no heartbeat within the grace period; " + (
+            "retried" if retried else "not retried again (it was a retry)"
+        )
+        # Optuna refuses attrs on finished trials, so the reason goes first; then the state
+        # change is the lock: of several sweepers only one gets True.
+        try:
+            self._persist(
+                functools.partial(self.storage.set_trial_user_attr, trial_id, "fail_reason",
+                                  reason)
             )
-            self._retry(study, self.storage.get_trial(trial_id), study_id)
+            if not self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL):
+                return
+        except _FINISHED:
+            return  # another sweeper, or the worker itself (it was only slow), finished it
+        log.warning("study %s: trial %s %s", study_id, dead.number, reason)
+        if retried:
+            self._retry(study, dead, study_id)
+        else:
+            number = checkpoint_number(dead.number, dead.system_attrs)
+            _quietly(functools.partial(self.checkpoints.remove, study_id, number))
 
     def _maybe_finish(self, study_id: str) -> None:
-        """Mark the study completed (budget spent, nothing running) or failed (same error)."""
+        """Mark the study completed (budget spent, nothing running) or failed (same error);
+        first give back slots that were claimed but never became a trial."""
         with self.sessions() as session:
             row = session.get(store.Study, study_id)
             if row is None or row.status not in ("queued", "running"):
                 return
             counts = store.trial_state_counts(session, row.optuna_study_name)
+            progress = store.study_progress(session, row)
+            used = progress.complete + progress.pruned + progress.failed + progress.running
+            if used < row.trials_claimed:
+                self._heal_leak(session, row, used)
+                return
             reason = self._repeated_failure(row.optuna_study_name, counts)
+            finished = False
             if reason:
-                store.finish_study(session, study_id, "failed", reason)
+                finished = store.finish_study(session, study_id, "failed", reason)
             elif (
                 row.trials_claimed >= row.n_trials
                 and counts.get("RUNNING", 0) + counts.get("WAITING", 0) == 0
             ):
-                store.finish_study(session, study_id, "completed")
+                finished = store.finish_study(session, study_id, "completed")
             session.commit()
+        if finished:
+            _quietly(functools.partial(self.checkpoints.remove_study, study_id))
+
+    def _heal_leak(self, session: Session, row: store.Study, used: int) -> None:
+        idle = (store.utcnow() - store.as_utc(row.updated_at)).total_seconds()
+        if idle < self.config.leak_after_s:
+            return  # a claimer may still be on its way to `ask`
+        if store.reclaim_slots(
+            session, row.id, claimed=row.trials_claimed, used=used, idle_since=row.updated_at
+        ):
+            log.warning("study %s: gave back %d slot(s) claimed by a lost worker",
+                        row.id, row.trials_claimed - used)
 
     def _repeated_failure(self, name: str, counts: dict[str, int]) -> str | None:
         if counts.get("COMPLETE", 0) or counts.get("PRUNED", 0):
@@ -268,11 +444,20 @@ class Worker:
         study = optuna.load_study(study_name=name, storage=self.storage)
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         reasons = {t.user_attrs.get("fail_reason", "") for t in failed[-SAME_FAILURES_TO_GIVE_UP:]}
-        if len(reasons) == 1 and not any("retried" in r or "cancelled" in r for r in reasons):
+        if len(reasons) == 1 and not any(
+            "retried" in r or "cancelled" in r or "worker lost" in r for r in reasons
+        ):
             return f"{SAME_FAILURES_TO_GIVE_UP} trials failed in a row: {reasons.pop()}"
         return None
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _persist(self, fn: Callable[[], T], what: str = "storage call") -> T:
+        """Retry a repeatable storage call while the database is briefly away (not once the
+        worker is told to stop: then the trial is left to the sweep of another worker)."""
+        return store.retry_transient(
+            fn, deadline_s=self.config.db_retry_s, what=what, stop=self.stop
+        )
 
     def _cancelled(self, study_id: str) -> bool:
         with self.sessions() as session:
@@ -292,8 +477,28 @@ class Worker:
             from search.training import Trainer
 
             configure_devices()
-            self._trainer = Trainer()
+            self._trainer = Trainer(persist=self._persist)
         return self._trainer
+
+
+def _will_retry(failed: optuna.trial.FrozenTrial) -> bool:
+    """A trial is retried at most MAX_RETRIES times over its whole history."""
+    return len(failed.system_attrs.get("retry_history", [])) < MAX_RETRIES
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    """Checkpoint housekeeping must never fail a trial."""
+    try:
+        fn()
+    except Exception as exc:
+        log.warning("checkpoint cleanup failed: %s", exc)
+
+
+def _log_loop_error(exc: Exception, backoff: float) -> None:
+    if store.is_transient(exc):
+        log.warning("database unavailable (%s); retrying in %.1fs", exc.__class__.__name__, backoff)
+    else:
+        log.exception("worker iteration failed; retrying in %.1fs", backoff)
 
 
 class _StopCheck:
@@ -307,7 +512,11 @@ class _StopCheck:
         if self._stop.is_set():
             return True
         if time.monotonic() - self._last >= 1.0:
-            self._last, self._answer = time.monotonic(), self._cancelled()
+            self._last = time.monotonic()
+            try:
+                self._answer = self._cancelled()
+            except Exception as exc:  # the database is away: keep training, ask again later
+                log.warning("cannot read the study's status: %s", exc.__class__.__name__)
         return self._answer
 
 
@@ -320,7 +529,7 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> _Heartbeat:
-        self._storage.record_heartbeat(self._trial_id)
+        self._record()  # a trial without any heartbeat is only swept after leak_after_s
         self._thread.start()
         return self
 
@@ -330,10 +539,13 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self._done.wait(self._interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception:  # the database may be away for a moment; try again next beat
-                log.warning("heartbeat for trial %s failed", self._trial_id)
+            self._record()
+
+    def _record(self) -> None:
+        try:
+            self._storage.record_heartbeat(self._trial_id)
+        except Exception:  # the database may be away for a moment; try again next beat
+            log.warning("heartbeat for trial %s failed", self._trial_id)
 
 
 def run_worker(
@@ -353,7 +565,11 @@ def run_worker(
     config = WorkerConfig(
         database_url, data_dir, heartbeat_interval, grace_period, poll_s, max_trials, idle_exit_s
     )
-    return Worker(config, stop).run()
+    # Started before the database is up (a compose stack, a DB restart): wait for it.
+    worker = store.retry_transient(
+        lambda: Worker(config, stop), deadline_s=STARTUP_DB_WAIT_S, what="connect", stop=stop
+    )
+    return worker.run()
 
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]

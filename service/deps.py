@@ -7,6 +7,7 @@ import base64
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +28,26 @@ from service.tokens import hash_token
 
 DEFAULT_TENANT = "default"
 _bearer = HTTPBearer(auto_error=False, description="API token from `lrsearch token create`")
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+MAX_INT32 = 2**31 - 1  # trial numbers and cursor positions are 32-bit columns
+MAX_CURSOR_CHARS = 512
+
+# Ids are checked before a handler runs: nothing shaped like a path ("../x", "a/b", NUL)
+# reaches a query or the file system, and such an id is a 422 naming the parameter.
+StudyId = Annotated[
+    str, PathParam(pattern=ID_PATTERN, max_length=64, description="A study id from POST /studies")
+]
+DatasetId = Annotated[
+    str,
+    PathParam(pattern=ID_PATTERN, max_length=64, description="A dataset id from POST /datasets"),
+]
+TrialNumber = Annotated[int, PathParam(ge=0, le=MAX_INT32, description="Trial number, from 0")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the previous page"),
+]
 
 
 @dataclass(frozen=True)
@@ -123,12 +145,18 @@ def decode_cursor(cursor: str) -> Any:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidRequest("cursor", "not a cursor returned by this API") from exc
 
 
 def study_or_404(session: Session, study_id: str, tenant_id: str) -> store.Study:
-    """The caller's study; another tenant's id looks exactly like an unknown one."""
+    """The caller's study; another tenant's id looks exactly like an unknown one.
+
+    An id that is not id-shaped cannot exist and never reaches the query (PostgreSQL refuses
+    NUL in text), whichever route passed it.
+    """
+    if not _ID_RE.fullmatch(study_id):
+        raise NotFound(f"no study {study_id[:80]!r}")
     study = store.get_study(session, study_id, tenant_id)
     if study is None:
         raise NotFound(f"no study {study_id}")

@@ -12,16 +12,70 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+import optuna
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from search import store
 from search.errors import DatasetError, FieldError, SpecError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
+DB_RETRY_AFTER_S = 5
 log = logging.getLogger("lrsearch.api")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:lrsearch:problem:<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "422 only: every bad field, as a dotted path, and why",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_WHY: dict[int, str] = {
+    400: "The body cannot be parsed",
+    401: "Missing, unknown or revoked bearer token",
+    404: "No such resource for this tenant",
+    409: "The resource's state forbids this",
+    413: "The body is larger than the limit",
+    422: "A field is invalid; `errors` names each one",
+    429: "Rate limit or quota reached; see Retry-After",
+    503: "The database is unreachable; retry after Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting these statuses as problem documents (RFC 9457).
+
+    Why: clients and schema-driven tests (schemathesis) see every error a route can give,
+    with the media type it really has.
+    """
+    return {
+        status: {
+            "description": _WHY.get(status, HTTPStatus(status).phrase),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+COMMON_PROBLEMS = (400, 401, 422, 503)
+"""Problems any /v1 operation can give; operations with a path parameter add 404."""
 
 
 class Problem(Exception):
@@ -175,17 +229,71 @@ async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, detail, errors=errors, headers=headers)
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """An unreachable database is a 503 the client can retry; any other DB error is a 500."""
+    if store.is_transient(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    exc.__class__.__name__)
+        return problem_response(
+            503,
+            "the database is unreachable; retry shortly",
+            slug="unavailable",
+            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """Log the traceback; tell the client nothing about internals."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "an unexpected error occurred; it has been logged")
 
 
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the problems every /v1 operation can give to an OpenAPI schema, in place.
+
+    Why here: these come from dependencies and handlers shared by all routes (auth, request
+    validation, the database), so no route should have to list them; FastAPI's own 422
+    entry (a `detail` list as application/json) is replaced by the problem we really send.
+    """
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        statuses = (*COMMON_PROBLEMS, 404) if "{" in path else COMMON_PROBLEMS
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            for status, doc in problem_responses(*statuses).items():
+                current = responses.get(str(status))
+                if current is None or _is_fastapi_validation_doc(current):
+                    responses[str(status)] = doc
+    return schema
+
+
+def _is_fastapi_validation_doc(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return str(schema.get("$ref", "")).endswith("/HTTPValidationError")
+
+
+def _install_openapi_problems(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register every mapping above on the app."""
+    """Register every mapping above on the app, and document them in its OpenAPI schema."""
+    _install_openapi_problems(app)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(SpecError, _on_spec_error)
     app.add_exception_handler(DatasetError, _on_dataset_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    # Database errors get their own handler (not the catch-all) so a 503 is a plain response.
+    app.add_exception_handler(sa.exc.SQLAlchemyError, _on_database_error)
+    app.add_exception_handler(optuna.exceptions.StorageInternalError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from search import store
 from search.errors import DatasetError
-from service.deps import SessionDep, SettingsDep, TenantDep
-from service.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, TooManyRequests
+from service.deps import DatasetId, SessionDep, SettingsDep, TenantDep
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    problem_responses,
+)
 from service.settings import Settings
 
 router = APIRouter(tags=["datasets"])
@@ -26,7 +34,33 @@ CSV_SEED = 0
 CSV_VAL_FRACTION = 0.2
 
 
-@router.post("/datasets", status_code=201)
+class DatasetOut(BaseModel):
+    """An uploaded dataset's shapes and task (never its path on disk)."""
+
+    id: str
+    name: str
+    format: str
+    task: str
+    n_classes: int | None
+    n_train: int
+    n_val: int
+    input_shape: list[int]
+    size_bytes: int
+    created_at: str
+
+
+class DatasetList(BaseModel):
+    """The caller's datasets, newest first."""
+
+    items: list[DatasetOut]
+
+
+@router.post(
+    "/datasets",
+    status_code=201,
+    response_model=DatasetOut,
+    responses=problem_responses(413, 429),
+)
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
@@ -42,28 +76,32 @@ def upload_dataset(
             slug="quota-exceeded",
         )
     data = _read_limited(file.file, settings.max_upload_bytes)
-    label = (name or Path(file.filename or "dataset").stem or "dataset")[:200]
+    if name is not None and not _storable(name):
+        raise InvalidRequest("name", "must be printable text (no NUL or control characters)")
+    if target is not None and not _storable(target):
+        raise InvalidRequest("target", "must be printable text (no NUL or control characters)")
+    label = name or _label_from_filename(file.filename)
     fmt = _detect_format(file.filename or "", data)
     dataset = _parse(data, fmt, target, label)
     row = _store(session, settings, caller.tenant_id, dataset, fmt, label)
     return dataset_json(row)
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=DatasetList)
 def list_datasets(session: SessionDep, caller: TenantDep) -> dict[str, Any]:
     """The caller's datasets, newest first (at most the per-tenant quota)."""
     return {"items": [dataset_json(d) for d in store.list_datasets(session, caller.tenant_id)]}
 
 
-@router.get("/datasets/{dataset_id}")
-def get_dataset(dataset_id: str, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
+def get_dataset(dataset_id: DatasetId, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
     """One dataset's shapes and task."""
     return dataset_json(_dataset_or_404(session, dataset_id, caller.tenant_id))
 
 
-@router.delete("/datasets/{dataset_id}", status_code=204)
+@router.delete("/datasets/{dataset_id}", status_code=204, responses=problem_responses(404, 409))
 def delete_dataset(
-    dataset_id: str, session: SessionDep, settings: SettingsDep, caller: TenantDep
+    dataset_id: DatasetId, session: SessionDep, settings: SettingsDep, caller: TenantDep
 ) -> Response:
     """Delete a dataset no queued or running study trains on."""
     row = _dataset_or_404(session, dataset_id, caller.tenant_id)
@@ -91,6 +129,17 @@ def dataset_json(row: store.StoredDataset) -> dict[str, Any]:
         "size_bytes": row.size_bytes,
         "created_at": row.created_at.isoformat(),
     }
+
+
+def _storable(text: str) -> bool:
+    """Text every database stores: no NUL (PostgreSQL refuses it), no control characters."""
+    return text.isprintable()
+
+
+def _label_from_filename(filename: str | None) -> str:
+    """The upload's file name as a label only: its stem, printable characters, 200 at most."""
+    stem = Path(filename or "dataset").stem
+    return "".join(c for c in stem if c.isprintable())[:200] or "dataset"
 
 
 def _dataset_or_404(session: Session, dataset_id: str, tenant_id: str) -> store.StoredDataset:

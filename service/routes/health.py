@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from search import store
 from service.deps import SessionDep
-from service.errors import Unavailable
+from service.errors import Unavailable, problem_responses
 
 router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """The database answers."""
+
+    status: Literal["ready"]
 
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     """The process is up (says nothing about the database)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ready, responses=problem_responses(503))
 def readyz(request: Request) -> dict[str, str]:
     """Ready only when the database answers; 503 otherwise."""
     try:
@@ -33,7 +48,7 @@ def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(503))
 def metrics(session: SessionDep) -> PlainTextResponse:
     """Trial and study counts plus queue depth, three grouped queries in all."""
     lines: list[str] = []
