@@ -1,14 +1,39 @@
 """How a study searches: the Optuna sampler and pruner a spec asks for, with sensible settings.
 
-The pruner waits a third of the run before judging a trial, so a decaying schedule is not
-killed before its decay has happened.
+Why these defaults (measured in benchmarks/search_quality.py):
+
+- TPE is multivariate with `group=True`: each strategy's parameters are modelled jointly and
+  only from the trials of that strategy (the space is conditional on `strategy`), and
+  `constant_liar` keeps parallel workers from sampling the same point.
+- The default pruner (`median`) is `DecayAwarePruner`: it kills hopeless trials (several times
+  worse than the best at the same epoch) after a couple of epochs, but judges a trial against
+  the median only from half of the run, so a decaying schedule is not killed before its decay
+  has happened.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterable
+
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from search.spec import StudySpec
+
+#: A trial this many times worse (as an error) than the best completed one is hopeless. Good
+#: trials' noisy early epochs reach 2-3.5x the best (digits CNN), a rate far off 5-10x.
+HOPELESS_FACTOR = 4.0
+#: Trials completed before the hopeless rule / the median rule may prune.
+HOPELESS_MIN_COMPLETED = 2
+MEDIAN_MIN_COMPLETED = 4
+#: Share of the run after which the median rule judges (decays have mostly happened by then).
+MEDIAN_FROM = 0.5
+#: Random trials (enqueued defaults included) before TPE models the space.
+TPE_STARTUP_TRIALS = 8
+#: Candidates TPE scores per sample: more makes it exploit the good region harder.
+TPE_EI_CANDIDATES = 96
 
 
 def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -22,19 +47,107 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=min(8, max(2, spec.n_trials // 4))
-    )
+    with warnings.catch_warnings():  # `group` is "experimental" in Optuna; we rely on it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=min(TPE_STARTUP_TRIALS, max(2, spec.n_trials // 3)),
+            n_ei_candidates=TPE_EI_CANDIDATES,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The pruner named in the spec, warming up for a third of the epochs."""
+    """The pruner named in the spec; `median` is the decay-aware rule described above."""
     epochs = spec.task.epochs
-    warmup = max(1, epochs // 3)
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs)
     if spec.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup)
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 3))
+    return DecayAwarePruner.for_epochs(epochs)
+
+
+class DecayAwarePruner(optuna.pruners.BasePruner):
+    """Two rules, each comparing a trial with the *completed* trials at the same epoch.
+
+    Every trial of a study runs the same number of epochs, so the same epoch is the same
+    fraction of every schedule.
+
+    - hopeless, from `early_step`: the trial's best value so far, as an error (the value when
+      minimising a non-negative loss, 1 - value when maximising a score in [0, 1]), is more
+      than `factor` times the best completed trial's error at this epoch. A rate far too small
+      or too large shows this after an epoch or two, whatever the schedule.
+    - median, from `warmup_steps`: the trial's best value so far is worse than the median of
+      the completed trials at this epoch (Optuna's MedianPruner), only once half of the run
+      has passed, when decaying schedules have done most of their decay.
+    """
+
+    def __init__(
+        self,
+        *,
+        early_step: int = 1,
+        warmup_steps: int = 5,
+        factor: float = HOPELESS_FACTOR,
+        min_completed_hopeless: int = HOPELESS_MIN_COMPLETED,
+        min_completed_median: int = MEDIAN_MIN_COMPLETED,
+    ) -> None:
+        if factor <= 1:
+            raise ValueError("factor must be above 1")
+        self.early_step = early_step
+        self.warmup_steps = warmup_steps
+        self.factor = factor
+        self.min_completed_hopeless = min_completed_hopeless
+        self.min_completed_median = min_completed_median
+
+    @classmethod
+    def for_epochs(cls, epochs: int) -> DecayAwarePruner:
+        """Hopeless from the second epoch (a tenth of long runs); median from half the run."""
+        return cls(
+            early_step=max(1, epochs // 10),
+            warmup_steps=max(1, int(epochs * MEDIAN_FROM)),
+            factor=HOPELESS_FACTOR,
+        )
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < min(self.early_step, self.warmup_steps):
+            return False
+        own = _finite(trial.intermediate_values.values())
+        if not own:
+            return True  # only NaN so far: it diverged
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        peers = _finite(t.intermediate_values.get(step, math.nan) for t in done)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        mine = max(own) if maximize else min(own)
+        early = step >= self.early_step and len(peers) >= self.min_completed_hopeless
+        if early and self._hopeless(mine, peers, maximize):
+            return True
+        if step >= self.warmup_steps and len(peers) >= self.min_completed_median:
+            median = _median(peers)
+            return mine < median if maximize else mine > median
+        return False
+
+    def _hopeless(self, mine: float, peers: list[float], maximize: bool) -> bool:
+        """`factor` times the best peer's error; skipped when values are not error-like."""
+        values = [mine, *peers]
+        if maximize and not all(0.0 <= v <= 1.0 for v in values):
+            return False
+        if not maximize and min(values) < 0:
+            return False
+        errors = [1.0 - v if maximize else v for v in values]
+        best = min(errors[1:])
+        return best > 0 and errors[0] > self.factor * best
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [float(v) for v in values if math.isfinite(float(v))]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

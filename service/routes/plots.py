@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from search import store
 from search.plots import PLOT_NAMES, NothingToPlot, PlotOptions, PlotTrial, render
-from service.deps import SessionDep, TenantDep, study_or_404
-from service.errors import Conflict, NotFound
+from service.deps import SessionDep, StudyId, TenantDep, study_or_404
+from service.errors import Conflict, NotFound, problem_responses
 
 router = APIRouter(tags=["plots"])
 
@@ -50,10 +50,13 @@ class Loaded:
 @router.get(
     "/studies/{study_id}/plots/{name}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "A PNG image."}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "A PNG image."},
+        **problem_responses(409),
+    },
 )
 def get_plot(
-    study_id: str,
+    study_id: StudyId,
     name: str,
     session: SessionDep,
     caller: TenantDep,
