@@ -514,7 +514,7 @@ def _summary(study: store.Study) -> dict[str, Any]:
 
 def _detail(session: Session, study: store.Study) -> dict[str, Any]:
     progress = store.study_progress(session, study)
-    best_record = store.best_trial(session, study)
+    best = store.best_value(session, study)
     return {
         "id": study.id,
         "name": study.name,
@@ -523,8 +523,8 @@ def _detail(session: Session, study: store.Study) -> dict[str, Any]:
         "error": study.error,
         "n_trials": study.n_trials,
         "progress": dataclasses.asdict(progress),
-        "best_value": finite(best_record.value) if best_record else None,
-        "best_trial": best_record.number if best_record else None,
+        "best_value": finite(best[1]) if best else None,
+        "best_trial": best[0] if best else None,
         "created_at": _iso(study.created_at),
         "started_at": _iso(study.started_at),
         "finished_at": _iso(study.finished_at),
