@@ -1,0 +1,335 @@
+"""Worker scaling on PostgreSQL: trials per minute with 1 and 2 worker processes, where a
+trial's time goes, and how far a trial's cost is from its pure compute.
+
+Real processes only: `lrsearch api` and K `lrsearch worker` processes (LRSEARCH_TF_THREADS=1,
+so two workers on two cores do not fight over them) on a fresh PostgreSQL database that is
+dropped at the end. For each K: a warm-up study (every worker loads TensorFlow, the dataset and
+compiles the model once), then the measured study of N trials (digits MLP, 5 epochs, no
+pruning, rates kept below divergence so every trial trains all its epochs).
+
+The per-trial split is read from the outside (1 worker, median over the measured trials):
+claim = previous trial's completion -> this trial's start (pick a study, claim a slot, open it,
+ask); fit = the Trainer's `seconds` (sample, build the schedule, fit with per-epoch report,
+prune check and checkpoint); report = the rest of the trial (heartbeat, user attrs, tell).
+dataset and build are paid once per worker: the first trial's extra claim time and extra trial
+time over the median. Pure compute is `model.fit` of the same compiled model for the same
+epochs in this process, warm.
+
+    .venv/bin/python benchmarks/worker_scaling.py [--trials 40] [--epochs 5]
+        [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--out benchmarks/out/worker_scaling.json]
+
+Last line: scaling=<trials per minute with 2 workers / with 1> (target >= 1.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["LRSEARCH_TF_THREADS"] = "1"
+
+import httpx
+
+MODEL = {"kind": "mlp", "hidden": [64, 32]}
+BATCH = 64
+
+
+def study_body(name: str, n_trials: int, epochs: int) -> dict[str, Any]:
+    """Equal-length trials: no pruning, rates that do not diverge, same seed (shared graph)."""
+    return {
+        "name": name,
+        "task": {"dataset": "digits", "model": MODEL, "epochs": epochs, "batch_size": BATCH},
+        "n_trials": n_trials,
+        "pruner": "none",
+        "ranges": {"initial_lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "seed": 0,
+    }
+
+
+# --- PostgreSQL database and processes -------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new database for this run, dropped afterwards; yields its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"lrsearch_bench_scaling_{os.getpid()}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Processes:
+    """The API and the workers of one measurement, with their logs in a temp dir."""
+
+    def __init__(self, database_url: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="lrsearch-scaling-"))
+        self.env = {
+            **os.environ,
+            "LRSEARCH_DATABASE_URL": database_url,
+            "LRSEARCH_DATA_DIR": str(self.root),
+            "LRSEARCH_TF_THREADS": "1",
+        }
+        self.env.pop("DATABASE_URL", None)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> None:
+        cmd = [sys.executable, "-m", "service.cli", *args]
+        with open(self.root / f"{name}.log", "wb") as log:
+            self.procs.append(
+                subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_ready(base: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the API at {base} did not become ready")
+
+
+def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float, str]:
+    """POST and wait for `completed`; returns (seconds from POST to completed, study id)."""
+    started = time.perf_counter()
+    created = httpx.post(f"{base}/v1/studies", json=body, timeout=30)
+    created.raise_for_status()
+    study_id = created.json()["id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()
+        if status["status"] == "completed":
+            return time.perf_counter() - started, study_id
+        if status["status"] in ("failed", "cancelled"):
+            raise SystemExit(f"study {study_id} ended {status['status']}: {status.get('error')}")
+        time.sleep(0.2)
+    raise SystemExit(f"study {study_id} did not complete within {timeout_s:.0f}s")
+
+
+def trials_of(base: str, study_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{base}/v1/studies/{study_id}/trials", params=params, timeout=30)
+        page.raise_for_status()
+        body = page.json()
+        out += body["items"]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return sorted(out, key=lambda t: t["number"])
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict[str, Any]:
+    """One API and `workers` workers: a warm-up study, then the measured one."""
+    procs = Processes(database_url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        procs.start("api", "api", "--host", "127.0.0.1", "--port", str(port))
+        wait_ready(base)
+        for i in range(workers):
+            procs.start(f"worker{i}", "worker")
+        warm_s, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
+        wall_s, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
+        warm, trials = trials_of(base, warm_id), trials_of(base, study_id)
+    finally:
+        procs.stop()
+    states = {t["state"] for t in trials}
+    if states != {"complete"}:
+        raise SystemExit(f"measured trials are not all complete: {states}")
+    return {
+        "workers": workers,
+        "trials": n_trials,
+        "wall_s": wall_s,
+        "trials_per_min": 60 * n_trials / wall_s,
+        "warm_up_s": warm_s,
+        "trial_wall_s_median": statistics.median(_trial_wall(t) for t in trials),
+        "split": split(warm, trials) if workers == 1 else None,
+    }
+
+
+def _time(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _trial_wall(t: dict[str, Any]) -> float:
+    return _time(t["datetime_complete"]) - _time(t["datetime_start"])
+
+
+def split(warm: list[dict[str, Any]], trials: list[dict[str, Any]]) -> dict[str, float]:
+    """Median per-trial phases of a one-worker run (see the module docstring)."""
+    gaps = [
+        _time(b["datetime_start"]) - _time(a["datetime_complete"])
+        for a, b in itertools.pairwise(trials)
+    ]
+    claim = statistics.median(gaps)
+    fit = statistics.median(float(t["seconds"]) for t in trials)
+    report = statistics.median(_trial_wall(t) - float(t["seconds"]) for t in trials)
+    steady = statistics.median(_trial_wall(t) for t in trials)
+    return {
+        "claim": claim,
+        "fit": fit,
+        "report": report,
+        "trial": claim + fit + report,
+        # paid once per worker: TensorFlow import, build, compile and tracing
+        "first_trial_extra": _trial_wall(warm[0]) - steady,
+    }
+
+
+def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
+    """In this process: load digits, build and compile the Trainer's setup, then `model.fit`
+    for `epochs` (first: with tracing; then warm, median of `repeats`)."""
+    import keras
+    import tensorflow as tf
+
+    from search.datasets import load_dataset
+    from search.gpu import configure_devices
+    from search.models import build_model, loss_and_metrics
+    from search.spec import MlpModel
+
+    configure_devices()
+    started = time.perf_counter()
+    data = load_dataset("digits", tempfile.gettempdir())
+    dataset_s = time.perf_counter() - started
+    started = time.perf_counter()
+    model = build_model(MlpModel(hidden=MODEL["hidden"]), data, 0)
+    loss, metrics = loss_and_metrics(data, model)
+    steps = -(-len(data.x_train) // BATCH)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=steps,
+    )
+    build_s = time.perf_counter() - started
+    train = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+        .shuffle(len(data.x_train), seed=0)
+        .batch(BATCH)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(1024).cache()
+    times = []
+    for _ in range(repeats + 1):  # the first fit traces the graph
+        started = time.perf_counter()
+        model.fit(train, validation_data=val, epochs=epochs, verbose=0, shuffle=False)
+        times.append(time.perf_counter() - started)
+    return {
+        "dataset": dataset_s,
+        "build": build_s,
+        "first_fit": times[0],
+        "fit": statistics.median(times[1:]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument(
+        "--admin-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL database to CREATE/DROP the scratch database from",
+    )
+    parser.add_argument("--out", default="benchmarks/out/worker_scaling.json")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, drop the DB
+
+    pure = pure_compute(args.epochs)
+    pure_s = pure["fit"]
+    results = []
+    with scratch_database(args.admin_url) as url:
+        for workers in (1, 2):
+            results.append(measure(url, workers, args.trials, args.epochs))
+    one, two = results
+    scaling = two["trials_per_min"] / one["trials_per_min"]
+
+    print(f"digits MLP {MODEL['hidden']}, {args.epochs} epochs, {args.trials} trials, PostgreSQL")
+    print(f"{'workers':>8}{'wall s':>9}{'trials/min':>12}{'trial wall s (median)':>24}")
+    for r in results:
+        print(
+            f"{r['workers']:>8}{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}"
+            f"{r['trial_wall_s_median']:>24.3f}"
+        )
+    s = one["split"]
+    print("\nper-trial time, 1 worker (median seconds):")
+    for key in ("claim", "fit", "report", "trial", "first_trial_extra"):
+        print(f"  {key:<24}{s[key]:>8.3f}")
+    print("once per worker, measured in this process (seconds):")
+    for key in ("dataset", "build", "first_fit"):
+        print(f"  {key:<24}{pure[key]:>8.3f}")
+    cost_ratio = s["trial"] / pure_s
+    print(
+        f"\n{args.epochs}-epoch trial: {s['trial']:.3f}s (claim+fit+report) vs pure compute "
+        f"(model.fit, compiled, warm) {pure_s:.3f}s: cost/compute = {cost_ratio:.2f}x"
+    )
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "args": vars(args),
+        "results": results,
+        "pure_compute": pure,
+        "cost_over_compute": cost_ratio,
+        "scaling": scaling,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"scaling={scaling:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The search policy: sampler settings, the decay-aware pruner's two rules, the seeded trials."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from search.space import RECIPE_WARMUP, default_trials, suggest
+from search.spec import parse_spec
+from search.strategies import RunShape, get_strategy
+from search.study_policy import DecayAwarePruner, make_pruner, make_sampler
+
+RUN = RunShape(epochs=10, steps_per_epoch=23)
+
+
+def study_with(curves: list[list[float]], direction: str = "minimize") -> optuna.Study:
+    """An in-memory study whose completed trials reported these per-epoch values."""
+    study = optuna.create_study(direction=direction)
+    for curve in curves:
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=curve[-1],
+                intermediate_values=dict(enumerate(curve)),
+            )
+        )
+    return study
+
+
+def running(values: list[float]) -> optuna.trial.FrozenTrial:
+    return create_trial(state=TrialState.RUNNING, intermediate_values=dict(enumerate(values)))
+
+
+GOOD = [[0.8, 0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.1, 0.09, 0.09]]
+PEERS = [
+    [0.8, 0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.1, 0.09, 0.09],
+    [0.9, 0.4, 0.3, 0.25, 0.2, 0.18, 0.16, 0.15, 0.14, 0.13],
+    [1.0, 0.5, 0.4, 0.35, 0.3, 0.28, 0.26, 0.25, 0.24, 0.23],
+    [1.1, 0.6, 0.5, 0.45, 0.4, 0.38, 0.36, 0.35, 0.34, 0.33],
+]
+
+#: Behind the others all along, never 4 times the best: only the median rule may prune it.
+SLOW = [1.0, 0.55, 0.45, 0.35, 0.29, 0.27, 0.25]
+
+
+def test_tpe_is_multivariate_grouped_and_lies_for_parallel_workers() -> None:
+    sampler = make_sampler(parse_spec({"n_trials": 40}), seed=1)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._multivariate and sampler._group and sampler._constant_liar
+    assert sampler._n_startup_trials == 8
+    assert make_sampler(parse_spec({"n_trials": 6}), 1)._n_startup_trials == 2  # type: ignore[attr-defined]
+    random = make_sampler(parse_spec({"sampler": "random"}), 1)
+    assert isinstance(random, optuna.samplers.RandomSampler)
+
+
+def test_median_names_the_decay_aware_pruner_timed_by_the_run_length() -> None:
+    pruner = make_pruner(parse_spec({"task": {"epochs": 10}}))
+    assert isinstance(pruner, DecayAwarePruner)
+    assert (pruner.early_step, pruner.warmup_steps) == (1, 5)
+    long = make_pruner(parse_spec({"task": {"epochs": 100}}))
+    assert isinstance(long, DecayAwarePruner)
+    assert (long.early_step, long.warmup_steps) == (10, 50)
+    assert isinstance(make_pruner(parse_spec({"pruner": "none"})), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match="factor"):
+        DecayAwarePruner(factor=1.0)
+
+
+def test_a_hopeless_trial_is_pruned_after_two_epochs() -> None:
+    pruner = DecayAwarePruner.for_epochs(10)
+    study = study_with(GOOD * 2)
+    assert not pruner.prune(study, running([2.3]))  # one epoch is never judged
+    assert pruner.prune(study, running([2.3, 2.2]))  # 2.2 > 4 x 0.3
+    assert not pruner.prune(study, running([1.2, 1.1]))  # 3.7 times worse: not hopeless
+
+
+def test_below_median_is_judged_only_from_half_of_the_run() -> None:
+    """A decaying schedule that is behind mid-run survives until half of the run has passed."""
+    pruner = DecayAwarePruner.for_epochs(10)
+    study = study_with(PEERS)
+    for step in range(1, 5):
+        assert not pruner.prune(study, running(SLOW[: step + 1])), step
+    assert pruner.prune(study, running(SLOW[:6]))  # 0.27 > median 0.23 at epoch 6
+    assert not pruner.prune(study, running([1.0, 0.4, 0.3, 0.2, 0.15, 0.12]))
+
+
+def test_the_median_rule_waits_for_enough_completed_trials() -> None:
+    pruner = DecayAwarePruner.for_epochs(10)
+    study = study_with(PEERS[:3])
+    assert not pruner.prune(study, running(SLOW[:6]))
+    assert not pruner.prune(study_with(GOOD), running([2.3, 2.2]))  # one peer is too few
+
+
+def test_maximised_scores_compare_errors() -> None:
+    pruner = DecayAwarePruner.for_epochs(10)
+    study = study_with([[0.6, 0.9, 0.95], [0.5, 0.85, 0.9]], direction="maximize")
+    assert pruner.prune(study, running([0.1, 0.2]))  # error 0.8 > 4 x 0.1
+    assert not pruner.prune(study, running([0.5, 0.8]))  # error 0.2
+    odd = study_with([[-5.0, -1.0], [-6.0, -2.0]])  # not an error: the rule stays out
+    assert not pruner.prune(odd, running([-1.0, 40.0]))
+
+
+def test_default_trials_lie_in_the_space_and_run_as_enqueued() -> None:
+    spec = parse_spec({"task": {"epochs": RUN.epochs}})
+    seeded = default_trials(spec, RUN)
+    assert [p["strategy"] for p in seeded] == ["cosine", "cosine", "constant"]
+    assert [p.get("cosine.initial_lr", p.get("constant.initial_lr")) for p in seeded] == [
+        pytest.approx(3e-2),
+        pytest.approx(3e-3),
+        pytest.approx(1e-3),
+    ]
+    assert seeded[0]["cosine.warmup_steps"] == int(RUN.total_steps * RECIPE_WARMUP)
+    assert seeded[0]["cosine.warmup_steps"] + seeded[0]["cosine.decay_steps"] == RUN.total_steps
+    study = optuna.create_study()
+    for params in seeded:
+        study.enqueue_trial(params)
+    for params in seeded:
+        strategy_id, clean = suggest(study.ask(), spec, RUN)
+        assert {f"{strategy_id}.{k}": v for k, v in clean.items()} == {
+            k: v for k, v in params.items() if k != "strategy"
+        }
+        get_strategy(strategy_id).check(clean, RUN)
+
+
+def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> None:
+    sgd = default_trials(parse_spec({"task": {"optimizer": "sgd"}}), RUN)
+    assert [p.get("constant.initial_lr") for p in sgd if p["strategy"] == "constant"] == [1e-2]
+    assert all(p.get("cosine.initial_lr", 0) <= 0.1 for p in sgd)  # 0.3 is out of range
+    only_constant = default_trials(parse_spec({"strategies": ["constant", "step"]}), RUN)
+    assert only_constant == [{"strategy": "constant", "constant.initial_lr": 1e-3}]
+    narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    assert [p["strategy"] for p in default_trials(narrow, RUN)] == ["cosine", "constant"]
