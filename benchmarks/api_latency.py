@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,16 +29,12 @@ import optuna
 import psycopg
 import sqlalchemy as sa
 
+from service.demo import free_port, wait_ready
+
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"name": "latency", "task": {"epochs": 10}, "n_trials": 10000, "strategies": ["exponential"]}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_api(db_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
@@ -53,17 +48,6 @@ def start_api(db_url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-
-
-def wait_ready(base: str) -> None:
-    for _ in range(240):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("API did not start")
 
 
 def fill(db_url: str, study_id: str, start: int, stop: int) -> None:
