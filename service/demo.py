@@ -83,20 +83,23 @@ def run_study(base: str, spec: dict[str, Any], timeout_s: float) -> dict[str, An
     created.raise_for_status()
     study_id = created.json()["id"]
     print(f"study {study_id} submitted ({spec['n_trials']} trials)")
-    deadline = time.monotonic() + timeout_s
+    deadline, last = time.monotonic() + timeout_s, ""
+    live = sys.stdout.isatty()  # redraw one line on a terminal, a line per change in a log
     while time.monotonic() < deadline:
         study = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()
         p = study["progress"]
         best = study.get("best_value")
         best_s = f"{best:.4f}" if best is not None else "-"
-        print(
-            f"\r  {study['status']:<9} complete={p['complete']} pruned={p['pruned']} "
-            f"failed={p['failed']} running={p['running']} best={best_s}",
-            end="",
-            flush=True,
+        line = (
+            f"  {study['status']:<9} complete={p['complete']} pruned={p['pruned']} "
+            f"failed={p['failed']} running={p['running']} best={best_s}"
         )
+        if line != last:
+            print(f"\r{line}" if live else line, end="" if live else "\n", flush=True)
+            last = line
         if study["status"] in ("completed", "failed", "cancelled"):
-            print()
+            if live:
+                print()
             return study
         time.sleep(1.0)
     raise SystemExit(f"\nstudy {study_id} did not finish within {timeout_s:.0f}s")
