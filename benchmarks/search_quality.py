@@ -54,6 +54,7 @@ from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy
 from search.training import Trainer
+from service.client import Client
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Hyperband's resumed models cannot restore their optimizer's slots: Keras says so per trial
@@ -332,21 +333,6 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit("lrsearch serve did not become ready")
 
 
-def trials_of(base: str, study_id: str) -> list[dict[str, Any]]:
-    """Every trial of the study, by number, through the paged API."""
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(f"{base}/v1/studies/{study_id}/trials", params=params, timeout=30)
-        page.raise_for_status()
-        body = page.json()
-        out += body["items"]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return out
-
-
 def run_lrsearch(base: str, spec: dict[str, Any], budget: int, timeout_s: float) -> Run:
     """POST the study, poll until its finished trials spend the budget, then cancel it."""
     created = httpx.post(f"{base}/v1/studies", json=spec, timeout=30)
@@ -356,7 +342,7 @@ def run_lrsearch(base: str, spec: dict[str, Any], budget: int, timeout_s: float)
     deadline = time.monotonic() + timeout_s
     trials: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        trials = trials_of(base, study_id)
+        trials = list(Client(base).study(study_id).trials(page_size=500))
         status = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()["status"]
         if _finished_epochs(trials) >= budget or status not in ("queued", "running"):
             break

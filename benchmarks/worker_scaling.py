@@ -48,6 +48,9 @@ os.environ["LRSEARCH_TF_THREADS"] = "1"
 
 import httpx
 
+from service.client import Client
+from service.demo import wait_ready
+
 MODEL = {"kind": "mlp", "hidden": [64, 32]}
 BATCH = 64
 
@@ -124,18 +127,6 @@ class Processes:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def wait_ready(base: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"the API at {base} did not become ready")
-
-
 def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float, str]:
     """POST and wait for `completed`; returns (seconds from POST to completed, study id)."""
     started = time.perf_counter()
@@ -153,20 +144,6 @@ def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float,
     raise SystemExit(f"study {study_id} did not complete within {timeout_s:.0f}s")
 
 
-def trials_of(base: str, study_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(f"{base}/v1/studies/{study_id}/trials", params=params, timeout=30)
-        page.raise_for_status()
-        body = page.json()
-        out += body["items"]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return sorted(out, key=lambda t: t["number"])
-
-
 # --- measurements -----------------------------------------------------------------------------
 
 
@@ -177,12 +154,14 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
     base = f"http://127.0.0.1:{port}"
     try:
         procs.start("api", "api", "--host", "127.0.0.1", "--port", str(port))
-        wait_ready(base)
+        wait_ready(base, timeout_s=180)
         for i in range(workers):
             procs.start(f"worker{i}", "worker")
         warm_s, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
         wall_s, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
-        warm, trials = trials_of(base, warm_id), trials_of(base, study_id)
+        client = Client(base)  # trials come by number, page after page
+        warm = list(client.study(warm_id).trials(page_size=500))
+        trials = list(client.study(study_id).trials(page_size=500))
     finally:
         procs.stop()
     states = {t["state"] for t in trials}
