@@ -4,18 +4,23 @@ Why these defaults (measured in benchmarks/search_quality.py):
 
 - TPE is multivariate with `group=True`: each strategy's parameters are modelled jointly and
   only from the trials of that strategy (the space is conditional on `strategy`), and
-  `constant_liar` keeps parallel workers from sampling the same point.
+  `constant_liar` keeps parallel workers from sampling the same point. Optuna's constant liar
+  reads every trial from the database once per parameter group; `SnapshotTPESampler` reads
+  them once per trial instead (on PostgreSQL that was ~0.1 s of every trial).
 - The default pruner (`median`) is `DecayAwarePruner`: it kills hopeless trials (several times
   worse than the best at the same epoch) after a couple of epochs, but judges a trial against
   the median only from half of the run, so a decaying schedule is not killed before its decay
-  has happened.
+  has happened. The completed trials it compares with are read at most every few seconds,
+  not at every epoch.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +35,8 @@ HOPELESS_MIN_COMPLETED = 2
 MEDIAN_MIN_COMPLETED = 4
 #: Share of the run after which the median rule judges (decays have mostly happened by then).
 MEDIAN_FROM = 0.5
+#: Seconds the pruner reuses its read of the completed trials.
+PEERS_REFRESH_S = 5.0
 #: Random trials (enqueued defaults included) before TPE models the space.
 TPE_STARTUP_TRIALS = 8
 #: Candidates TPE scores per sample: more makes it exploit the good region harder.
@@ -49,7 +56,7 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     with warnings.catch_warnings():  # `group` is "experimental" in Optuna; we rely on it
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
+        return SnapshotTPESampler(
             seed=seed,
             n_startup_trials=min(TPE_STARTUP_TRIALS, max(2, spec.n_trials // 3)),
             n_ei_candidates=TPE_EI_CANDIDATES,
@@ -69,6 +76,39 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if spec.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 3))
     return DecayAwarePruner.for_epochs(epochs)
+
+
+class SnapshotTPESampler(optuna.samplers.TPESampler):
+    """TPE whose constant liar uses the trials Optuna already read for this trial.
+
+    `study.ask` drops Optuna's per-trial cache of all trials (running ones included); plain TPE
+    with `constant_liar` bypasses it and reads the whole study again for each parameter group.
+    Here every read goes through that cache: one read per trial, and running trials are still
+    seen as they were when this trial started sampling.
+    """
+
+    def _sample(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return super()._sample(_TrialCachedStudy(study), trial, search_space)  # type: ignore[arg-type]
+
+
+class _TrialCachedStudy:
+    """A study view whose `_get_trials` always answers from the per-trial cache."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
 
 
 class DecayAwarePruner(optuna.pruners.BasePruner):
@@ -94,6 +134,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         factor: float = HOPELESS_FACTOR,
         min_completed_hopeless: int = HOPELESS_MIN_COMPLETED,
         min_completed_median: int = MEDIAN_MIN_COMPLETED,
+        refresh_s: float = PEERS_REFRESH_S,
     ) -> None:
         if factor <= 1:
             raise ValueError("factor must be above 1")
@@ -102,6 +143,8 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         self.factor = factor
         self.min_completed_hopeless = min_completed_hopeless
         self.min_completed_median = min_completed_median
+        self.refresh_s = refresh_s
+        self._peers: tuple[tuple[int, int], float, list[FrozenTrial]] | None = None
 
     @classmethod
     def for_epochs(cls, epochs: int) -> DecayAwarePruner:
@@ -119,7 +162,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         own = _finite(trial.intermediate_values.values())
         if not own:
             return True  # only NaN so far: it diverged
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = self._completed(study)
         peers = _finite(t.intermediate_values.get(step, math.nan) for t in done)
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         mine = max(own) if maximize else min(own)
@@ -130,6 +173,16 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
             median = _median(peers)
             return mine < median if maximize else mine > median
         return False
+
+    def _completed(self, study: optuna.Study) -> list[FrozenTrial]:
+        """The study's completed trials, read again only after `refresh_s`: short epochs
+        would otherwise spend more time reading the study than training."""
+        now, key = time.monotonic(), (id(study._storage), study._study_id)
+        cached = self._peers
+        if cached is None or cached[0] != key or now - cached[1] >= self.refresh_s:
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._peers = cached = (key, now, done)
+        return cached[2]
 
     def _hopeless(self, mine: float, peers: list[float], maximize: bool) -> bool:
         """`factor` times the best peer's error; skipped when values are not error-like."""

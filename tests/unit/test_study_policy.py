@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -130,3 +132,57 @@ def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> 
     assert only_constant == [{"strategy": "constant", "constant.initial_lr": 1e-3}]
     narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
     assert [p["strategy"] for p in default_trials(narrow, RUN)] == ["cosine", "constant"]
+
+
+def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
+    """Per epoch the pruner must not re-read the study; a new peer counts after refresh_s."""
+    study = study_with(GOOD)  # one peer: too few for the hopeless rule
+    cached = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=3600)
+    fresh = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=0)
+    assert not cached.prune(study, running([2.3, 2.2]))
+    assert not fresh.prune(study, running([2.3, 2.2]))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.1,
+                                 intermediate_values=dict(enumerate(GOOD[0]))))
+    assert not cached.prune(study, running([2.3, 2.2]))  # still its first read
+    assert fresh.prune(study, running([2.3, 2.2]))  # sees two peers now
+
+
+def _space_study(tmp_path: Any, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """An SQLite study with 10 finished trials over two strategies and one running trial."""
+    spec = parse_spec({"strategies": ["exponential", "constant"], "n_trials": 40})
+    storage = f"sqlite:///{tmp_path}/study-{type(sampler).__name__}.db"
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=3))
+    for i in range(11):
+        trial = study.ask()
+        suggest(trial, spec, RUN)
+        if i < 10:
+            study.tell(trial, 1.0 / (1 + i))
+    return optuna.load_study(study_name=study.study_name, storage=storage, sampler=sampler)
+
+
+def test_the_snapshot_sampler_samples_like_tpe_with_one_read_per_trial(tmp_path: Any) -> None:
+    """Same seed, same study: the same parameters as Optuna's constant-liar TPE (running
+    trials included), from one read of the trials instead of one per parameter group."""
+    spec = parse_spec({"strategies": ["exponential", "constant"], "n_trials": 40, "seed": 5})
+    chosen = []
+    reads = []
+    for sampler in (make_sampler(spec, seed=5), optuna.samplers.TPESampler(
+            seed=5, n_startup_trials=8, n_ei_candidates=96, multivariate=True, group=True,
+            constant_liar=True)):
+        study = _space_study(tmp_path, sampler)
+        backend = study._storage
+        calls: list[Any] = []
+        original = backend.get_all_trials
+
+        def counting(*args: Any, _orig: Any = original, _calls: list[Any] = calls,
+                     **kw: Any) -> Any:
+            _calls.append(kw.get("states"))
+            return _orig(*args, **kw)
+
+        backend.get_all_trials = counting  # type: ignore[method-assign]
+        picked = [suggest(study.ask(), spec, RUN) for _ in range(3)]
+        chosen.append(picked)
+        reads.append(len(calls))
+    assert chosen[0] == chosen[1]
+    # per ask: the waiting-queue check and one read of all trials, vs one more per group
+    assert reads[0] <= 2 * 3 < reads[1], reads
