@@ -4,9 +4,10 @@ Compiled models are reused across trials of the same model, data and optimizer (
 `search.lr_graph`): weights go back to their seeded initial values and the optimizer state to
 zero, so a reused model starts exactly where a fresh one with the same seed would.
 
-With a checkpoint slot (the worker gives one), each finished epoch is saved, and a retried
-trial resumes from its dead attempt's last epoch: weights, optimizer variables (including the
-step count the schedules read), the base rate and ReduceLROnPlateau's counters.
+With a checkpoint slot (the worker gives one), finished epochs are saved (as often as the slot
+allows, and always on a stop), and a retried trial resumes from its dead attempt's last save:
+weights, optimizer variables (including the step count the schedules read), the base rate
+and ReduceLROnPlateau's counters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from search.errors import ModelError, TrialDiverged, TrialStopped
 from search.space import run_shape, suggest
 from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
+from search.trial_attrs import set_user_attrs
 
 StopCheck = Callable[[], bool]
 T = TypeVar("T")
@@ -69,8 +71,7 @@ class TrialRecord:
         }
         if self.resumed_from_epoch is not None:
             attrs["resumed_from_epoch"] = self.resumed_from_epoch
-        for key, value in attrs.items():
-            persist(functools.partial(trial.set_user_attr, key, value))
+        persist(functools.partial(set_user_attrs, trial, attrs))
 
 
 @dataclass
@@ -155,8 +156,8 @@ class Trainer:
     ) -> float:
         """Train one trial; raise TrialPruned, TrialDiverged or TrialStopped when it ends early.
 
-        With `checkpoint`, every finished epoch is saved there and an existing checkpoint is
-        resumed from (the trial's `resumed_from_epoch` user attr says where).
+        With `checkpoint`, finished epochs are saved there (see `TrialSlot.save_if_due`) and an
+        existing checkpoint is resumed from (the trial's `resumed_from_epoch` user attr says where).
         """
         run = run_shape(spec, len(dataset.x_train))
         strategy_id, params = suggest(trial, spec, run)  # honours enqueued and retried params
@@ -193,8 +194,8 @@ class Trainer:
         monitor = _EpochMonitor(trial, spec, record, should_stop, self.persist)
         resumed = self._resume(prepared, checkpoint, record, monitor)
         if checkpoint is not None:
-            monitor.on_saved_epoch = lambda epoch: checkpoint.save(
-                prepared.snapshot(epoch, record)
+            monitor.on_saved_epoch = lambda epoch, stopping: checkpoint.save_if_due(
+                lambda: prepared.snapshot(epoch, record), force=stopping
             )
         if resumed is not None and resumed.epoch >= spec.task.epochs:
             return monitor.finish()  # the dead attempt trained every epoch; only the tell was lost
@@ -373,7 +374,7 @@ class _EpochMonitor:
         self.pruned = self.stopped = False
         self.diverged: str | None = None
         self.value: float | None = None
-        self.on_saved_epoch: Callable[[int], None] | None = None
+        self.on_saved_epoch: Callable[[int, bool], object] | None = None
 
     def replay(self, epochs: int) -> None:
         """Report a resumed trial's earlier epochs again (pruners compare whole curves)."""
@@ -417,10 +418,10 @@ class _EpochMonitor:
         self.value = value
         self.persist(functools.partial(self.trial.report, value, epoch))
         self.pruned = bool(self.persist(self.trial.should_prune))
-        if not self.pruned and self.on_saved_epoch is not None:
-            self.on_saved_epoch(epoch + 1)  # before a stop: the retry resumes from here
         self.stopped = not self.pruned and self.should_stop()
-        return self.pruned or self.stopped
+        if not self.pruned and self.on_saved_epoch is not None:
+            self.on_saved_epoch(epoch + 1, self.stopped)  # a stop always saves: the retry
+        return self.pruned or self.stopped  # resumes from here
 
     def finish(self) -> float:
         """The trial's value, or the exception that says why it ended early."""
