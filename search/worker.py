@@ -44,6 +44,7 @@ MAX_RETRIES = 1
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 STARTUP_DB_WAIT_S = 300.0
+STUDIES_KEPT = 8
 T = TypeVar("T")
 _FINISHED = optuna.exceptions.UpdateFinishedTrialError
 
@@ -54,7 +55,8 @@ class WorkerConfig:
 
     `db_retry_s` bounds how long one storage call is retried while the database is away;
     a slot claimed but never turned into a trial is given back after `slot_leak_s`
-    (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken).
+    (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken); a running
+    trial is checkpointed at most every `checkpoint_every_s` (0: every epoch).
     """
 
     database_url: str
@@ -66,6 +68,7 @@ class WorkerConfig:
     idle_exit_s: float | None = None
     db_retry_s: float = 120.0
     slot_leak_s: float | None = None
+    checkpoint_every_s: float = 30.0
 
     @property
     def leak_after_s(self) -> float:
@@ -100,6 +103,7 @@ class Worker:
         )
         self.checkpoints = CheckpointStore(Path(config.data_dir) / "checkpoints")
         self._datasets: OrderedDict[str, Dataset] = OrderedDict()
+        self._studies: OrderedDict[str, optuna.Study] = OrderedDict()
         self._trainer: Any = None
         self._last_sweep = 0.0
 
@@ -218,17 +222,27 @@ class Worker:
             spec, name = parse_spec(row.spec), row.optuna_study_name
         dataset, load_error = self._try_dataset(spec.task.dataset)
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
-        study = optuna.load_study(
-            study_name=name,
-            storage=self.storage,
-            sampler=make_sampler(spec, seed),
-            pruner=make_pruner(spec),
-        )
+        study = self._loaded_study(name, spec)
+        study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
         if slot == 1 and dataset is not None:
             run = run_shape(spec, len(dataset.x_train))
             for params in default_trials(spec, run)[: spec.n_trials]:
                 study.enqueue_trial(params, skip_if_exists=True)
         return _Opened(study, spec, dataset, load_error)
+
+    def _loaded_study(self, name: str, spec: StudySpec) -> optuna.Study:
+        """The study as this worker last loaded it: its Optuna cache of finished trials stays
+        warm, so a trial reads only what changed since the last one, not the whole study."""
+        study = self._studies.get(name)
+        if study is None:
+            study = optuna.load_study(
+                study_name=name, storage=self.storage, pruner=make_pruner(spec)
+            )
+            self._studies[name] = study
+            while len(self._studies) > STUDIES_KEPT:
+                self._studies.popitem(last=False)
+        self._studies.move_to_end(name)
+        return study
 
     def _try_dataset(self, ref: str) -> tuple[Dataset | None, Exception | None]:
         """The dataset, or the error that fails this trial (a file deleted under a study)."""
@@ -243,7 +257,12 @@ class Worker:
         attrs = self._persist(
             lambda: self.storage.get_trial_system_attrs(trial._trial_id), "read trial"
         )
-        slot = TrialSlot(self.checkpoints, study_id, checkpoint_number(trial.number, attrs))
+        slot = TrialSlot(
+            self.checkpoints,
+            study_id,
+            checkpoint_number(trial.number, attrs),
+            every_s=self.config.checkpoint_every_s,
+        )
         try:
             if opened.load_error is not None:
                 raise opened.load_error
@@ -557,13 +576,21 @@ def run_worker(
     max_trials: int | None = None,
     idle_exit_s: float | None = None,
     poll_s: float = 1.0,
+    checkpoint_every_s: float = 30.0,
 ) -> int:
     """`lrsearch worker`: loop until SIGTERM/SIGINT, finishing the current epoch first."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     config = WorkerConfig(
-        database_url, data_dir, heartbeat_interval, grace_period, poll_s, max_trials, idle_exit_s
+        database_url,
+        data_dir,
+        heartbeat_interval,
+        grace_period,
+        poll_s,
+        max_trials,
+        idle_exit_s,
+        checkpoint_every_s=checkpoint_every_s,
     )
     # Started before the database is up (a compose stack, a DB restart): wait for it.
     worker = store.retry_transient(

@@ -134,6 +134,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         grace_period=settings.grace_period_s,
         max_trials=args.max_trials,
         idle_exit_s=args.idle_exit,
+        checkpoint_every_s=settings.checkpoint_every_s,
     )
     return 0
 

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     grace_period_s: int = Field(
         default=30, ge=1, description="Seconds without heartbeat before a running trial is failed."
     )
+    checkpoint_every_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A worker saves a running trial's state at most every this many seconds "
+        "(and when it is stopped); a retry resumes from the last save. 0: every epoch.",
+    )
     rate_limit_per_minute: int = Field(
         default=60, ge=1, description="Study creations allowed per token (or tenant) per minute."
     )

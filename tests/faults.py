@@ -196,6 +196,7 @@ class WorkerProcess(Proc):
             **_base_env(db_url, data_dir),
             "LRSEARCH_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
             "LRSEARCH_GRACE_PERIOD_S": str(grace_s),
+            "LRSEARCH_CHECKPOINT_EVERY_S": "0",  # tiny epochs: save each one, resume exactly
         }
         super().__init__(log.stem, argv, env, log)
         group.add(self)
