@@ -26,6 +26,7 @@ import optuna
 from search.checkpoints import TrialCheckpoint, TrialSlot
 from search.datasets import Dataset
 from search.errors import ModelError, TrialDiverged, TrialStopped
+from search.report_writer import ReportWriter
 from search.space import run_shape, suggest
 from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
@@ -162,14 +163,19 @@ class Trainer:
         run = run_shape(spec, len(dataset.x_train))
         strategy_id, params = suggest(trial, spec, run)  # honours enqueued and retried params
         record = TrialRecord(strategy_id, params)
+        reports = ReportWriter(trial, self.persist)
         started = time.perf_counter()
         try:
-            return self._fit(trial, spec, dataset, run, record, should_stop, checkpoint)
+            return self._fit(trial, spec, dataset, run, record, should_stop, checkpoint, reports)
         except TrialDiverged as exc:
             self.persist(functools.partial(trial.set_user_attr, "fail_reason", str(exc)))
             raise
         finally:
             record.seconds = time.perf_counter() - started
+            try:
+                reports.flush()  # every epoch stored before the attributes and the tell
+            finally:
+                reports.close()
             record.save(trial, self.persist)
 
     def _fit(
@@ -181,6 +187,7 @@ class Trainer:
         record: TrialRecord,
         should_stop: StopCheck | None,
         checkpoint: TrialSlot | None,
+        reports: ReportWriter,
     ) -> float:
         from search.keras_export import optimizer_config
 
@@ -191,7 +198,7 @@ class Trainer:
         ).as_dict()
         record.export.update(strategy=record.strategy, params=record.params)
         prepared = self._prepare(spec, dataset, record.export)
-        monitor = _EpochMonitor(trial, spec, record, should_stop, self.persist)
+        monitor = _EpochMonitor(trial, spec, record, should_stop, self.persist, reports.report)
         resumed = self._resume(prepared, checkpoint, record, monitor)
         if checkpoint is not None:
             monitor.on_saved_epoch = lambda epoch, stopping: checkpoint.save_if_due(
@@ -367,8 +374,10 @@ class _EpochMonitor:
         record: TrialRecord,
         should_stop: StopCheck | None,
         persist: Persist[Any] = _direct,
+        report: Callable[[float, int], None] | None = None,
     ) -> None:
         self.trial, self.spec, self.record = trial, spec, record
+        self.report = report or trial.report
         self.should_stop = should_stop or (lambda: False)
         self.persist = persist
         self.pruned = self.stopped = False
@@ -381,7 +390,7 @@ class _EpochMonitor:
         values = self.record.history.get(self.spec.objective.metric, [])
         for epoch, value in enumerate(values[:epochs]):
             if math.isfinite(value):
-                self.persist(functools.partial(self.trial.report, value, epoch))
+                self.report(value, epoch)
                 self.value = value
 
     def keras_callback(self) -> Any:
@@ -416,7 +425,7 @@ class _EpochMonitor:
             self.diverged = f"diverged at epoch {epoch + 1}: loss is {logs.get('loss')}"
             return True
         self.value = value
-        self.persist(functools.partial(self.trial.report, value, epoch))
+        self.report(value, epoch)
         self.pruned = bool(self.persist(self.trial.should_prune))
         self.stopped = not self.pruned and self.should_stop()
         if not self.pruned and self.on_saved_epoch is not None:
