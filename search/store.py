@@ -8,6 +8,7 @@ Every study operation here is one SQL statement, so it is atomic on SQLite and P
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -914,6 +915,77 @@ def _json(text: str | None) -> Any:
 def _as_utc(value: datetime | None) -> datetime | None:
     """Optuna stores naive UTC datetimes."""
     return None if value is None else value.replace(tzinfo=UTC)
+
+
+# --- a study with its trials' version (the API's answer cache) ----------------------------
+
+
+@dataclass(frozen=True)
+class TrialsVersion:
+    """Changes whenever a trial of the study is added or changes state; O(1) to read.
+
+    Why it is enough: Optuna numbers a study's trials 0..n-1 under a lock on the study row,
+    never deletes one, and only moves a trial forward (WAITING -> RUNNING -> finished); a
+    finished trial's values and attributes can no longer change. So with the same last number
+    and the same RUNNING and WAITING counts, the finished trials are the same set, and every
+    answer computed from finished trials (progress counts, the best trial, a page holding
+    only finished trials) is still exact.
+    """
+
+    last_number: int  # -1 while the study has no trial
+    running: int
+    waiting: int
+
+
+def study_with_trials_version(
+    session: Session, study_id: str, tenant_id: str | None = None
+) -> tuple[Study, TrialsVersion] | None:
+    """The study row (None when absent or another tenant's) and its TrialsVersion, in ONE
+    statement: index look-ups only (trials (study_id, number) and (study_id, state)), so its
+    cost does not grow with the number of trials."""
+    params = {"study_id": study_id}
+    if tenant_id is not None:
+        params["tenant_id"] = tenant_id
+    row = session.execute(_versioned_study_stmt(tenant_id is not None), params).first()
+    if row is None:
+        return None
+    study, last_number, running, waiting = row
+    version = TrialsVersion(
+        last_number=-1 if last_number is None else int(last_number),
+        running=int(running or 0),
+        waiting=int(waiting or 0),
+    )
+    return study, version
+
+
+@functools.cache
+def _versioned_study_stmt(by_tenant: bool) -> sa.Select[Any]:
+    """Built once (the hot path of every study read): only parameters change per call."""
+    optuna_id = _o_studies.c.study_id
+    last = (
+        select(_o_trials.c.number)
+        .where(_o_trials.c.study_id == optuna_id)
+        .order_by(_o_trials.c.number.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+    def count(state: str) -> sa.ScalarSelect[int]:
+        return (
+            select(func.count())
+            .select_from(_o_trials)
+            .where(_o_trials.c.study_id == optuna_id, _o_trials.c.state == state)
+            .scalar_subquery()
+        )
+
+    stmt = (
+        select(Study, last, count("RUNNING"), count("WAITING"))
+        .outerjoin(_o_studies, _o_studies.c.study_name == Study.optuna_study_name)
+        .where(Study.id == sa.bindparam("study_id"))
+    )
+    if by_tenant:
+        stmt = stmt.where(Study.tenant_id == sa.bindparam("tenant_id"))
+    return stmt
 
 
 # --- service-wide counts (metrics) ---------------------------------------------------------

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search import store
+from service.answers import AnswerCache
 from service.deps import RateLimiter
 from service.errors import install_error_handlers, problem_response
 from service.routes import datasets, health, plots, studies, trials
@@ -72,6 +73,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = store.make_engine(settings.database_url)
     app.state.engine = engine
     app.state.sessions = store.session_factory(engine)
+    # Read-only routes: autocommit, so a request costs its statements only (no BEGIN and
+    # ROLLBACK round trips); each statement still reads committed data, as before.
+    app.state.read_sessions = store.session_factory(
+        engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
     app.state.optuna_storage = await run_in_threadpool(store.optuna_storage, settings.database_url)
     try:
         yield
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.answers = AnswerCache()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(studies.router, prefix="/v1")

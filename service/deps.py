@@ -11,21 +11,26 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from search import store
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.settings import Settings
 from service.tokens import hash_token
 
+T = TypeVar("T")
 DEFAULT_TENANT = "default"
 _bearer = HTTPBearer(auto_error=False, description="API token from `lrsearch token create`")
 
@@ -58,8 +63,8 @@ class Caller:
     rate_key: str
 
 
-def get_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
+async def get_settings(request: Request) -> Settings:
+    """The settings the app was created with (async: no thread hop for a field read)."""
     settings: Settings = request.app.state.settings
     return settings
 
@@ -75,16 +80,28 @@ SessionDep = Annotated[Session, Depends(get_session)]
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_caller(
-    request: Request, settings: SettingsDep, session: SessionDep, credentials: BearerDep
+async def get_caller(
+    request: Request, settings: SettingsDep, credentials: BearerDep
 ) -> Caller:
-    """Resolve the bearer token to its tenant; without auth everyone is tenant "default"."""
+    """Resolve the bearer token to its tenant; without auth everyone is tenant "default".
+
+    Async, with its own short session in one thread hop only when the database must answer
+    (a token look-up, the first default-tenant call): the hot read routes then cost one hop.
+    """
     if not settings.auth:
-        return _default_caller(request, session)
+        tenant_id: str | None = getattr(request.app.state, "default_tenant_id", None)
+        if tenant_id is None:
+            tenant_id = await run_in_threadpool(_default_tenant_id, request)
+        return Caller(tenant_id=tenant_id, rate_key=f"tenant:{tenant_id}")
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a Bearer token is required")
-    digest = hash_token(credentials.credentials)
-    token = session.scalar(select(store.ApiToken).where(store.ApiToken.token_hash == digest))
+    return await run_in_threadpool(_token_caller, request, credentials.credentials)
+
+
+def _token_caller(request: Request, secret: str) -> Caller:
+    digest = hash_token(secret)
+    with request.app.state.sessions() as session:
+        token = session.scalar(select(store.ApiToken).where(store.ApiToken.token_hash == digest))
     if token is None or token.revoked_at is not None:
         raise Unauthorized("the token is unknown or revoked")
     if not hmac.compare_digest(token.token_hash, digest):
@@ -92,13 +109,12 @@ def get_caller(
     return Caller(tenant_id=token.tenant_id, rate_key=f"token:{token.id}")
 
 
-def _default_caller(request: Request, session: Session) -> Caller:
+def _default_tenant_id(request: Request) -> str:
     """The single-user tenant, created on first use and cached on the app."""
-    tenant_id: str | None = getattr(request.app.state, "default_tenant_id", None)
-    if tenant_id is None:
+    with request.app.state.sessions() as session:
         tenant_id = store.get_or_create_tenant(session, DEFAULT_TENANT).id
-        request.app.state.default_tenant_id = tenant_id
-    return Caller(tenant_id=tenant_id, rate_key=f"tenant:{tenant_id}")
+    request.app.state.default_tenant_id = tenant_id
+    return tenant_id
 
 
 TenantDep = Annotated[Caller, Depends(get_caller)]
@@ -161,3 +177,31 @@ def study_or_404(session: Session, study_id: str, tenant_id: str) -> store.Study
     if study is None:
         raise NotFound(f"no study {study_id}")
     return study
+
+
+def versioned_study_or_404(
+    session: Session, study_id: str, tenant_id: str
+) -> tuple[store.Study, store.TrialsVersion]:
+    """Like `study_or_404`, with the study's TrialsVersion read in the same statement."""
+    if not _ID_RE.fullmatch(study_id):
+        raise NotFound(f"no study {study_id[:80]!r}")
+    found = store.study_with_trials_version(session, study_id, tenant_id)
+    if found is None:
+        raise NotFound(f"no study {study_id}")
+    return found
+
+
+DB_THREADS = 4
+
+
+async def in_db_thread(state: State, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking database work in one of DB_THREADS threads of this process.
+
+    Why a small pool of its own: with 32 requests in flight, Starlette's default 40 threads
+    all compete for the GIL and the event loop waits behind them at every socket call (p99
+    several times p50); a few threads keep PostgreSQL busy and the loop responsive.
+    """
+    limiter: anyio.CapacityLimiter | None = getattr(state, "db_limiter", None)
+    if limiter is None:
+        limiter = state.db_limiter = anyio.CapacityLimiter(DB_THREADS)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)

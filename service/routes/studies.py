@@ -16,6 +16,7 @@ import optuna
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from search import store
 from search.checkpoints import CheckpointStore
@@ -31,7 +32,9 @@ from service.deps import (
     TenantDep,
     decode_cursor,
     encode_cursor,
+    in_db_thread,
     study_or_404,
+    versioned_study_or_404,
 )
 from service.errors import (
     Conflict,
@@ -39,7 +42,7 @@ from service.errors import (
     TooManyRequests,
     problem_responses,
 )
-from service.routes.trials import finite, jsonable, trial_json
+from service.routes.trials import finite, json_bytes, jsonable, trial_json
 
 router = APIRouter(tags=["studies"])
 
@@ -198,9 +201,23 @@ def list_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail, responses=problem_responses(404))
-def get_study(study_id: StudyId, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
+async def get_study(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """Status, spec, progress counts and the best value so far."""
-    return _detail(session, study_or_404(session, study_id, caller.tenant_id))
+    state = request.app.state
+    return await in_db_thread(state, _status_response, state, study_id, caller)
+
+
+def _status_response(state: State, study_id: str, caller: Caller) -> Response:
+    """One thread hop: the study row with its trials' version, then the trial-derived part
+    from the answer cache or the database."""
+    with state.read_sessions() as session:
+        study, version = versioned_study_or_404(session, study_id, caller.tenant_id)
+        key = ("status", study.n_trials)
+        summary: _TrialSummary | None = state.answers.get(study.id, key, version)
+        if summary is None:
+            summary = _trial_summary(session, study)
+            state.answers.put(study.id, key, version, summary)
+    return Response(json_bytes(_detail_from(study, summary)), media_type="application/json")
 
 
 @router.post(
@@ -235,18 +252,36 @@ def delete_study(
     with contextlib.suppress(KeyError):  # never created, or deleted by a concurrent call
         optuna.delete_study(study_name=optuna_name, storage=request.app.state.optuna_storage)
     CheckpointStore(settings.data_dir / "checkpoints").remove_study(study.id)
+    request.app.state.answers.forget(study.id)
     return Response(status_code=204)
 
 
 @router.get(
     "/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409)
 )
-def best(study_id: StudyId, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
+async def best(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """The best complete trial with everything needed to reuse its schedule in Keras."""
-    study = study_or_404(session, study_id, caller.tenant_id)
-    record = store.best_trial(session, study)
-    if record is None:
+    state = request.app.state
+    body = await in_db_thread(state, _best_body, state, study_id, caller)
+    if not body:
         raise Conflict("no trial has finished yet")
+    return Response(body, media_type="application/json")
+
+
+def _best_body(state: State, study_id: str, caller: Caller) -> bytes:
+    """The /best JSON (empty while no trial is complete), cached per trials' version: the
+    best trial is a finished one, so its attributes cannot change under the same version."""
+    with state.read_sessions() as session:
+        study, version = versioned_study_or_404(session, study_id, caller.tenant_id)
+        body: bytes | None = state.answers.get(study.id, "best", version)
+        if body is None:
+            record = store.best_trial(session, study)
+            body = b"" if record is None else json_bytes(_best_json(record))
+            state.answers.put(study.id, "best", version, body, size=len(body) + 64)
+    return body
+
+
+def _best_json(record: store.TrialRecord) -> dict[str, Any]:
     trial = trial_json(record)
     export = record.user_attrs.get("export") or {}
     return {
@@ -512,9 +547,24 @@ def _summary(study: store.Study) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _TrialSummary:
+    """What the status shows from the trials: counts and the best (number, value)."""
+
+    progress: store.Progress
+    best: tuple[int, float | None] | None
+
+
+def _trial_summary(session: Session, study: store.Study) -> _TrialSummary:
+    return _TrialSummary(store.study_progress(session, study), store.best_value(session, study))
+
+
 def _detail(session: Session, study: store.Study) -> dict[str, Any]:
-    progress = store.study_progress(session, study)
-    best = store.best_value(session, study)
+    return _detail_from(study, _trial_summary(session, study))
+
+
+def _detail_from(study: store.Study, summary: _TrialSummary) -> dict[str, Any]:
+    best = summary.best
     return {
         "id": study.id,
         "name": study.name,
@@ -522,7 +572,7 @@ def _detail(session: Session, study: store.Study) -> dict[str, Any]:
         "spec": study.spec,
         "error": study.error,
         "n_trials": study.n_trials,
-        "progress": dataclasses.asdict(progress),
+        "progress": dataclasses.asdict(summary.progress),
         "best_value": finite(best[1]) if best else None,
         "best_trial": best[0] if best else None,
         "created_at": _iso(study.created_at),

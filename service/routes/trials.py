@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from starlette.datastructures import State
 
 from search import store
 from service.deps import (
     MAX_INT32,
+    Caller,
     Cursor,
     SessionDep,
     StudyId,
@@ -19,13 +23,16 @@ from service.deps import (
     TrialNumber,
     decode_cursor,
     encode_cursor,
+    in_db_thread,
     study_or_404,
+    versioned_study_or_404,
 )
 from service.errors import InvalidRequest, NotFound
 
 router = APIRouter(tags=["trials"])
 
 TrialState = Literal["complete", "pruned", "fail", "running", "waiting"]
+FINISHED = frozenset({"complete", "pruned", "fail"})
 
 
 class IntermediateValue(BaseModel):
@@ -62,28 +69,57 @@ class TrialPage(BaseModel):
 
 
 @router.get("/studies/{study_id}/trials", response_model=TrialPage)
-def list_trials(
+async def list_trials(
     study_id: StudyId,
-    session: SessionDep,
+    request: Request,
     caller: TenantDep,
     state: TrialState | None = None,
     order: Literal["number", "value"] = "number",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """A page of trials; order=value lists the best first (trials without value last)."""
-    study = study_or_404(session, study_id, caller.tenant_id)
-    after = _cursor_position(cursor, order)
-    records = store.trials_page(
-        session, study, state=state, order=order, limit=limit + 1, after=after
-    )
-    page, more = records[:limit], len(records) > limit
+    query = _PageQuery(state, order, limit, cursor)
+    app_state = request.app.state
+    body = await in_db_thread(app_state, _page_body, app_state, study_id, caller, query)
+    return Response(body, media_type="application/json")
+
+
+@dataclass(frozen=True)
+class _PageQuery:
+    """What selects a page (hashable: it is the answer cache's key)."""
+
+    state: str | None
+    order: Literal["number", "value"]
+    limit: int
+    cursor: str | None
+
+
+def _page_body(app_state: State, study_id: str, caller: Caller, query: _PageQuery) -> bytes:
+    """The page's JSON. Cached per trials' version only when every trial read is finished
+    (a running trial's metrics change without changing the version)."""
+    with app_state.read_sessions() as session:
+        study, version = versioned_study_or_404(session, study_id, caller.tenant_id)
+        body: bytes | None = app_state.answers.get(study.id, query, version)
+        if body is not None:
+            return body
+        after = _cursor_position(query.cursor, query.order)
+        records = store.trials_page(
+            session, study, state=query.state, order=query.order, limit=query.limit + 1,
+            after=after,
+        )
+    page, more = records[: query.limit], len(records) > query.limit
     next_cursor = None
     if more:
         last = page[-1]
-        position = last.number if order == "number" else store.value_cursor(last, study.direction)
-        next_cursor = encode_cursor({"order": order, "after": position})
-    return {"items": [trial_json(r) for r in page], "next_cursor": next_cursor}
+        position = (
+            last.number if query.order == "number" else store.value_cursor(last, study.direction)
+        )
+        next_cursor = encode_cursor({"order": query.order, "after": position})
+    body = json_bytes({"items": [trial_json(r) for r in page], "next_cursor": next_cursor})
+    if all(r.state in FINISHED for r in records):
+        app_state.answers.put(study.id, query, version, body, size=len(body) + 128)
+    return body
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=TrialOut)
@@ -169,6 +205,15 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return finite(value)
+
+
+def json_bytes(content: Any) -> bytes:
+    """Compact JSON, as FastAPI would send it; a non-finite float anywhere becomes null."""
+    try:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(jsonable(content), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8")
 
 
 def _iso(value: datetime | None) -> str | None:
