@@ -104,8 +104,18 @@ def _add_api(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default: settings.port)")
 
 
+def _add_api_command(parser: argparse.ArgumentParser) -> None:
+    _add_api(parser)
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="API server processes sharing the port (default 1). Each has its own answer "
+        "cache and rate-limit window: with N processes a token may create up to N times "
+        "the per-minute limit.",
+    )
+
+
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn (in N processes with --processes N)."""
     import uvicorn
 
     from service.app import create_app
@@ -114,8 +124,26 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.auth and settings.host not in _LOOPBACK:
         log.warning("auth is off while listening on %s: anyone who can reach it can use it",
                     settings.host)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    processes = max(1, getattr(args, "processes", 1))
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        return 0
+    # Child processes build the app from the environment: hand them these settings, and
+    # migrate once here so that they do not race to create the same tables.
+    store.upgrade(settings.database_url)
+    os.environ.update(_settings_env(settings))
+    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=processes)
     return 0
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """LRSEARCH_* variables that rebuild exactly these settings in another process."""
+    return {
+        f"LRSEARCH_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
 
 
 def _add_worker(parser: argparse.ArgumentParser) -> None:
@@ -593,7 +621,7 @@ def _redacted(url: str) -> str:
 COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "db": ("database maintenance", _add_db, cmd_db),
     "token": ("manage API tokens", _add_token, cmd_token),
-    "api": ("run the HTTP API", _add_api, cmd_api),
+    "api": ("run the HTTP API", _add_api_command, cmd_api),
     "worker": ("run a training worker", _add_worker, cmd_worker),
     "serve": ("upgrade the DB, run workers and the API", _add_serve, cmd_serve),
     "submit": ("submit a study spec (YAML or JSON); prints its id", _add_submit, cmd_submit),
