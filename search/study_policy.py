@@ -10,8 +10,8 @@ Why these defaults (measured in benchmarks/search_quality.py):
 - The default pruner (`median`) is `DecayAwarePruner`: it kills hopeless trials (several times
   worse than the best at the same epoch) after a couple of epochs, but judges a trial against
   the median only from half of the run, so a decaying schedule is not killed before its decay
-  has happened. The completed trials it compares with are read at most every few seconds,
-  not at every epoch.
+  has happened. The completed trials it compares with are read once per trial and then at
+  most every few seconds, not at every epoch.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         self.min_completed_hopeless = min_completed_hopeless
         self.min_completed_median = min_completed_median
         self.refresh_s = refresh_s
-        self._peers: tuple[tuple[int, int], float, list[FrozenTrial]] | None = None
+        self._peers: tuple[tuple[int, int, int], float, list[FrozenTrial]] | None = None
 
     @classmethod
     def for_epochs(cls, epochs: int) -> DecayAwarePruner:
@@ -162,7 +162,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         own = _finite(trial.intermediate_values.values())
         if not own:
             return True  # only NaN so far: it diverged
-        done = self._completed(study)
+        done = self._completed(study, trial.number)
         peers = _finite(t.intermediate_values.get(step, math.nan) for t in done)
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         mine = max(own) if maximize else min(own)
@@ -174,10 +174,11 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
             return mine < median if maximize else mine > median
         return False
 
-    def _completed(self, study: optuna.Study) -> list[FrozenTrial]:
-        """The study's completed trials, read again only after `refresh_s`: short epochs
-        would otherwise spend more time reading the study than training."""
-        now, key = time.monotonic(), (id(study._storage), study._study_id)
+    def _completed(self, study: optuna.Study, number: int) -> list[FrozenTrial]:
+        """The study's completed trials, read at a trial's first judged epoch and then again
+        only after `refresh_s`: short epochs would otherwise spend more time reading the
+        study than training."""
+        now, key = time.monotonic(), (id(study._storage), study._study_id, number)
         cached = self._peers
         if cached is None or cached[0] != key or now - cached[1] >= self.refresh_s:
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

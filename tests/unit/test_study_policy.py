@@ -135,7 +135,8 @@ def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> 
 
 
 def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
-    """Per epoch the pruner must not re-read the study; a new peer counts after refresh_s."""
+    """Per epoch the pruner must not re-read the study; a new peer counts after refresh_s or
+    for the next trial."""
     study = study_with(GOOD)  # one peer: too few for the hopeless rule
     cached = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=3600)
     fresh = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=0)
@@ -145,6 +146,9 @@ def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
                                  intermediate_values=dict(enumerate(GOOD[0]))))
     assert not cached.prune(study, running([2.3, 2.2]))  # still its first read
     assert fresh.prune(study, running([2.3, 2.2]))  # sees two peers now
+    next_trial = create_trial(state=TrialState.RUNNING, intermediate_values={0: 2.3, 1: 2.2})
+    next_trial.number = 99
+    assert cached.prune(study, next_trial)  # another trial: read again
 
 
 def _space_study(tmp_path: Any, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
