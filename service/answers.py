@@ -10,15 +10,17 @@ per process; a bounded LRU keeps memory flat.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from search.store import TrialsVersion
 
+T = TypeVar("T")
 MAX_BYTES = 32 * 1024 * 1024
 MAX_AGE_S = 300.0  # a safety net only: answers are exact while the version is unchanged
 
@@ -80,3 +82,40 @@ class AnswerCache:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.size
+
+
+class ReadCoalescer:
+    """Identical reads in flight together share one database read, never an older one.
+
+    Why: 32 clients polling the same study would each pay a thread hop and database round
+    trips for the same answer. A request joins a read only if that read has not started yet,
+    so what it gets was read after it arrived (as fresh as reading alone); while one read of a
+    key runs, the next waits for it, so a key has at most one read running and one queued.
+    The read runs as its own task: a client that disconnects does not cancel it for others.
+    """
+
+    def __init__(self) -> None:
+        self._queued: dict[Hashable, asyncio.Future[Any]] = {}
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def read(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        """fn()'s result, from a read of `key` that starts after this call."""
+        future = self._queued.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._run(key, fn))
+            self._queued[key] = future
+        result: T = await asyncio.shield(future)
+        return result
+
+    async def _run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        me = self._queued[key]
+        previous = self._running.get(key)
+        if previous is not None:
+            await asyncio.wait([previous])
+        del self._queued[key]  # from now on, newcomers queue a read of their own
+        self._running[key] = me
+        try:
+            return await fn()
+        finally:
+            if self._running.get(key) is me:
+                del self._running[key]

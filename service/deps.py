@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from search import store
+from service.answers import ReadCoalescer
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.settings import Settings
 from service.tokens import hash_token
@@ -205,3 +206,10 @@ async def in_db_thread(state: State, fn: Callable[..., T], *args: Any) -> T:
     if limiter is None:
         limiter = state.db_limiter = anyio.CapacityLimiter(DB_THREADS)
     return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+
+async def shared_read(state: State, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in a DB thread, shared with identical requests in flight (see ReadCoalescer):
+    the key must name everything the answer depends on, the tenant included."""
+    reads: ReadCoalescer = state.reads
+    return await reads.read(key, lambda: in_db_thread(state, fn, *args))

@@ -32,7 +32,7 @@ from service.deps import (
     TenantDep,
     decode_cursor,
     encode_cursor,
-    in_db_thread,
+    shared_read,
     study_or_404,
     versioned_study_or_404,
 )
@@ -204,10 +204,12 @@ def list_studies(
 async def get_study(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """Status, spec, progress counts and the best value so far."""
     state = request.app.state
-    return await in_db_thread(state, _status_response, state, study_id, caller)
+    key = ("status", study_id, caller.tenant_id)
+    body = await shared_read(state, key, _status_body, state, study_id, caller)
+    return Response(body, media_type="application/json")
 
 
-def _status_response(state: State, study_id: str, caller: Caller) -> Response:
+def _status_body(state: State, study_id: str, caller: Caller) -> bytes:
     """One thread hop: the study row with its trials' version, then the trial-derived part
     from the answer cache or the database."""
     with state.read_sessions() as session:
@@ -217,7 +219,7 @@ def _status_response(state: State, study_id: str, caller: Caller) -> Response:
         if summary is None:
             summary = _trial_summary(session, study)
             state.answers.put(study.id, key, version, summary)
-    return Response(json_bytes(_detail_from(study, summary)), media_type="application/json")
+    return json_bytes(_detail_from(study, summary))
 
 
 @router.post(
@@ -262,7 +264,8 @@ def delete_study(
 async def best(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """The best complete trial with everything needed to reuse its schedule in Keras."""
     state = request.app.state
-    body = await in_db_thread(state, _best_body, state, study_id, caller)
+    key = ("best", study_id, caller.tenant_id)
+    body = await shared_read(state, key, _best_body, state, study_id, caller)
     if not body:
         raise Conflict("no trial has finished yet")
     return Response(body, media_type="application/json")

@@ -23,7 +23,7 @@ from service.deps import (
     TrialNumber,
     decode_cursor,
     encode_cursor,
-    in_db_thread,
+    shared_read,
     study_or_404,
     versioned_study_or_404,
 )
@@ -81,7 +81,8 @@ async def list_trials(
     """A page of trials; order=value lists the best first (trials without value last)."""
     query = _PageQuery(state, order, limit, cursor)
     app_state = request.app.state
-    body = await in_db_thread(app_state, _page_body, app_state, study_id, caller, query)
+    key = ("page", study_id, caller.tenant_id, query)
+    body = await shared_read(app_state, key, _page_body, app_state, study_id, caller, query)
     return Response(body, media_type="application/json")
 
 

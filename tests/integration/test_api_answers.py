@@ -7,6 +7,7 @@ checks that the very next read shows the change.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from search import store
-from service.answers import AnswerCache
+from service.answers import AnswerCache, ReadCoalescer
 from service.app import create_app
 from service.cli import _settings_env
 from service.settings import Settings
@@ -210,3 +211,27 @@ def test_api_processes_rebuild_the_same_settings(
     for name, value in _settings_env(settings).items():
         monkeypatch.setenv(name, value)
     assert Settings() == settings
+
+
+def test_identical_reads_in_flight_share_one_read_that_started_after_them() -> None:
+    async def scenario() -> tuple[list[int], list[int], int]:
+        coalescer = ReadCoalescer()
+        reads = 0
+        gate = asyncio.Event()
+
+        async def read() -> int:
+            nonlocal reads
+            reads += 1
+            number = reads
+            await gate.wait()
+            return number
+
+        first = [asyncio.create_task(coalescer.read("k", read)) for _ in range(3)]
+        await asyncio.sleep(0)  # the shared read starts; these three get its answer
+        later = [asyncio.create_task(coalescer.read("k", read)) for _ in range(3)]
+        await asyncio.sleep(0)  # arrived while it runs: they wait for a read of their own
+        gate.set()
+        return list(await asyncio.gather(*first)), list(await asyncio.gather(*later)), reads
+
+    first, later, reads = asyncio.run(scenario())
+    assert first == [1, 1, 1] and later == [2, 2, 2] and reads == 2
