@@ -82,8 +82,11 @@ def check_spec_against_run(spec: StudySpec, run: RunShape) -> list[FieldError]:
 #: Keras's default rate of each optimizer: the reference a study is compared with.
 KERAS_DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1e-2}
 #: Peak rates tried with the warm-up + cosine recipe, as multiples of the optimizer's default:
-#: a coarse range test a decade wide, the larger first (short runs favour large peaks).
-RECIPE_PEAKS: tuple[float, ...] = (30.0, 3.0)
+#: a coarse range test over a decade in half-decade steps, the larger first (short runs favour
+#: large peaks). Measured in-process on digits (200-epoch budget, seeds not used by
+#: benchmarks/search_quality.py): mean best val_loss MLP 0.0820 vs 0.0877 with (30, 3) over
+#: six seeds, CNN 0.0234 vs 0.0398 over three.
+RECIPE_PEAKS: tuple[float, ...] = (30.0, 10.0, 3.0)
 #: Share of the run spent warming up in the recipe: the most the default range allows, as a
 #: peak 30x Adam's default needs it (measured on digits: better than 10% at that peak).
 RECIPE_WARMUP = 0.2
@@ -92,8 +95,8 @@ RECIPE_WARMUP = 0.2
 def default_trials(spec: StudySpec, run: RunShape) -> list[dict[str, Any]]:
     """Well-known starting points to enqueue first, each kept only if it lies in the space.
 
-    Linear warm-up then cosine decay to zero at two peak rates a decade apart (a coarse LR
-    range test that costs no extra training), then the optimizer's Keras default rate held
+    Linear warm-up then cosine decay to zero at three peak rates half a decade apart (a
+    coarse LR range test that costs no extra training), then the optimizer's Keras default rate held
     constant: the reference users have today, so every study shows what it gained over it.
     """
     base = KERAS_DEFAULT_LR.get(spec.task.optimizer, 1e-3)

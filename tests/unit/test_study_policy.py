@@ -105,9 +105,10 @@ def test_maximised_scores_compare_errors() -> None:
 def test_default_trials_lie_in_the_space_and_run_as_enqueued() -> None:
     spec = parse_spec({"task": {"epochs": RUN.epochs}})
     seeded = default_trials(spec, RUN)
-    assert [p["strategy"] for p in seeded] == ["cosine", "cosine", "constant"]
+    assert [p["strategy"] for p in seeded] == ["cosine", "cosine", "cosine", "constant"]
     assert [p.get("cosine.initial_lr", p.get("constant.initial_lr")) for p in seeded] == [
         pytest.approx(3e-2),
+        pytest.approx(1e-2),
         pytest.approx(3e-3),
         pytest.approx(1e-3),
     ]
@@ -131,7 +132,8 @@ def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> 
     only_constant = default_trials(parse_spec({"strategies": ["constant", "step"]}), RUN)
     assert only_constant == [{"strategy": "constant", "constant.initial_lr": 1e-3}]
     narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
-    assert [p["strategy"] for p in default_trials(narrow, RUN)] == ["cosine", "constant"]
+    narrow_peaks = [p.get("cosine.initial_lr") for p in default_trials(narrow, RUN)]
+    assert narrow_peaks == [pytest.approx(1e-2), pytest.approx(3e-3), None]  # 3e-2 is out
 
 
 def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
