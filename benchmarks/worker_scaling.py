@@ -106,6 +106,7 @@ class Processes:
         }
         self.env.pop("DATABASE_URL", None)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
 
     def start(self, name: str, *args: str) -> None:
         cmd = [sys.executable, "-m", "service.cli", *args]
@@ -113,6 +114,19 @@ class Processes:
             self.procs.append(
                 subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
             )
+        self.names.append(name)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds of each live process so far (Linux /proc; else empty)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, proc in zip(self.names, self.procs, strict=True):
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return out
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -158,7 +172,9 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         for i in range(workers):
             procs.start(f"worker{i}", "worker")
         warm_s, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
+        cpu_before = procs.cpu_seconds()
         wall_s, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in procs.cpu_seconds().items()}
         client = Client(base)  # trials come by number, page after page
         warm = list(client.study(warm_id).trials(page_size=500))
         trials = list(client.study(study_id).trials(page_size=500))
@@ -174,6 +190,8 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         "trials_per_min": 60 * n_trials / wall_s,
         "warm_up_s": warm_s,
         "trial_wall_s_median": statistics.median(_trial_wall(t) for t in trials),
+        # CPU seconds per wall second of the measured study, per process (1.0 = one core)
+        "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
         "split": split(warm, trials) if workers == 1 else None,
     }
 
@@ -283,6 +301,9 @@ def main() -> None:
             f"{r['workers']:>8}{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}"
             f"{r['trial_wall_s_median']:>24.3f}"
         )
+    for r in results:
+        busy = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_busy"].items())
+        print(f"  CPU busy with {r['workers']} worker(s) (cores): {busy}")
     s = one["split"]
     print("\nper-trial time, 1 worker (median seconds):")
     for key in ("claim", "fit", "report", "trial", "first_trial_extra"):
