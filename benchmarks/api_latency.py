@@ -10,7 +10,9 @@ The load generator is a small raw asyncio HTTP/1.1 client: 32 keep-alive connect
 sending its next GET as soon as the previous answer is read (closed loop). httpx costs about a
 millisecond of CPU per request, which on a 2-core box shared with the server and PostgreSQL
 dominated the measurement; this client costs about a tenth of that. Every response is checked:
-status 200 and the JSON shape of its endpoint (parsed in full) - a wrong answer aborts the run.
+status 200 and the JSON shape of its endpoint (parsed in full, after the timed run, so parsing
+does not delay the other connections) - a wrong answer aborts the run. The client's garbage
+collector is off while it measures.
 
     .venv/bin/python benchmarks/api_latency.py [--requests 600] [--concurrency 32]
         [--processes 1] [--root PATH]   # --root: serve another checkout (e.g. a baseline)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -170,9 +173,15 @@ CHECKS: dict[str, Check] = {
 
 
 async def _connection(
-    port: int, request: bytes, queue: asyncio.Queue[int], latencies: list[float], check: Check
+    port: int,
+    request: bytes,
+    queue: asyncio.Queue[int],
+    latencies: list[float],
+    answers: list[tuple[int, bytes]],
 ) -> None:
-    """One keep-alive HTTP/1.1 connection sending GETs back to back until the queue is empty."""
+    """One keep-alive HTTP/1.1 connection sending GETs back to back until the queue is empty;
+    answers are kept to be checked after the timed run (parsing them here would stall the
+    other 31 connections' reads and be counted in their latency)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while not queue.empty():
@@ -187,9 +196,7 @@ async def _connection(
                     length = int(value)
             body = await reader.readexactly(length)
             latencies.append((time.perf_counter() - started) * 1000)
-            status = int(head.split(b" ", 2)[1])
-            if status != 200 or not check(json.loads(body)):
-                raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
+            answers.append((int(head.split(b" ", 2)[1]), body))
     finally:
         writer.close()
 
@@ -202,9 +209,18 @@ async def measure(port: int, path: str, n: int, concurrency: int, check: Check) 
     for i in range(n):
         queue.put_nowait(i)
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    await asyncio.gather(
-        *(_connection(port, request, queue, latencies, check) for _ in range(concurrency))
-    )
+    answers: list[tuple[int, bytes]] = []
+    gc.collect()
+    gc.disable()  # the load generator's own collector pauses are not the server's latency
+    try:
+        await asyncio.gather(
+            *(_connection(port, request, queue, latencies, answers) for _ in range(concurrency))
+        )
+    finally:
+        gc.enable()
+    for status, body in answers:  # every answer checked, after the clock
+        if status != 200 or not check(json.loads(body)):
+            raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
     return latencies
 
 
@@ -228,6 +244,11 @@ def run(requests: int, concurrency: int, root: Path, processes: int) -> dict[str
         for size in (100, 10000):
             fill(db_url, study_id, stored, size)
             stored = size
+            with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={name}"),
+                                 autocommit=True) as conn:
+                # The bulk fill is not how trials arrive; settle what autovacuum would do
+                # next (so it does not run during the measurement) and refresh planner stats.
+                conn.execute("VACUUM ANALYZE")
             paths = {
                 "status": f"/v1/studies/{study_id}",
                 "best": f"/v1/studies/{study_id}/best",
