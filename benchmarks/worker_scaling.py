@@ -190,6 +190,7 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         "trials_per_min": 60 * n_trials / wall_s,
         "warm_up_s": warm_s,
         "trial_wall_s_median": statistics.median(_trial_wall(t) for t in trials),
+        "fit_s_median": statistics.median(float(t["seconds"]) for t in trials),
         # CPU seconds per wall second of the measured study, per process (1.0 = one core)
         "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
         "split": split(warm, trials) if workers == 1 else None,
@@ -295,11 +296,14 @@ def main() -> None:
     scaling = two["trials_per_min"] / one["trials_per_min"]
 
     print(f"digits MLP {MODEL['hidden']}, {args.epochs} epochs, {args.trials} trials, PostgreSQL")
-    print(f"{'workers':>8}{'wall s':>9}{'trials/min':>12}{'trial wall s (median)':>24}")
+    print(
+        f"{'workers':>8}{'wall s':>9}{'trials/min':>12}{'trial wall s (median)':>24}"
+        f"{'of which fit':>14}"
+    )
     for r in results:
         print(
             f"{r['workers']:>8}{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}"
-            f"{r['trial_wall_s_median']:>24.3f}"
+            f"{r['trial_wall_s_median']:>24.3f}{r['fit_s_median']:>14.3f}"
         )
     for r in results:
         busy = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_busy"].items())

@@ -172,20 +172,23 @@ def study_or_404(session: Session, study_id: str, tenant_id: str) -> store.Study
     An id that is not id-shaped cannot exist and never reaches the query (PostgreSQL refuses
     NUL in text), whichever route passed it.
     """
-    if not _ID_RE.fullmatch(study_id):
-        raise NotFound(f"no study {study_id[:80]!r}")
+    _check_study_id(study_id)
     study = store.get_study(session, study_id, tenant_id)
     if study is None:
         raise NotFound(f"no study {study_id}")
     return study
 
 
+def _check_study_id(study_id: str) -> None:
+    if not _ID_RE.fullmatch(study_id):
+        raise NotFound(f"no study {study_id[:80]!r}")
+
+
 def versioned_study_or_404(
     session: Session, study_id: str, tenant_id: str
 ) -> tuple[store.Study, store.TrialsVersion]:
     """Like `study_or_404`, with the study's TrialsVersion read in the same statement."""
-    if not _ID_RE.fullmatch(study_id):
-        raise NotFound(f"no study {study_id[:80]!r}")
+    _check_study_id(study_id)
     found = store.study_with_trials_version(session, study_id, tenant_id)
     if found is None:
         raise NotFound(f"no study {study_id}")

@@ -379,12 +379,13 @@ def test_detail_and_pages_cost_the_same_queries_for_many_trials(
         for i in range(60):
             study.add_trial(trial(value=0.5 + i / 100))
     for suffix in ("", "/best", "/trials?limit=5", "/trials?order=value&limit=5"):
-        assert _statements(app_client, f"/v1/studies/{small}{suffix}") == _statements(
+        assert count_statements(app_client, f"/v1/studies/{small}{suffix}") == count_statements(
             app_client, f"/v1/studies/{large}{suffix}"
         ), suffix
 
 
-def _statements(client: TestClient, path: str) -> int:
+def count_statements(client: TestClient, path: str) -> int:
+    """SQL statements the API runs to answer one GET of path."""
     engine = client.app.state.engine  # type: ignore[attr-defined]
     count = 0
 

@@ -16,14 +16,19 @@ from typing import Any
 import optuna
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from search import store
 from service.answers import AnswerCache, ReadCoalescer
 from service.app import create_app
 from service.cli import _settings_env
 from service.settings import Settings
-from tests.integration.test_api import create, optuna_study, problem, trial
+from tests.integration.test_api import (
+    count_statements,
+    create,
+    optuna_study,
+    problem,
+    trial,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -119,25 +124,9 @@ def test_repeated_reads_of_unchanged_trials_cost_one_statement(
             study.add_trial(trial(value=0.5 + i / 10))
     for suffix in ("", "/best", "/trials?order=value&limit=3"):
         path = f"/v1/studies/{study_id}{suffix}"
-        first, again = _statements(app_client, path), _statements(app_client, path)
+        first, again = count_statements(app_client, path), count_statements(app_client, path)
         assert first > 1, suffix
         assert again == 1, suffix  # only the study row with its trials' version
-
-
-def _statements(client: TestClient, path: str) -> int:
-    engine = client.app.state.engine  # type: ignore[attr-defined]
-    count = 0
-
-    def on_execute(*_args: Any) -> None:
-        nonlocal count
-        count += 1
-
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
-        assert client.get(path).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
-    return count
 
 
 @contextmanager
@@ -206,8 +195,13 @@ def test_the_cache_is_exact_per_version_and_bounded() -> None:
 def test_api_processes_rebuild_the_same_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(database_url="sqlite:///x.db", data_dir=tmp_path, auth=True,
-                        rate_limit_per_minute=7, port=8123)
+    settings = Settings(
+        database_url="sqlite:///x.db",
+        data_dir=tmp_path,
+        auth=True,
+        rate_limit_per_minute=7,
+        port=8123,
+    )
     for name, value in _settings_env(settings).items():
         monkeypatch.setenv(name, value)
     assert Settings() == settings
