@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import optuna
 
+from search.trial_writes import set_intermediate_value
+
 T = TypeVar("T")
 Persist = Callable[[Callable[[], T]], T]
 
@@ -52,7 +54,6 @@ class ReportWriter:
         self._thread.join()
 
     def _write_all(self) -> None:
-        storage, trial_id = self._trial.storage, self._trial._trial_id
         while True:
             item = self._queue.get()
             try:
@@ -60,10 +61,9 @@ class ReportWriter:
                     return
                 if self._error is None:
                     step, value = item
-                    write = functools.partial(
-                        storage.set_trial_intermediate_value, trial_id, step, value
+                    self._persist(
+                        functools.partial(set_intermediate_value, self._trial, step, value)
                     )
-                    self._persist(write)
             except BaseException as exc:  # kept for flush: the trial fails with it
                 self._error = exc
             finally:

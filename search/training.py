@@ -30,7 +30,7 @@ from search.report_writer import ReportWriter
 from search.space import run_shape, suggest
 from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
-from search.trial_attrs import set_user_attrs
+from search.trial_writes import set_user_attrs
 
 StopCheck = Callable[[], bool]
 T = TypeVar("T")

@@ -1,0 +1,57 @@
+"""Our fewer-statement writes of user attributes and reports read back like Optuna's own."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from search.trial_writes import set_intermediate_value, set_user_attrs
+
+ATTRS = {"strategy": "cosine", "params": {"initial_lr": 0.03}, "lr": [0.01, 0.02], "seconds": 1.5}
+
+
+def test_attrs_are_stored_and_overwritten_on_an_rdb_study(db_url: str) -> None:
+    url = db_url
+    study = optuna.create_study(storage=url)
+    trial = study.ask()
+    trial.set_user_attr("strategy", "old")
+    set_user_attrs(trial, ATTRS)
+    assert trial.user_attrs == ATTRS  # the trial's own view is updated too
+    study.tell(trial, 0.5)
+    reread = optuna.load_study(study_name=study.study_name, storage=url).trials[0]
+    assert reread.user_attrs == ATTRS
+
+
+def test_a_finished_trial_refuses_every_attr(db_url: str) -> None:
+    url = db_url
+    study = optuna.create_study(storage=url)
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(trial, ATTRS)
+    reread = optuna.load_study(study_name=study.study_name, storage=url).trials[0]
+    assert reread.user_attrs == {}
+
+
+def test_in_memory_studies_take_one_call_per_key() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    set_user_attrs(trial, ATTRS)
+    study.tell(trial, 0.5)
+    assert study.trials[0].user_attrs == ATTRS
+
+
+def test_reports_are_stored_overwritten_and_refused_once_finished(db_url: str) -> None:
+    study = optuna.create_study(storage=db_url)
+    trial = study.ask()
+    set_intermediate_value(trial, 0, 0.9)
+    set_intermediate_value(trial, 0, 0.8)  # same step: overwritten, as Optuna's storage does
+    set_intermediate_value(trial, 1, float("nan"))  # kept as Optuna's NaN marker
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_intermediate_value(trial, 2, 0.4)
+    stored = optuna.load_study(study_name=study.study_name, storage=db_url).trials[0]
+    assert stored.intermediate_values[0] == 0.8 and math.isnan(stored.intermediate_values[1])
+    assert 2 not in stored.intermediate_values
