@@ -254,9 +254,9 @@ class Worker:
     def _train_and_tell(self, opened: _Opened, trial: optuna.Trial, study_id: str) -> None:
         study = opened.study
         stop_check = _StopCheck(self.stop, lambda: self._cancelled(study_id))
-        attrs = self._persist(
-            lambda: self.storage.get_trial_system_attrs(trial._trial_id), "read trial"
-        )
+        # A retry's `failed_trial` was set when it was queued, before `ask` read the trial:
+        # the trial's own copy has it, no need to load the whole trial again.
+        attrs = trial._cached_frozen_trial.system_attrs
         slot = TrialSlot(
             self.checkpoints,
             study_id,
