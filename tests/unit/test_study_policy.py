@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import optuna
@@ -166,29 +167,42 @@ def _space_study(tmp_path: Any, sampler: optuna.samplers.BaseSampler) -> optuna.
     return optuna.load_study(study_name=study.study_name, storage=storage, sampler=sampler)
 
 
-def test_the_snapshot_sampler_samples_like_tpe_with_one_read_per_trial(tmp_path: Any) -> None:
-    """Same seed, same study: the same parameters as Optuna's constant-liar TPE (running
-    trials included), from one read of the trials instead of one per parameter group."""
+def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
+    tmp_path: Any,
+) -> None:
+    """Optuna's grouped TPE samples all nine strategies' groups per trial, each after reading
+    the study again; ours samples `strategy`, then only that strategy's group, from the
+    trial's one read (what it shares with other workers' constant liar says so too)."""
     spec = parse_spec({"strategies": ["exponential", "constant"], "n_trials": 40, "seed": 5})
-    chosen = []
-    reads = []
-    for sampler in (make_sampler(spec, seed=5), optuna.samplers.TPESampler(
-            seed=5, n_startup_trials=8, n_ei_candidates=96, multivariate=True, group=True,
-            constant_liar=True)):
+    stock = optuna.samplers.TPESampler(
+        seed=5, n_startup_trials=8, multivariate=True, group=True, constant_liar=True
+    )
+    reads, shared = [], []
+    for sampler in (make_sampler(spec, seed=5), stock):
         study = _space_study(tmp_path, sampler)
-        backend = study._storage
         calls: list[Any] = []
-        original = backend.get_all_trials
+        original = study._storage.get_all_trials
 
         def counting(*args: Any, _orig: Any = original, _calls: list[Any] = calls,
                      **kw: Any) -> Any:
             _calls.append(kw.get("states"))
             return _orig(*args, **kw)
 
-        backend.get_all_trials = counting  # type: ignore[method-assign]
-        picked = [suggest(study.ask(), spec, RUN) for _ in range(3)]
-        chosen.append(picked)
+        study._storage.get_all_trials = counting  # type: ignore[method-assign]
+        relative = []
+        for _ in range(3):
+            trial = study.ask()
+            strategy_id, _params = suggest(trial, spec, RUN)
+            attrs = study._storage.get_trial_system_attrs(trial._trial_id)
+            keys = set(json.loads(attrs["tpe:relative_params:0"]))
+            relative.append((strategy_id, keys))
         reads.append(len(calls))
-    assert chosen[0] == chosen[1]
+        shared.append(relative)
+    ours, theirs = shared
+    for strategy_id, keys in ours:
+        assert keys == {"strategy"} | {k for k in keys if k.startswith(f"{strategy_id}.")}
+        assert len(keys) > 1  # the chosen strategy's parameters are sampled jointly
+    assert any(any(not k.startswith(f"{s}.") and k != "strategy" for k in keys)
+               for s, keys in theirs)  # Optuna's also sampled the unused strategy's group
     # per ask: the waiting-queue check and one read of all trials, vs one more per group
     assert reads[0] <= 2 * 3 < reads[1], reads
