@@ -13,7 +13,9 @@ ask); fit = the Trainer's `seconds` (sample, build the schedule, fit with per-ep
 prune check and checkpoint); report = the rest of the trial (heartbeat, user attrs, tell).
 dataset and build are paid once per worker: the first trial's extra claim time and extra trial
 time over the median. Pure compute is `model.fit` of the same compiled model for the same
-epochs in this process, warm.
+epochs in this process, warm; "engine only" is a whole trial (ask, TPE, Trainer.run, tell) on
+an in-memory Optuna study in this process, to separate the engine from the coordination
+through the database.
 
     .venv/bin/python benchmarks/worker_scaling.py [--trials 40] [--epochs 5]
         [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
@@ -268,7 +270,29 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
         "build": build_s,
         "first_fit": times[0],
         "fit": statistics.median(times[1:]),
+        "engine_trial": engine_trial(data, epochs),
     }
+
+
+def engine_trial(data: Any, epochs: int, trials: int = 30) -> float:
+    """Median seconds of one whole trial (ask, TPE sampling, Trainer.run, tell) on an
+    in-memory Optuna study: lrsearch's engine without the database and the worker loop."""
+    import optuna
+
+    from search.spec import parse_spec
+    from search.study_policy import make_sampler
+    from search.training import Trainer
+
+    spec = parse_spec(study_body("engine", trials, epochs))
+    study = optuna.create_study(sampler=make_sampler(spec, 0), pruner=optuna.pruners.NopPruner())
+    trainer, times = Trainer(), []
+    for i in range(trials + 3):  # the first trials compile and trace
+        started = time.perf_counter()
+        trial = study.ask()
+        study.tell(trial, trainer.run(trial, spec, data))
+        if i >= 3:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -316,9 +340,13 @@ def main() -> None:
     for key in ("dataset", "build", "first_fit"):
         print(f"  {key:<24}{pure[key]:>8.3f}")
     cost_ratio = s["trial"] / pure_s
+    engine_ratio = pure["engine_trial"] / pure_s
     print(
-        f"\n{args.epochs}-epoch trial: {s['trial']:.3f}s (claim+fit+report) vs pure compute "
-        f"(model.fit, compiled, warm) {pure_s:.3f}s: cost/compute = {cost_ratio:.2f}x"
+        f"\n{args.epochs}-epoch trial vs pure compute (model.fit, compiled, warm) {pure_s:.3f}s:"
+        f"\n  engine only (in-memory study, TPE, Trainer): {pure['engine_trial']:.3f}s ="
+        f" {engine_ratio:.2f}x"
+        f"\n  worker on PostgreSQL (claim+fit+report): {s['trial']:.3f}s ="
+        f" cost/compute {cost_ratio:.2f}x"
     )
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -328,6 +356,7 @@ def main() -> None:
         "results": results,
         "pure_compute": pure,
         "cost_over_compute": cost_ratio,
+        "engine_over_compute": engine_ratio,
         "scaling": scaling,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
