@@ -16,6 +16,8 @@ time over the median. Pure compute is `model.fit` of the same compiled model for
 epochs in this process, warm; "engine only" is a whole trial (ask, TPE, Trainer.run, tell) on
 an in-memory Optuna study in this process, to separate the engine from the coordination
 through the database.
+The ceiling is the same engine-only loop in two processes at once against one: what two
+workers could gain on this machine if coordination cost nothing.
 
     .venv/bin/python benchmarks/worker_scaling.py [--trials 40] [--epochs 5]
         [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
@@ -274,9 +276,10 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
     }
 
 
-def engine_trial(data: Any, epochs: int, trials: int = 30) -> float:
+def engine_trial(data: Any, epochs: int, trials: int = 30, go: Path | None = None) -> float:
     """Median seconds of one whole trial (ask, TPE sampling, Trainer.run, tell) on an
-    in-memory Optuna study: lrsearch's engine without the database and the worker loop."""
+    in-memory Optuna study: lrsearch's engine without the database and the worker loop.
+    With `go`, the timed trials start once that file exists (to start several together)."""
     import optuna
 
     from search.spec import parse_spec
@@ -287,12 +290,42 @@ def engine_trial(data: Any, epochs: int, trials: int = 30) -> float:
     study = optuna.create_study(sampler=make_sampler(spec, 0), pruner=optuna.pruners.NopPruner())
     trainer, times = Trainer(), []
     for i in range(trials + 3):  # the first trials compile and trace
+        while i == 3 and go is not None and not go.exists():
+            time.sleep(0.01)
         started = time.perf_counter()
         trial = study.ask()
         study.tell(trial, trainer.run(trial, spec, data))
         if i >= 3:
             times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def engine_pair(epochs: int) -> float:
+    """Trials per second of two engine-only processes at once over one alone: the most two
+    workers could gain on this machine if coordination cost nothing."""
+
+    def run(k: int) -> float:
+        go = Path(tempfile.mkdtemp(prefix="lrsearch-go-")) / "go"
+        cmd = [sys.executable, __file__, "--engine-child", str(go), "--epochs", str(epochs)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        time.sleep(5)
+        while not all((go.parent / f"ready{p.pid}").exists() for p in procs):
+            time.sleep(0.1)
+        go.touch()
+        medians = [float(p.communicate()[0].split()[-1]) for p in procs]
+        return sum(1 / m for m in medians)
+
+    return run(2) / run(1)
+
+
+def _engine_child(go: str, epochs: int) -> None:
+    from search.datasets import load_dataset
+    from search.gpu import configure_devices
+
+    configure_devices()
+    data = load_dataset("digits", tempfile.gettempdir())
+    (Path(go).parent / f"ready{os.getpid()}").touch()
+    print(engine_trial(data, epochs, go=Path(go)))
 
 
 def main() -> None:
@@ -307,10 +340,15 @@ def main() -> None:
         help="a PostgreSQL database to CREATE/DROP the scratch database from",
     )
     parser.add_argument("--out", default="benchmarks/out/worker_scaling.json")
+    parser.add_argument("--engine-child", help=argparse.SUPPRESS)  # internal: engine_pair
     args = parser.parse_args()
+    if args.engine_child:
+        _engine_child(args.engine_child, args.epochs)
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop servers, drop the DB
 
     pure = pure_compute(args.epochs)
+    pair = engine_pair(args.epochs)
     pure_s = pure["fit"]
     results = []
     with scratch_database(args.admin_url) as url:
@@ -358,9 +396,14 @@ def main() -> None:
         "cost_over_compute": cost_ratio,
         "engine_over_compute": engine_ratio,
         "scaling": scaling,
+        "engine_pair_scaling": pair,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
+    print(
+        f"ceiling: two engine-only processes (no database) run {pair:.2f}x the trials per"
+        f" second of one on this machine"
+    )
     print(f"scaling={scaling:.3f}")
 
 
