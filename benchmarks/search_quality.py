@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,9 @@ from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy
 from search.training import Trainer
+from service.cli import stop_processes
 from service.client import Client
+from service.demo import free_port, wait_ready
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Hyperband's resumed models cannot restore their optimizer's slots: Keras says so per trial
@@ -284,12 +285,6 @@ def _stop_at_budget(tuner: Any, spent: Callable[[], bool]) -> None:
 # --- lrsearch through the service -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def service(database_url: str | None, workers: int = 1) -> Iterator[str]:
     """`lrsearch serve --workers N` on loopback; yields its base URL."""
@@ -308,29 +303,11 @@ def service(database_url: str | None, workers: int = 1) -> Iterator[str]:
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, server, root / "serve.log")
+        wait_ready(base, timeout_s=180, server=server, log=root / "serve.log")
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_processes([server], timeout_s=60)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"lrsearch serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("lrsearch serve did not become ready")
 
 
 def run_lrsearch(base: str, spec: dict[str, Any], budget: int, timeout_s: float) -> Run:

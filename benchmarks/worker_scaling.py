@@ -35,7 +35,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,8 +51,9 @@ os.environ["LRSEARCH_TF_THREADS"] = "1"
 
 import httpx
 
+from service.cli import stop_processes
 from service.client import Client
-from service.demo import wait_ready
+from service.demo import free_port, wait_ready
 
 MODEL = {"kind": "mlp", "hidden": [64, 32]}
 BATCH = 64
@@ -89,12 +89,6 @@ def scratch_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Processes:
@@ -133,15 +127,7 @@ class Processes:
         return out
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs, timeout_s=60)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

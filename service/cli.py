@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _stop(workers)
+        stop_processes(workers)
 
 
 def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
@@ -195,12 +195,12 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
 
 
-def _stop(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    """SIGTERM every worker (they finish the current epoch), then kill stragglers."""
-    for proc in workers:
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = 30.0) -> None:
+    """SIGTERM every process (workers finish the current epoch), then kill stragglers."""
+    for proc in procs:
         if proc.poll() is None:
             proc.terminate()
-    for proc in workers:
+    for proc in procs:
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

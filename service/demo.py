@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from service.cli import stop_processes
+
 DEMO_SPEC: dict[str, Any] = {
     "name": "digits-demo",
     "task": {
@@ -65,9 +67,18 @@ def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[by
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_ready(base: str, timeout_s: float = 120) -> None:
+def wait_ready(
+    base: str,
+    timeout_s: float = 120,
+    server: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll /readyz; with `server`, stop at once (showing the end of `log`) if it exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log is not None else ""
+            raise SystemExit(f"the server exited with {server.returncode}:\n{tail}")
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
@@ -124,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     server = start_server(data_dir, port, args.workers)
     try:
-        wait_ready(base)
+        wait_ready(base, server=server, log=data_dir / "serve.log")
         study = run_study(base, spec, args.timeout)
         if study["status"] != "completed":
             print(f"study ended {study['status']}: {study.get('error')}")
@@ -140,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n# Python that rebuilds it:\n" + best["python"])
         return 0
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_processes([server])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ public API exactly as a worker leaves them), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from search import store
+from service.cli import stop_processes
+from service.demo import free_port
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -29,10 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def add_finished_trials(db_url: str, study_id: str, values: list[float]) -> None:
@@ -78,12 +75,7 @@ def dashboard(db_url: str, *extra: str) -> Iterator[str]:
         _wait_until_up(proc, base)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_processes([proc], timeout_s=20)
 
 
 def _wait_until_up(proc: subprocess.Popen[str], base: str) -> None:
