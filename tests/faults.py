@@ -489,15 +489,22 @@ def stage_on(db_url: str, root: Path) -> Iterator[Stage]:
 KILL_EPOCHS = 80
 
 
+def _worker_mid_trial(stage: Stage, n_trials: int) -> tuple[Api, str, Proc, dict[str, Any]]:
+    """A study of KILL_EPOCHS-epoch trials, one worker, and its trial once >= 3 epochs ran:
+    (api, study id, the worker, that trial)."""
+    _, api = stage.api()
+    study_id = api.create(tiny_spec(n_trials, KILL_EPOCHS))
+    worker = stage.worker("worker-a")
+    victim = wait_for(lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
+                      240, "a trial with >= 3 epochs")
+    return api, study_id, worker, victim
+
+
 def kill9_mid_trial(stage: Stage) -> Outcome:
     """kill -9 a worker after >= 3 reported epochs; another worker fails the dead trial after
     the grace period, retries it once, and the retry resumes from the last checkpoint."""
     out = Outcome("kill -9 worker mid-trial", faults=1)
-    _, api = stage.api()
-    study_id = api.create(tiny_spec(3, KILL_EPOCHS))
-    first = stage.worker("worker-a")
-    victim = wait_for(lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
-                      240, "a trial with >= 3 epochs")
+    api, study_id, first, victim = _worker_mid_trial(stage, n_trials=3)
     first.kill9()
     stage.worker("worker-b")
     final = api.wait_final(study_id, 300)
@@ -530,11 +537,7 @@ def sigterm_mid_trial(stage: Stage) -> Outcome:
     """SIGTERM a worker mid-trial: it finishes the epoch, fails the trial with a reason,
     queues its retry and exits 0; the next worker resumes the retry from that very epoch."""
     out = Outcome("SIGTERM worker mid-trial", faults=1)
-    _, api = stage.api()
-    study_id = api.create(tiny_spec(2, KILL_EPOCHS))
-    first = stage.worker("worker-a")
-    victim = wait_for(lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
-                      240, "a trial with >= 3 epochs")
+    api, study_id, first, victim = _worker_mid_trial(stage, n_trials=2)
     first.signal(signal.SIGTERM)
     code = first.wait(60)
     released = api.trials(study_id)
