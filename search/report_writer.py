@@ -21,6 +21,7 @@ from search.trial_writes import set_intermediate_value
 
 T = TypeVar("T")
 Persist = Callable[[Callable[[], T]], T]
+"""Runs one storage call; the worker's retries it while the database is briefly away."""
 
 
 class ReportWriter:

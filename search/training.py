@@ -26,7 +26,7 @@ import optuna
 from search.checkpoints import TrialCheckpoint, TrialSlot
 from search.datasets import Dataset
 from search.errors import ModelError, TrialDiverged, TrialStopped
-from search.report_writer import ReportWriter
+from search.report_writer import Persist, ReportWriter
 from search.space import run_shape, suggest
 from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
@@ -34,8 +34,6 @@ from search.trial_writes import set_user_attrs
 
 StopCheck = Callable[[], bool]
 T = TypeVar("T")
-Persist = Callable[[Callable[[], T]], T]
-"""Runs one storage call; the worker's retries it while the database is briefly away."""
 
 _CALLBACK_STATE = ("wait", "cooldown_counter", "best")  # ReduceLROnPlateau's counters
 

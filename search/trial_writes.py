@@ -25,9 +25,8 @@ _UPSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.in
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """All of `attrs` or none of them; other storages get one Optuna call per key."""
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    insert = _UPSERTS.get(backend.engine.name) if isinstance(backend, RDBStorage) else None
-    if insert is None or not attrs or not isinstance(backend, RDBStorage):
+    upsert = _upsert_for(trial)
+    if upsert is None or not attrs:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
@@ -36,6 +35,7 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         {"trial_id": trial._trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in attrs.items()
     ]
+    backend, insert = upsert
     stmt = insert(table).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.trial_id, table.c.key],
@@ -43,6 +43,16 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     )
     _write_if_running(backend, trial._trial_id, stmt)
     trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def _upsert_for(trial: optuna.Trial) -> tuple[RDBStorage, Any] | None:
+    """The trial's RDB storage and its dialect's INSERT (with ON CONFLICT), or None where
+    Optuna's own calls must be used (other storages, other dialects)."""
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    if not isinstance(backend, RDBStorage):
+        return None
+    insert = _UPSERTS.get(backend.engine.name)
+    return None if insert is None else (backend, insert)
 
 
 def _write_if_running(backend: RDBStorage, trial_id: int, stmt: Any) -> None:
@@ -55,14 +65,14 @@ def _write_if_running(backend: RDBStorage, trial_id: int, stmt: Any) -> None:
 
 def set_intermediate_value(trial: optuna.Trial, step: int, value: float) -> None:
     """Store one report of a running trial (the storage write of `Trial.report`)."""
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    insert = _UPSERTS.get(backend.engine.name) if isinstance(backend, RDBStorage) else None
-    if insert is None or not isinstance(backend, RDBStorage):
+    upsert = _upsert_for(trial)
+    if upsert is None:
         trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
         return
     model = models.TrialIntermediateValueModel
     stored, kind = model.intermediate_value_to_stored_repr(value)
     table = model.__table__
+    backend, insert = upsert
     stmt = insert(table).values(
         trial_id=trial._trial_id,
         step=step,
