@@ -31,7 +31,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +54,7 @@ from search.strategies import RunShape, get_strategy
 from search.training import Trainer
 from service.cli import stop_processes
 from service.client import Client
-from service.demo import free_port, wait_ready
+from service.demo import free_port, start_server, wait_ready
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Hyperband's resumed models cannot restore their optimizer's slots: Keras says so per trial
@@ -290,17 +289,8 @@ def service(database_url: str | None, workers: int = 1) -> Iterator[str]:
     """`lrsearch serve --workers N` on loopback; yields its base URL."""
     root = Path(tempfile.mkdtemp(prefix="lrsearch-quality-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "LRSEARCH_DATA_DIR": str(root),
-        "LRSEARCH_DATABASE_URL": database_url or f"sqlite:///{root / 'lrsearch.db'}",
-        "LRSEARCH_TF_THREADS": os.environ["LRSEARCH_TF_THREADS"],
-    }
-    env.pop("DATABASE_URL", None)
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--workers", str(workers)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(root / "serve.log", "wb") as log:
-        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    tf_threads = os.environ["LRSEARCH_TF_THREADS"]
+    server = start_server(root, port, workers, database_url, tf_threads)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, timeout_s=180, server=server, log=root / "serve.log")

@@ -41,14 +41,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """`lrsearch serve` on loopback with its own SQLite file under data_dir."""
+def start_server(
+    data_dir: Path,
+    port: int,
+    workers: int,
+    database_url: str | None = None,
+    tf_threads: str = "1",
+) -> subprocess.Popen[bytes]:
+    """`lrsearch serve` on loopback, logging to data_dir/serve.log, on `database_url` or
+    its own SQLite file under data_dir."""
     env = {
         **os.environ,
         "LRSEARCH_DATA_DIR": str(data_dir),
-        "LRSEARCH_DATABASE_URL": f"sqlite:///{data_dir / 'lrsearch.db'}",
+        "LRSEARCH_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'lrsearch.db'}",
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "LRSEARCH_TF_THREADS": "1",
+        "LRSEARCH_TF_THREADS": tf_threads,
     }
     env.pop("DATABASE_URL", None)
     cmd = [
