@@ -2,7 +2,9 @@
 
 Compiled models are reused across trials of the same model, data and optimizer (see
 `search.lr_graph`): weights go back to their seeded initial values and the optimizer state to
-zero, so a reused model starts exactly where a fresh one with the same seed would.
+zero, so a reused model starts exactly where a fresh one with the same seed would. A reused
+model trains through `search.epoch_loop` (one graph call per epoch, the batches `model.fit`
+would see); a fresh one (`reuse=False`, the naive path kept for comparison) through `fit`.
 
 With a checkpoint slot (the worker gives one), finished epochs are saved (as often as the slot
 allows, and always on a stop), and a retried trial resumes from its dead attempt's last save:
@@ -77,9 +79,7 @@ class TrialRecord:
 class _Compiled:
     model: Any
     schedule: Any
-    initial_weights: list[Any]
-    initial_optimizer: list[Any]
-    val_data: Any
+    loop: Any  # search.epoch_loop.EpochLoop, which also restarts the model for a new trial
 
 
 @dataclass
@@ -88,9 +88,10 @@ class _Prepared:
 
     model: Any
     callbacks: list[Any]
-    train_data: Any
-    val_data: Any
+    train_data: Any = None  # model.fit's inputs (fresh models only)
+    val_data: Any = None
     base_lr: Any | None = None  # the schedule's base-rate variable (reused graphs only)
+    loop: Any | None = None  # an EpochLoop (reused graphs only); else model.fit
 
     def lr_callbacks(self) -> list[Any]:
         """The stock LR callbacks (unwrapped from DrivenCallback on reused graphs)."""
@@ -204,19 +205,29 @@ class Trainer:
             )
         if resumed is not None and resumed.epoch >= spec.task.epochs:
             return monitor.finish()  # the dead attempt trained every epoch; only the tell was lost
-        prepared.model.fit(
-            prepared.train_data,
-            validation_data=prepared.val_data,
-            initial_epoch=0 if resumed is None else resumed.epoch,
-            epochs=spec.task.epochs,
-            verbose=0,
-            shuffle=False,
-            callbacks=[
-                *prepared.callbacks,
-                _restore_callbacks(prepared, resumed),
-                monitor.keras_callback(),
-            ],
-        )
+        callbacks = [
+            *prepared.callbacks,
+            _restore_callbacks(prepared, resumed),
+            monitor.keras_callback(),
+        ]
+        initial_epoch = 0 if resumed is None else resumed.epoch
+        if prepared.loop is not None:
+            prepared.loop.fit(
+                epochs=spec.task.epochs,
+                seed=spec.seed or 0,
+                callbacks=callbacks,
+                initial_epoch=initial_epoch,
+            )
+        else:
+            prepared.model.fit(
+                prepared.train_data,
+                validation_data=prepared.val_data,
+                initial_epoch=initial_epoch,
+                epochs=spec.task.epochs,
+                verbose=0,
+                shuffle=False,
+                callbacks=callbacks,
+            )
         return monitor.finish()
 
     def _resume(
@@ -243,22 +254,14 @@ class Trainer:
         if not self.reuse:
             return self._fresh(spec, dataset, export)
         compiled = self._compiled(spec, dataset)
-        compiled.model.set_weights(compiled.initial_weights)
-        for var, value in zip(
-            compiled.model.optimizer.variables, compiled.initial_optimizer, strict=True
-        ):
-            var.assign(value)
+        compiled.loop.restart()
         compiled.schedule.load(export)
         from search.lr_graph import DrivenCallback
 
         _, stock_callbacks = build_schedule_and_callbacks(export)
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
         return _Prepared(
-            compiled.model,
-            callbacks,
-            _train_data(dataset, spec),
-            compiled.val_data,
-            compiled.schedule.base_lr,
+            compiled.model, callbacks, base_lr=compiled.schedule.base_lr, loop=compiled.loop
         )
 
     def _fresh(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> _Prepared:
@@ -293,8 +296,7 @@ class Trainer:
 
 
 def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
-    import tensorflow as tf
-
+    from search.epoch_loop import EpochLoop
     from search.keras_export import make_optimizer, optimizer_config
     from search.lr_graph import SwitchSchedule
     from search.models import build_model, loss_and_metrics
@@ -303,19 +305,17 @@ def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
     schedule = SwitchSchedule()
     optimizer = make_optimizer(optimizer_config(spec.task.optimizer, spec.task.momentum), schedule)
     loss, metrics = loss_and_metrics(dataset, model)
-    run = run_shape(spec, len(dataset.x_train))
-    model.compile(
-        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=run.steps_per_epoch
-    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     optimizer.build(model.trainable_variables)
-    val = (
-        tf.data.Dataset.from_tensor_slices((dataset.x_val, dataset.y_val))
-        .batch(max(spec.task.batch_size, 1024))
-        .cache()
+    model.evaluate(dataset.x_val[:1], dataset.y_val[:1], verbose=0)  # builds the metrics
+    loop = EpochLoop(
+        model,
+        (dataset.x_train, dataset.y_train),
+        (dataset.x_val, dataset.y_val),
+        spec.task.batch_size,
+        max(spec.task.batch_size, 1024),
     )
-    return _Compiled(
-        model, schedule, model.get_weights(), [v.numpy() for v in optimizer.variables], val
-    )
+    return _Compiled(model, schedule, loop)
 
 
 def _callback_state(callback: Any) -> dict[str, float]:
