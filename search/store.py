@@ -48,6 +48,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from search.wakeup import announce
+
 log = logging.getLogger("lrsearch.store")
 T = TypeVar("T")
 
@@ -427,6 +429,7 @@ def release_slot(session: Session, study_id: str) -> None:
         .execution_options(synchronize_session=False)
     )
     session.execute(stmt)
+    announce(session)  # an idle worker can take the slot now
     session.commit()
 
 

@@ -37,6 +37,7 @@ from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.space import default_trials, run_shape
 from search.spec import StudySpec, parse_spec
 from search.study_policy import make_pruner, make_sampler
+from search.wakeup import Wakeup
 
 log = logging.getLogger("lrsearch.worker")
 SAME_FAILURES_TO_GIVE_UP = 3
@@ -106,6 +107,7 @@ class Worker:
         self._studies: OrderedDict[str, optuna.Study] = OrderedDict()
         self._trainer: Any = None
         self._last_sweep = 0.0
+        self._wakeup = Wakeup(self.engine)
 
     def run(self) -> int:
         """Loop until stopped (or max_trials / idle_exit_s); returns the trials this worker ran.
@@ -134,7 +136,8 @@ class Worker:
                 and time.monotonic() - idle_since > self.config.idle_exit_s
             ):
                 break
-            self.stop.wait(self.config.poll_s)
+            self._wakeup.wait(self.stop, self.config.poll_s)  # a new study ends it at once
+        self._wakeup.close()
         return done
 
     def run_one(self) -> bool:

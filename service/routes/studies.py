@@ -23,6 +23,7 @@ from search.checkpoints import CheckpointStore
 from search.errors import FieldError, SpecError
 from search.spec import KerasJsonModel, StudySpec, parse_spec
 from search.strategies.base import RunShape
+from search.wakeup import announce
 from service.deps import (
     Caller,
     Cursor,
@@ -507,6 +508,7 @@ def _insert_study(
         optuna_study_name=optuna_name,
     )
     session.add(study)
+    announce(session)  # idle workers start on it now, not at their next poll
     try:
         session.commit()
     except Exception:

@@ -193,3 +193,29 @@ def test_four_worker_processes_finish_exactly_n_trials_on_postgres(
     assert body["progress"]["complete"] == 12, errors
     study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=pg_url)
     assert sorted(t.number for t in study.trials) == list(range(12))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_an_idle_worker_starts_a_new_study_at_once_on_postgres(
+    client_factory: Any, db_url: str, tmp_path: Path
+) -> None:
+    """Woken by the API's NOTIFY, not by its next poll (30 s here)."""
+    with client_factory() as client:  # the API first: it creates the tables
+        worker = Worker(
+            WorkerConfig(
+                db_url, tmp_path / "data", heartbeat_interval=1, grace_period=10, poll_s=30
+            )
+        )
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            time.sleep(1.5)  # found no work: idle and listening
+            posted = time.monotonic()
+            study_id = submit(client, n_trials=1)
+            wait_for(lambda: status(client, study_id)["status"] != "queued", 20, "picked up")
+            assert time.monotonic() - posted < 10
+        finally:
+            worker.stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive(), "worker did not stop within its stop-check interval"
