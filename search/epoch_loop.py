@@ -55,6 +55,7 @@ class EpochLoop:
         self._val_batch = val_batch_size
         self._epoch = tf.function(self._run_epoch, autograph=False, reduce_retracing=True)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self.epoch_rate = float("nan")  # the learning rate the last epoch started with
         self._variables = [*model.weights, *model.optimizer.variables]
         self._initial = [tf.identity(v) for v in self._variables]  # copies, taken now
         self._restart = tf.function(self._assign_initial, autograph=False)
@@ -78,7 +79,9 @@ class EpochLoop:
         logs: Logs = {}
         for epoch in range(initial_epoch, epochs):
             hooks.on_epoch_begin(epoch)
-            logs = {k: float(v) for k, v in self._epoch(orders[epoch]).items()}
+            values, rate = self._epoch(orders[epoch])
+            logs = {k: float(v) for k, v in values.items()}
+            self.epoch_rate = float(rate)
             hooks.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
@@ -91,12 +94,16 @@ class EpochLoop:
             self._orders[key] = epoch_orders(int(self._x.shape[0]), seed, epochs)
         return self._orders[key]
 
-    def _run_epoch(self, order: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _run_epoch(self, order: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """The epoch's logs, and the learning rate it started with (read here, in the same
+        graph call: reading it eagerly was a second call per epoch)."""
         model = self.model
-        train = self._steps(self._x, self._y, self._batch, model.train_step, order)
+        rate = tf.identity(model.optimizer.learning_rate)
+        with tf.control_dependencies([rate]):
+            train = self._steps(self._x, self._y, self._batch, model.train_step, order)
         with tf.control_dependencies(list(train.values())):
             val = self._steps(self._x_val, self._y_val, self._val_batch, model.test_step)
-        return {**train, **{f"val_{k}": v for k, v in val.items()}}
+        return {**train, **{f"val_{k}": v for k, v in val.items()}}, rate
 
     def _steps(
         self, x: tf.Tensor, y: tf.Tensor, batch: int, step_fn: Any, order: Any = None

@@ -205,14 +205,15 @@ class Trainer:
             )
         if resumed is not None and resumed.epoch >= spec.task.epochs:
             return monitor.finish()  # the dead attempt trained every epoch; only the tell was lost
+        loop = prepared.loop
         callbacks = [
             *prepared.callbacks,
             _restore_callbacks(prepared, resumed),
-            monitor.keras_callback(),
+            monitor.keras_callback(None if loop is None else lambda: loop.epoch_rate),
         ]
         initial_epoch = 0 if resumed is None else resumed.epoch
-        if prepared.loop is not None:
-            prepared.loop.fit(
+        if loop is not None:
+            loop.fit(
                 epochs=spec.task.epochs,
                 seed=spec.seed or 0,
                 callbacks=callbacks,
@@ -391,17 +392,23 @@ class _EpochMonitor:
                 self.report(value, epoch)
                 self.value = value
 
-    def keras_callback(self) -> Any:
+    def keras_callback(self, epoch_rate: Callable[[], float] | None = None) -> Any:
+        """The Keras callback that records each epoch's rate and ends epochs. `epoch_rate`
+        gives the rate the epoch started with once it ended (the epoch loop reads it in its
+        graph); without it the optimizer's rate is read when the epoch begins."""
         import keras
 
         monitor = self
 
         class _Hook(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-                lr = self.model.optimizer.learning_rate
-                monitor.record.lr.append(float(keras.ops.convert_to_numpy(lr)))
+                if epoch_rate is None:
+                    lr = self.model.optimizer.learning_rate
+                    monitor.record.lr.append(float(keras.ops.convert_to_numpy(lr)))
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if epoch_rate is not None:
+                    monitor.record.lr.append(epoch_rate())
                 if monitor.epoch_end(epoch, logs or {}):
                     self.model.stop_training = True
 

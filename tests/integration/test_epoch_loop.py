@@ -79,7 +79,12 @@ def test_the_loop_trains_like_model_fit_with_the_same_callbacks(digits: Dataset)
     ).history
     model = compiled(digits)
     history = keras.callbacks.History()
-    last = loop_for(model, digits).fit(epochs=3, seed=3, callbacks=[halve_each_epoch(), history])
+    loop, rates = loop_for(model, digits), []
+    seen = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: rates.append(loop.epoch_rate)
+    )
+    last = loop.fit(epochs=3, seed=3, callbacks=[halve_each_epoch(), history, seen])
+    assert rates == pytest.approx([1e-2, 5e-3, 2.5e-3])  # each epoch's rate, read in its graph
     assert set(history.history) == set(fit)
     for name, values in fit.items():
         assert history.history[name] == pytest.approx(values, rel=1e-5), name
