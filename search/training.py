@@ -32,7 +32,7 @@ from search.report_writer import Persist, ReportWriter
 from search.space import run_shape, suggest
 from search.spec import StudySpec
 from search.strategies import Params, RunShape, get_strategy
-from search.trial_writes import set_user_attrs
+from search.trial_writes import batched_params, set_user_attrs
 
 StopCheck = Callable[[], bool]
 T = TypeVar("T")
@@ -160,7 +160,8 @@ class Trainer:
         existing checkpoint is resumed from (the trial's `resumed_from_epoch` user attr says where).
         """
         run = run_shape(spec, len(dataset.x_train))
-        strategy_id, params = suggest(trial, spec, run)  # honours enqueued and retried params
+        with batched_params(trial):  # one storage write for all of them
+            strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
         record = TrialRecord(strategy_id, params)
         reports = ReportWriter(trial, self.persist)
         started = time.perf_counter()

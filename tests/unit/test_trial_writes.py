@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from search.trial_writes import set_intermediate_value, set_user_attrs
+from search.trial_writes import batched_params, set_intermediate_value, set_user_attrs
 
 ATTRS = {"strategy": "cosine", "params": {"initial_lr": 0.03}, "lr": [0.01, 0.02], "seconds": 1.5}
 
@@ -55,3 +55,53 @@ def test_reports_are_stored_overwritten_and_refused_once_finished(db_url: str) -
     stored = optuna.load_study(study_name=study.study_name, storage=db_url).trials[0]
     assert stored.intermediate_values[0] == 0.8 and math.isnan(stored.intermediate_values[1])
     assert 2 not in stored.intermediate_values
+
+
+def suggest_three(trial: optuna.Trial) -> dict[str, object]:
+    return {
+        "strategy": trial.suggest_categorical("strategy", ["cosine", "step"]),
+        "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+        "every": trial.suggest_int("every", 1, 5),
+    }
+
+
+def test_batched_params_are_stored_together_like_optunas_own(db_url: str) -> None:
+    study = optuna.create_study(storage=db_url, sampler=optuna.samplers.RandomSampler(seed=0))
+    first = study.ask()
+    with batched_params(first):
+        values = suggest_three(first)
+        assert first.params == values  # the trial sees each value at once
+        stored = optuna.load_study(study_name=study.study_name, storage=db_url)
+        assert stored.trials[0].params == {}  # written when the block ends
+    study.tell(first, 0.5)
+    study.enqueue_trial({"lr": 0.01})
+    second = study.ask()
+    with batched_params(second):
+        fixed = suggest_three(second)
+    study.tell(second, 0.4)
+    reread = optuna.load_study(study_name=study.study_name, storage=db_url).trials
+    assert [t.params for t in reread] == [values, fixed] and fixed["lr"] == 0.01
+    assert reread[0].distributions == study.trials[0].distributions
+
+
+def test_batched_params_refuse_an_incompatible_distribution_and_a_finished_trial(
+    db_url: str,
+) -> None:
+    study = optuna.create_study(storage=db_url)
+    trial = study.ask()
+    with batched_params(trial):
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    study.tell(trial, 0.5)
+    fresh = optuna.load_study(study_name=study.study_name, storage=db_url)  # a cold cache
+    clash = fresh.ask()
+    with pytest.raises(ValueError), batched_params(clash):
+        clash.suggest_categorical("lr", ["a", "b"])
+    finished = study.ask()
+    study.tell(finished, 0.1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), batched_params(finished):
+        finished.suggest_float("other", 0.0, 1.0)
+    assert [
+        t.params
+        for t in optuna.load_study(study_name=study.study_name, storage=db_url).trials
+        if t.params
+    ] == [study.trials[0].params]
