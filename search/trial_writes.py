@@ -28,6 +28,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 
 _UPSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -65,9 +66,19 @@ def _upsert_for(trial: optuna.Trial) -> tuple[RDBStorage, Any] | None:
     return None if insert is None else (backend, insert)
 
 
-def _write_if_running(backend: RDBStorage, trial_id: int, stmt: Any) -> None:
-    """Run `stmt` in one transaction, refused (as Optuna does) once the trial is finished."""
+def _write_if_running(
+    backend: RDBStorage, trial_id: int, stmt: Any, *, wait_for_disk: bool = True
+) -> None:
+    """Run `stmt` in one transaction, refused (as Optuna does) once the trial is finished.
+
+    `wait_for_disk=False` lets a PostgreSQL commit return before its WAL is flushed
+    (`synchronous_commit` off for this transaction only): for a per-epoch report, whose
+    worst case is that a database *server* crash forgets the last reports of a running
+    trial (never reorders them: later durable commits flush it).
+    """
     with _create_scoped_session(backend.scoped_session) as session:
+        if not wait_for_disk and backend.engine.name == "postgresql":
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         found = models.TrialModel.find_or_raise_by_id(trial_id, session)
         backend.check_trial_is_updatable(trial_id, cast(TrialState, found.state))
         session.execute(stmt)
@@ -96,7 +107,7 @@ def set_intermediate_value(trial: optuna.Trial, step: int, value: float) -> None
             "intermediate_value_type": stmt.excluded.intermediate_value_type,
         },
     )
-    _write_if_running(backend, trial._trial_id, stmt)
+    _write_if_running(backend, trial._trial_id, stmt, wait_for_disk=False)
 
 
 @contextmanager

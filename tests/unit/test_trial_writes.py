@@ -105,3 +105,18 @@ def test_batched_params_refuse_an_incompatible_distribution_and_a_finished_trial
         for t in optuna.load_study(study_name=study.study_name, storage=db_url).trials
         if t.params
     ] == [study.trials[0].params]
+
+
+@pytest.mark.postgres
+def test_a_report_skips_the_disk_wait_only_in_its_own_transaction(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    storage = optuna.storages.RDBStorage(pg_url, engine_kwargs={"pool_size": 1})
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    set_intermediate_value(trial, 0, 0.7)
+    with storage.engine.connect() as conn:  # the pool's one connection, just used by it
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    study.tell(trial, 0.7)
+    stored = optuna.load_study(study_name=study.study_name, storage=pg_url).trials[0]
+    assert stored.intermediate_values == {0: 0.7}
