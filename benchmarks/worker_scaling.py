@@ -5,7 +5,10 @@ Real processes only: `lrsearch api` and K `lrsearch worker` processes (LRSEARCH_
 so two workers on two cores do not fight over them) on a fresh PostgreSQL database that is
 dropped at the end. For each K: a warm-up study (every worker loads TensorFlow, the dataset and
 compiles the model once), then the measured study of N trials (digits MLP, 5 epochs, no
-pruning, rates kept below divergence so every trial trains all its epochs).
+pruning, rates kept below divergence so every trial trains all its epochs), timed from its
+POST to its last trial's completion. CPU busy is per process, plus all PostgreSQL server
+processes together. Run it with another checkout's code (a baseline) by putting that checkout
+first: `cd BASE && PYTHONPATH=BASE python /path/to/this/worker_scaling.py`.
 
 The per-trial split is read from the outside (1 worker, median over the measured trials):
 claim = previous trial's completion -> this trial's start (pick a study, claim a slot, open it,
@@ -13,9 +16,10 @@ ask); fit = the Trainer's `seconds` (sample, build the schedule, fit with per-ep
 prune check and checkpoint); report = the rest of the trial (heartbeat, user attrs, tell).
 dataset and build are paid once per worker: the first trial's extra claim time and extra trial
 time over the median. Pure compute is `model.fit` of the same compiled model for the same
-epochs in this process, warm; "engine only" is a whole trial (ask, TPE, Trainer.run, tell) on
-an in-memory Optuna study in this process, to separate the engine from the coordination
-through the database.
+epochs in this process, warm (what a user's own training costs); the stricter floor is the
+same epochs through lrsearch's epoch loop alone (`search.epoch_loop`); "engine only" is a
+whole trial (ask, TPE, Trainer.run, tell) on an in-memory Optuna study in this process, to
+separate the engine from the coordination through the database.
 The ceiling is the same engine-only loop in two processes at once against one: what two
 workers could gain on this machine if coordination cost nothing.
 
@@ -115,15 +119,16 @@ class Processes:
         self.names.append(name)
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds of each live process so far (Linux /proc; else empty)."""
-        ticks = os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds so far of each live process, and of all PostgreSQL server
+        processes on this machine together (Linux /proc; else empty)."""
         out = {}
         for name, proc in zip(self.names, self.procs, strict=True):
-            try:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            seconds = _process_cpu_s(proc.pid)
+            if seconds is not None:
+                out[name] = seconds
+        postgres = [_process_cpu_s(pid) for pid in _pids_named("postgres")]
+        if postgres:
+            out["postgres"] = sum(s for s in postgres if s is not None)
         return out
 
     def stop(self) -> None:
@@ -131,9 +136,28 @@ class Processes:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _process_cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _pids_named(command: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == command:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float, str]:
-    """POST and wait for `completed`; returns (seconds from POST to completed, study id)."""
-    started = time.perf_counter()
+    """POST and wait for `completed`; returns (the POST's wall-clock time, study id)."""
+    started = time.time()
     created = httpx.post(f"{base}/v1/studies", json=body, timeout=30)
     created.raise_for_status()
     study_id = created.json()["id"]
@@ -141,7 +165,7 @@ def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float,
     while time.monotonic() < deadline:
         status = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()
         if status["status"] == "completed":
-            return time.perf_counter() - started, study_id
+            return started, study_id
         if status["status"] in ("failed", "cancelled"):
             raise SystemExit(f"study {study_id} ended {status['status']}: {status.get('error')}")
         time.sleep(0.2)
@@ -161,15 +185,19 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         wait_ready(base, timeout_s=180)
         for i in range(workers):
             procs.start(f"worker{i}", "worker")
-        warm_s, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
+        warm_posted, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
         cpu_before = procs.cpu_seconds()
-        wall_s, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
+        posted, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in procs.cpu_seconds().items()}
         client = Client(base)  # trials come by number, page after page
         warm = list(client.study(warm_id).trials(page_size=500))
         trials = list(client.study(study_id).trials(page_size=500))
     finally:
         procs.stop()
+    # from the POST to the last trial's completion (server clock = this clock): the client's
+    # status polling adds nothing
+    wall_s = max(_time(t["datetime_complete"]) for t in trials) - posted
+    warm_s = max(_time(t["datetime_complete"]) for t in warm) - warm_posted
     states = {t["state"] for t in trials}
     if states != {"complete"}:
         raise SystemExit(f"measured trials are not all complete: {states}")
@@ -258,8 +286,26 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
         "build": build_s,
         "first_fit": times[0],
         "fit": statistics.median(times[1:]),
+        "loop_fit": loop_compute(model, data, epochs, repeats),
         "engine_trial": engine_trial(data, epochs),
     }
+
+
+def loop_compute(model: Any, data: Any, epochs: int, repeats: int) -> float | None:
+    """The same epochs through lrsearch's epoch loop alone (one graph call per epoch, no
+    callbacks): the stricter floor, what the training itself costs. None before the loop."""
+    try:
+        from search.epoch_loop import EpochLoop
+    except ImportError:  # a baseline checkout
+        return None
+    loop = EpochLoop(model, (data.x_train, data.y_train), (data.x_val, data.y_val), BATCH, 1024)
+    times = []
+    for _ in range(repeats + 1):  # the first traces the graph
+        loop.restart()
+        started = time.perf_counter()
+        loop.fit(epochs=epochs, seed=0, callbacks=[])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
 
 
 def engine_trial(data: Any, epochs: int, trials: int = 30, go: Path | None = None) -> float:
@@ -372,6 +418,12 @@ def main() -> None:
         f"\n  worker on PostgreSQL (claim+fit+report): {s['trial']:.3f}s ="
         f" cost/compute {cost_ratio:.2f}x"
     )
+    loop_s = pure["loop_fit"]
+    if loop_s:
+        print(
+            f"  stricter: the same epochs through the epoch loop alone {loop_s:.3f}s;"
+            f" worker trial = {s['trial'] / loop_s:.2f}x that"
+        )
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": platform.platform(),
@@ -380,6 +432,7 @@ def main() -> None:
         "results": results,
         "pure_compute": pure,
         "cost_over_compute": cost_ratio,
+        "cost_over_loop_compute": s["trial"] / pure["loop_fit"] if pure["loop_fit"] else None,
         "engine_over_compute": engine_ratio,
         "scaling": scaling,
         "engine_pair_scaling": pair,
