@@ -12,7 +12,7 @@ with the same hooks and logs as `fit`.
 Batches are the ones `fit` would see for `Dataset.shuffle(n, seed).batch(b)`: the per-epoch
 orders are drawn from that very pipeline (shuffle draws depend only on the seed and the buffer
 size), so a trial trains on exactly the batches a fresh model under `model.fit` gets (pinned by
-tests/integration/test_training.py).
+tests/integration/test_epoch_loop.py and test_training.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.orm import Session
@@ -37,52 +38,53 @@ def timed_wait(wakeup: Wakeup, stop: threading.Event, timeout_s: float) -> tuple
     return woken, time.monotonic() - started
 
 
-@pytest.mark.postgres
-def test_a_committed_announcement_ends_an_idle_wait_at_once(pg_url: str) -> None:
+@pytest.fixture
+def listener(pg_url: str) -> Iterator[tuple[Wakeup, threading.Event]]:
+    """A worker's wake-up on a fresh PostgreSQL database, and its stop event."""
     engine = store.make_engine(pg_url)
-    wakeup, stop = Wakeup(engine), threading.Event()
+    wakeup = Wakeup(engine)
     try:
-        assert timed_wait(wakeup, stop, 0.3) == (False, pytest.approx(0.3, abs=0.2))
-        sender = announce_later(pg_url, 0.5)
-        woken, waited = timed_wait(wakeup, stop, 20)
-        sender.join()
-        assert woken and waited < 5
-        # several announcements are answered by one look; the next wait times out again
-        for _ in range(3):
-            announce_later(pg_url, 0).join()
-        assert wakeup.wait(stop, 5) is True
-        assert timed_wait(wakeup, stop, 0.3)[0] is False
+        yield wakeup, threading.Event()
     finally:
         wakeup.close()
         engine.dispose()
 
 
 @pytest.mark.postgres
-def test_a_rolled_back_announcement_wakes_nobody(pg_url: str) -> None:
-    engine = store.make_engine(pg_url)
-    wakeup, stop = Wakeup(engine), threading.Event()
-    try:
-        wakeup.wait(stop, 0.01)  # listening from now on
-        sender = announce_later(pg_url, 0.2, commit=False)
-        woken, waited = timed_wait(wakeup, stop, 1.5)
-        sender.join()
-        assert not woken and waited >= 1.4
-    finally:
-        wakeup.close()
-        engine.dispose()
+def test_a_committed_announcement_ends_an_idle_wait_at_once(
+    listener: tuple[Wakeup, threading.Event], pg_url: str
+) -> None:
+    wakeup, stop = listener
+    assert timed_wait(wakeup, stop, 0.3) == (False, pytest.approx(0.3, abs=0.2))
+    sender = announce_later(pg_url, 0.5)
+    woken, waited = timed_wait(wakeup, stop, 20)
+    sender.join()
+    assert woken and waited < 5
+    # several announcements are answered by one look; the next wait times out again
+    for _ in range(3):
+        announce_later(pg_url, 0).join()
+    assert wakeup.wait(stop, 5) is True
+    assert timed_wait(wakeup, stop, 0.3)[0] is False
 
 
 @pytest.mark.postgres
-def test_stop_ends_a_listening_wait(pg_url: str) -> None:
-    engine = store.make_engine(pg_url)
-    wakeup, stop = Wakeup(engine), threading.Event()
+def test_a_rolled_back_announcement_wakes_nobody(
+    listener: tuple[Wakeup, threading.Event], pg_url: str
+) -> None:
+    wakeup, stop = listener
+    wakeup.wait(stop, 0.01)  # listening from now on
+    sender = announce_later(pg_url, 0.2, commit=False)
+    woken, waited = timed_wait(wakeup, stop, 1.5)
+    sender.join()
+    assert not woken and waited >= 1.4
+
+
+@pytest.mark.postgres
+def test_stop_ends_a_listening_wait(listener: tuple[Wakeup, threading.Event]) -> None:
+    wakeup, stop = listener
     threading.Timer(0.3, stop.set).start()
-    try:
-        woken, waited = timed_wait(wakeup, stop, 30)
-        assert not woken and waited < 3
-    finally:
-        wakeup.close()
-        engine.dispose()
+    woken, waited = timed_wait(wakeup, stop, 30)
+    assert not woken and waited < 3
 
 
 def test_on_sqlite_a_wait_is_a_plain_poll_interval(sqlite_url: str) -> None:
