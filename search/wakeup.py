@@ -25,6 +25,7 @@ log = logging.getLogger("lrsearch.wakeup")
 CHANNEL = "lrsearch_work"
 _STOP_CHECK_S = 0.25  # how often a listening wait looks at the stop event
 _RECONNECT_AFTER_S = 10.0
+_CONNECT_TIMEOUT_S = 5
 
 
 def announce(session: Session) -> None:
@@ -80,7 +81,11 @@ class Wakeup:
             import psycopg
 
             url = self._engine.url.set(drivername="postgresql")
-            conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            conn = psycopg.connect(
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+                connect_timeout=_CONNECT_TIMEOUT_S,  # an unreachable host must not hang the loop
+            )
             conn.execute(f"LISTEN {CHANNEL}")
         except Exception as exc:
             log.warning("cannot listen for work notifications (%s); polling", exc)
