@@ -78,13 +78,7 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self._fns.append(cls(**kwargs))
 
     def __call__(self, step: Any) -> Any:
-        # int64 like optimizer.iterations, so padded bounds fit
-        return self._rate(tf.cast(step, tf.int64))
-
-    @tf.function(autograph=False)
-    def _rate(self, step: tf.Tensor) -> tf.Tensor:
-        """One graph: read eagerly (the rate recorded each epoch), a switch_case would trace
-        its 12 branches on every call."""
+        step = tf.cast(step, tf.int64)  # int64 like optimizer.iterations, so padded bounds fit
         branches = [lambda fn=fn: tf.cast(fn(step), tf.float32) for fn in self._fns]
         return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
 
