@@ -6,9 +6,12 @@ so two workers on two cores do not fight over them) on a fresh PostgreSQL databa
 dropped at the end. For each K: a warm-up study (every worker loads TensorFlow, the dataset and
 compiles the model once), then the measured study of N trials (digits MLP, 5 epochs, no
 pruning, rates kept below divergence so every trial trains all its epochs), timed from its
-POST to its last trial's completion. CPU busy is per process, plus all PostgreSQL server
-processes together. Run it with another checkout's code (a baseline) by putting that checkout
-first: `cd BASE && PYTHONPATH=BASE python /path/to/this/worker_scaling.py`.
+POST to its last trial's completion. K = 1 and K = 2 alternate for R rounds, so a slow spell
+of a shared machine hits both, and each K's rate pools its rounds (all trials over all wall
+time). CPU busy is per process, plus all PostgreSQL server processes together, plus this
+script's own polling (one keep-alive client: it should stay near 0.01). Run it with another
+checkout's code (a baseline) by putting that checkout first:
+`cd BASE && PYTHONPATH=BASE python /path/to/this/worker_scaling.py`.
 
 The per-trial split is read from the outside (1 worker, median over the measured trials):
 claim = previous trial's completion -> this trial's start (pick a study, claim a slot, open it,
@@ -23,11 +26,11 @@ separate the engine from the coordination through the database.
 The ceiling is the same engine-only loop in two processes at once against one: what two
 workers could gain on this machine if coordination cost nothing.
 
-    .venv/bin/python benchmarks/worker_scaling.py [--trials 40] [--epochs 5]
+    .venv/bin/python benchmarks/worker_scaling.py [--trials 120] [--rounds 3] [--epochs 5]
         [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--out benchmarks/out/worker_scaling.json]
 
-Last line: scaling=<trials per minute with 2 workers / with 1> (target >= 1.7).
+Last line: scaling=<trials per minute with 2 workers / with 1, all rounds> (target >= 1.7).
 """
 
 from __future__ import annotations
@@ -155,15 +158,19 @@ def _pids_named(command: str) -> list[int]:
     return pids
 
 
-def run_study(base: str, body: dict[str, Any], timeout_s: float) -> tuple[float, str]:
-    """POST and wait for `completed`; returns (the POST's wall-clock time, study id)."""
+def run_study(http: httpx.Client, body: dict[str, Any], timeout_s: float) -> tuple[float, str]:
+    """POST and wait for `completed`; returns (the POST's wall-clock time, study id).
+
+    One keep-alive client for every call: `httpx.get` builds a new client (and TLS context)
+    per call, ~38 ms of CPU here, so polling with it every 0.2 s took ~0.18 of the 2 cores
+    from the workers being measured."""
     started = time.time()
-    created = httpx.post(f"{base}/v1/studies", json=body, timeout=30)
+    created = http.post("/v1/studies", json=body)
     created.raise_for_status()
     study_id = created.json()["id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = httpx.get(f"{base}/v1/studies/{study_id}", timeout=30).json()
+        status = http.get(f"/v1/studies/{study_id}").json()
         if status["status"] == "completed":
             return started, study_id
         if status["status"] in ("failed", "cancelled"):
@@ -180,19 +187,22 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
     procs = Processes(database_url)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=base, timeout=30)
     try:
         procs.start("api", "api", "--host", "127.0.0.1", "--port", str(port))
         wait_ready(base, timeout_s=180)
         for i in range(workers):
             procs.start(f"worker{i}", "worker")
-        warm_posted, warm_id = run_study(base, study_body("warm-up", 3 * workers, epochs), 600)
-        cpu_before = procs.cpu_seconds()
-        posted, study_id = run_study(base, study_body("measured", n_trials, epochs), 1800)
+        warm_posted, warm_id = run_study(http, study_body("warm-up", 3 * workers, epochs), 600)
+        cpu_before, client_before = procs.cpu_seconds(), time.process_time()
+        posted, study_id = run_study(http, study_body("measured", n_trials, epochs), 1800)
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in procs.cpu_seconds().items()}
+        cpu["this client"] = time.process_time() - client_before
         client = Client(base)  # trials come by number, page after page
         warm = list(client.study(warm_id).trials(page_size=500))
         trials = list(client.study(study_id).trials(page_size=500))
     finally:
+        http.close()
         procs.stop()
     # from the POST to the last trial's completion (server clock = this clock): the client's
     # status polling adds nothing
@@ -213,6 +223,11 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
         "split": split(warm, trials) if workers == 1 else None,
     }
+
+
+def pooled_rate(runs: list[dict[str, Any]]) -> float:
+    """Trials per minute over several runs: all their trials over all their wall time."""
+    return 60 * sum(r["trials"] for r in runs) / sum(r["wall_s"] for r in runs)
 
 
 def _time(value: str) -> float:
@@ -293,7 +308,9 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
 
 def loop_compute(model: Any, data: Any, epochs: int, repeats: int) -> float | None:
     """The same epochs through lrsearch's epoch loop alone (one graph call per epoch, no
-    callbacks): the stricter floor, what the training itself costs. None before the loop."""
+    callbacks): the stricter floor, what the training itself costs. None where there is no
+    `search.epoch_loop` to import; a baseline run with PYTHONPATH=BASE from a venv that has
+    this checkout installed in editable mode imports this checkout's loop instead."""
     try:
         from search.epoch_loop import EpochLoop
     except ImportError:  # a baseline checkout
@@ -364,8 +381,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=120)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--admin-url",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -384,26 +402,37 @@ def main() -> None:
     pure_s = pure["fit"]
     results = []
     with scratch_database(args.admin_url) as url:
-        for workers in (1, 2):
-            results.append(measure(url, workers, args.trials, args.epochs))
-    one, two = results
-    scaling = two["trials_per_min"] / one["trials_per_min"]
+        for round_ in range(1, args.rounds + 1):  # interleaved: a slow spell hits both rows
+            for workers in (1, 2):
+                results.append({"round": round_, **measure(url, workers, args.trials, args.epochs)})
+    rate = {k: pooled_rate([r for r in results if r["workers"] == k]) for k in (1, 2)}
+    scaling = rate[2] / rate[1]
+    ones = [r for r in results if r["workers"] == 1]
+    per_round = [
+        two["trials_per_min"] / one["trials_per_min"]
+        for one, two in zip(ones, [r for r in results if r["workers"] == 2], strict=True)
+    ]
 
-    print(f"digits MLP {MODEL['hidden']}, {args.epochs} epochs, {args.trials} trials, PostgreSQL")
     print(
-        f"{'workers':>8}{'wall s':>9}{'trials/min':>12}{'trial wall s (median)':>24}"
-        f"{'of which fit':>14}"
+        f"digits MLP {MODEL['hidden']}, {args.epochs} epochs, {args.trials} trials per study,"
+        f" {args.rounds} round(s) of 1 then 2 workers, PostgreSQL"
+    )
+    print(
+        f"{'round':>6}{'workers':>8}{'wall s':>8}{'trials/min':>12}{'trial wall s':>14}"
+        f"{'of which fit':>14}   CPU busy (cores)"
     )
     for r in results:
-        print(
-            f"{r['workers']:>8}{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}"
-            f"{r['trial_wall_s_median']:>24.3f}{r['fit_s_median']:>14.3f}"
-        )
-    for r in results:
         busy = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_busy"].items())
-        print(f"  CPU busy with {r['workers']} worker(s) (cores): {busy}")
-    s = one["split"]
-    print("\nper-trial time, 1 worker (median seconds):")
+        print(
+            f"{r['round']:>6}{r['workers']:>8}{r['wall_s']:>8.1f}{r['trials_per_min']:>12.1f}"
+            f"{r['trial_wall_s_median']:>14.3f}{r['fit_s_median']:>14.3f}   {busy}"
+        )
+    print(
+        f"all rounds: {rate[1]:.1f} trials/min with 1 worker, {rate[2]:.1f} with 2;"
+        f" per round {', '.join(f'{x:.2f}' for x in per_round)}"
+    )
+    s = {key: statistics.median(r["split"][key] for r in ones) for key in ones[0]["split"]}
+    print("\nper-trial time, 1 worker (median seconds, median over rounds):")
     for key in ("claim", "fit", "report", "trial", "first_trial_extra"):
         print(f"  {key:<24}{s[key]:>8.3f}")
     print("once per worker, measured in this process (seconds):")
@@ -434,6 +463,8 @@ def main() -> None:
         "cost_over_compute": cost_ratio,
         "cost_over_loop_compute": s["trial"] / pure["loop_fit"] if pure["loop_fit"] else None,
         "engine_over_compute": engine_ratio,
+        "trials_per_min": rate,
+        "scaling_per_round": per_round,
         "scaling": scaling,
         "engine_pair_scaling": pair,
     }
