@@ -139,6 +139,32 @@ class Processes:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _machine_cpu() -> dict[str, int]:
+    """The machine's CPU time so far by kind, in clock ticks (Linux /proc/stat; else empty)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    except OSError:
+        return {}
+    kinds = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return dict(zip(kinds, map(int, fields), strict=True))
+
+
+def _machine_shares(ticks: dict[str, int]) -> dict[str, float]:
+    """Busy, idle, iowait and steal of the whole machine in cores (ticks are summed over
+    CPUs, so shares of the total times the CPU count)."""
+    total = sum(ticks.values())
+    if not total:
+        return {}
+    cores = os.cpu_count() or 1
+    idle = ticks["idle"] + ticks["iowait"]
+    return {
+        "busy": round(cores * (total - idle - ticks["steal"]) / total, 2),
+        "idle": round(cores * ticks["idle"] / total, 2),
+        "iowait": round(cores * ticks["iowait"] / total, 2),
+        "steal": round(cores * ticks["steal"] / total, 2),
+    }
+
+
 def _process_cpu_s(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -195,7 +221,9 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
             procs.start(f"worker{i}", "worker")
         warm_posted, warm_id = run_study(http, study_body("warm-up", 3 * workers, epochs), 600)
         cpu_before, client_before = procs.cpu_seconds(), time.process_time()
+        machine_before = _machine_cpu()
         posted, study_id = run_study(http, study_body("measured", n_trials, epochs), 1800)
+        machine = {k: v - machine_before.get(k, 0) for k, v in _machine_cpu().items()}
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in procs.cpu_seconds().items()}
         cpu["this client"] = time.process_time() - client_before
         client = Client(base)  # trials come by number, page after page
@@ -221,6 +249,8 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         "fit_s_median": statistics.median(float(t["seconds"]) for t in trials),
         # CPU seconds per wall second of the measured study, per process (1.0 = one core)
         "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
+        # the whole machine, in cores: what else ran, what stayed idle, what the host took
+        "machine": _machine_shares(machine),
         "split": split(warm, trials) if workers == 1 else None,
     }
 
@@ -427,6 +457,9 @@ def main() -> None:
             f"{r['round']:>6}{r['workers']:>8}{r['wall_s']:>8.1f}{r['trials_per_min']:>12.1f}"
             f"{r['trial_wall_s_median']:>14.3f}{r['fit_s_median']:>14.3f}   {busy}"
         )
+        if r["machine"]:
+            m = ", ".join(f"{k} {v:.2f}" for k, v in r["machine"].items())
+            print(f"{'':>62}whole machine: {m}")
     print(
         f"all rounds: {rate[1]:.1f} trials/min with 1 worker, {rate[2]:.1f} with 2;"
         f" per round {', '.join(f'{x:.2f}' for x in per_round)}"
