@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -55,6 +55,9 @@ T = TypeVar("T")
 
 SQLITE_TIMEOUT_S = 30
 ALEMBIC_VERSION_TABLE = "lrsearch_alembic_version"
+# marks a failed trial whose slot was given back for its retry (release_slot runs once)
+SLOT_RELEASED = "lrsearch:slot_released"
+_INSERT_OR_SKIP: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 StudyStatus = Literal["queued", "running", "completed", "cancelled", "failed"]
@@ -420,17 +423,47 @@ def claim_slot(session: Session, study_id: str) -> int | None:
     return None if slot is None else int(slot)
 
 
-def release_slot(session: Session, study_id: str) -> None:
-    """Give a claimed slot back (its trial is retried elsewhere). Never below 0. Commits."""
-    stmt = (
-        update(Study)
-        .where(Study.id == study_id, Study.trials_claimed > 0)
-        .values(trials_claimed=Study.trials_claimed - 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(stmt)
-    announce(session)  # an idle worker can take the slot now
+def release_slot(session: Session, study_id: str, failed_trial_id: int) -> bool:
+    """Give back the slot of a failed trial that is retried elsewhere. Never below 0. Commits.
+
+    Once per failed trial: a marker on that trial is written in the same transaction, so a
+    release repeated after a lost commit acknowledgement does nothing (it would otherwise let
+    the study run one trial over its budget). True when the slot was given back by this call.
+    """
+    marked = _mark_trial_once(session, failed_trial_id, SLOT_RELEASED)
+    if marked:
+        stmt = (
+            update(Study)
+            .where(Study.id == study_id, Study.trials_claimed > 0)
+            .values(trials_claimed=Study.trials_claimed - 1, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(stmt)
+        announce(session)  # an idle worker can take the slot now
     session.commit()
+    return marked
+
+
+def _mark_trial_once(session: Session, trial_id: int, key: str) -> bool:
+    """Add system attribute `key` to an Optuna trial unless it is there (Optuna's unique
+    (trial_id, key) decides under concurrency); True when this call added it."""
+    row = {"trial_id": trial_id, "key": key, "value_json": "true"}
+    dialect = session.get_bind().dialect.name
+    if dialect in _INSERT_OR_SKIP:
+        stmt = (
+            _INSERT_OR_SKIP[dialect](_o_system_attrs)
+            .values(**row)
+            .on_conflict_do_nothing()
+            .returning(_o_system_attrs.c.trial_id)  # a row only when inserted (rowcount: -1)
+        )
+        return session.execute(stmt).first() is not None
+    there = select(_o_system_attrs.c.trial_id).where(
+        _o_system_attrs.c.trial_id == trial_id, _o_system_attrs.c.key == key
+    )
+    if session.execute(there).first() is not None:
+        return False
+    session.execute(_o_system_attrs.insert().values(**row))
+    return True
 
 
 def reclaim_slots(

@@ -343,7 +343,7 @@ class Worker:
 
         def release() -> None:
             with self.sessions() as session:
-                store.release_slot(session, study_id)
+                store.release_slot(session, study_id, failed._trial_id)
 
         self._persist(release, "release slot")
 

@@ -633,9 +633,30 @@ def _study_row(db_url: str, n_trials: int) -> str:
         engine.dispose()
 
 
+def _failed_trial(db_url: str, study_id: str) -> int:
+    """A FAIL trial in the row's Optuna study (created if missing): what a slot is given
+    back for."""
+    engine = store.make_engine(db_url)
+    try:
+        with store.session_factory(engine)() as session:
+            row = store.get_study(session, study_id)
+            assert row is not None
+            name = row.optuna_study_name
+    finally:
+        engine.dispose()
+    storage = store.optuna_storage(db_url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        return study.get_trials(deepcopy=False)[-1]._trial_id
+    finally:
+        storage.engine.dispose()
+
+
 def test_claim_slot_never_over_claims_under_concurrency(db_url: str) -> None:
     store.upgrade(db_url)
     study_id = _study_row(db_url, n_trials=5)
+    failed = _failed_trial(db_url, study_id)
     engine = store.make_engine(db_url)
     sessions = store.session_factory(engine)
     slots: list[int] = []
@@ -662,9 +683,43 @@ def test_claim_slot_never_over_claims_under_concurrency(db_url: str) -> None:
             assert (study.status, study.trials_claimed) == ("running", 5)
             assert study.started_at is not None and study.started_at.tzinfo is not None
             assert store.runnable_studies(session, 10) == []
-            store.release_slot(session, study_id)
+            assert store.release_slot(session, study_id, failed)
             assert [s.id for s in store.runnable_studies(session, 10)] == [study_id]
             assert store.claim_slot(session, study_id) == 5
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_trials_slot_is_given_back_once(db_url: str) -> None:
+    """A release repeated (a retry after a lost commit acknowledgement, or two sweepers)
+    must not hand out a slot twice: the study would run one trial over its budget."""
+    store.upgrade(db_url)
+    study_id = _study_row(db_url, n_trials=3)
+    first, second = _failed_trial(db_url, study_id), _failed_trial(db_url, study_id)
+    engine = store.make_engine(db_url)
+    sessions = store.session_factory(engine)
+    try:
+        with sessions() as session:
+            for _ in range(3):
+                store.claim_slot(session, study_id)
+        answers: list[bool] = []
+
+        def release() -> None:
+            with sessions() as session:
+                answers.append(store.release_slot(session, study_id, first))
+
+        threads = [threading.Thread(target=release) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == [False, False, False, True]
+        with sessions() as session:
+            assert store.release_slot(session, study_id, second)
+            assert not store.release_slot(session, study_id, second)
+            study = store.get_study(session, study_id)
+            assert study is not None
+            assert study.trials_claimed == 1  # 3 claimed, 2 trials given back, once each
     finally:
         engine.dispose()
 
@@ -672,10 +727,11 @@ def test_claim_slot_never_over_claims_under_concurrency(db_url: str) -> None:
 def test_finish_release_and_budget_are_guarded(db_url: str) -> None:
     store.upgrade(db_url)
     study_id = _study_row(db_url, n_trials=3)
+    failed = _failed_trial(db_url, study_id)
     engine = store.make_engine(db_url)
     try:
         with store.session_factory(engine)() as session:
-            store.release_slot(session, study_id)  # never below zero
+            store.release_slot(session, study_id, failed)  # never below zero
             assert store.claim_slot(session, study_id) == 1
             store.close_budget(session, study_id)  # timeout: no more slots
             assert store.claim_slot(session, study_id) is None
