@@ -239,13 +239,37 @@ def optuna_storage(
     url = normalise_url(url)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=_engine_kwargs(url),
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=failed_trial_callback,
         )
+    if _is_sqlite(url):
+        _begin_immediate(storage.engine)
+    return storage
+
+
+def _begin_immediate(engine: Engine) -> None:
+    """Every transaction on this SQLite engine takes the write lock when it begins.
+
+    Optuna reads a row and then updates it under `SELECT ... FOR UPDATE`, which SQLite
+    ignores, and pysqlite only begins a transaction at the first write: two workers could both
+    read the same queued trial as WAITING and both run it (seen in 12 of 30 tries). With
+    BEGIN IMMEDIATE the read and the write are one atomic step; WAL readers are not blocked.
+    """
+
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_conn, record)
+        dbapi_conn.isolation_level = None  # no implicit BEGIN from pysqlite: ours below
+
+    def on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened while Optuna set up its tables lack the hooks
 
 
 def _ensure_sqlite_dir(url: str) -> None:
