@@ -57,7 +57,8 @@ SQLITE_TIMEOUT_S = 30
 ALEMBIC_VERSION_TABLE = "lrsearch_alembic_version"
 # marks a failed trial whose slot was given back for its retry (release_slot runs once)
 SLOT_RELEASED = "lrsearch:slot_released"
-_INSERT_OR_SKIP: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# the dialects' INSERT constructs, which have ON CONFLICT (the databases lrsearch supports)
+DIALECT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 StudyStatus = Literal["queued", "running", "completed", "cancelled", "failed"]
@@ -471,23 +472,14 @@ def release_slot(session: Session, study_id: str, failed_trial_id: int) -> bool:
 def _mark_trial_once(session: Session, trial_id: int, key: str) -> bool:
     """Add system attribute `key` to an Optuna trial unless it is there (Optuna's unique
     (trial_id, key) decides under concurrency); True when this call added it."""
-    row = {"trial_id": trial_id, "key": key, "value_json": "true"}
-    dialect = session.get_bind().dialect.name
-    if dialect in _INSERT_OR_SKIP:
-        stmt = (
-            _INSERT_OR_SKIP[dialect](_o_system_attrs)
-            .values(**row)
-            .on_conflict_do_nothing()
-            .returning(_o_system_attrs.c.trial_id)  # a row only when inserted (rowcount: -1)
-        )
-        return session.execute(stmt).first() is not None
-    there = select(_o_system_attrs.c.trial_id).where(
-        _o_system_attrs.c.trial_id == trial_id, _o_system_attrs.c.key == key
+    insert = DIALECT_INSERTS[session.get_bind().dialect.name]
+    stmt = (
+        insert(_o_system_attrs)
+        .values(trial_id=trial_id, key=key, value_json="true")
+        .on_conflict_do_nothing()
+        .returning(_o_system_attrs.c.trial_id)  # a row only when inserted (rowcount: -1)
     )
-    if session.execute(there).first() is not None:
-        return False
-    session.execute(_o_system_attrs.insert().values(**row))
-    return True
+    return session.execute(stmt).first() is not None
 
 
 def reclaim_slots(

@@ -29,9 +29,8 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql, sqlite
 
-_UPSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+from search.store import DIALECT_INSERTS
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
@@ -62,7 +61,7 @@ def _upsert_for(trial: optuna.Trial) -> tuple[RDBStorage, Any] | None:
     backend = getattr(trial.storage, "_backend", trial.storage)
     if not isinstance(backend, RDBStorage):
         return None
-    insert = _UPSERTS.get(backend.engine.name)
+    insert = DIALECT_INSERTS.get(backend.engine.name)
     return None if insert is None else (backend, insert)
 
 
