@@ -311,10 +311,7 @@ def run_lrsearch(base: str, spec: dict[str, Any], budget: int, timeout_s: float)
         trials: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             trials = list(study.trials(page_size=500))
-            if _finished_epochs(trials) >= budget or study.refresh().status not in (
-                "queued",
-                "running",
-            ):
+            if _finished_epochs(trials) >= budget or study.refresh().done:
                 break
             time.sleep(0.5)
         else:

@@ -226,7 +226,7 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         machine = {k: v - machine_before.get(k, 0) for k, v in _machine_cpu().items()}
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in procs.cpu_seconds().items()}
         cpu["this client"] = time.process_time() - client_before
-        client = Client(base)  # trials come by number, page after page
+        client = Client(http=http)  # trials come by number, page after page
         warm = list(client.study(warm_id).trials(page_size=500))
         trials = list(client.study(study_id).trials(page_size=500))
     finally:
