@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,10 +158,19 @@ class Worker:
     # -- choosing and claiming ----------------------------------------------------------------
 
     def _candidates(self) -> list[str]:
-        """Runnable studies, those with the fewest running trials first, then the oldest."""
+        """Runnable studies, those with the fewest running trials first, then the oldest.
+
+        The same read finds the studies past their timeout (closed here, not returned), so
+        picking a study costs two statements whatever the number of studies.
+        """
         with self.sessions() as session:
             rows = session.execute(
-                select(store.Study.id, store.Study.optuna_study_name)
+                select(
+                    store.Study.id,
+                    store.Study.optuna_study_name,
+                    store.Study.started_at,
+                    store.Study.spec["timeout_s"].as_float(),
+                )
                 .where(
                     store.Study.status.in_(("queued", "running")),
                     store.Study.trials_claimed < store.Study.n_trials,
@@ -169,22 +179,18 @@ class Worker:
                 .limit(50)
             ).all()
             running = store.running_trial_counts(session, [r[1] for r in rows])
-        self._expire_timeouts([r[0] for r in rows])
-        return [r[0] for r in sorted(rows, key=lambda r: running.get(r[1], 0))]
+        expired = [(r[0], r[1]) for r in rows if _past_timeout(r[2], r[3])]
+        if expired:
+            self._expire(expired)
+        live = [r for r in rows if (r[0], r[1]) not in expired]
+        return [r[0] for r in sorted(live, key=lambda r: running.get(r[1], 0))]
 
-    def _expire_timeouts(self, study_ids: list[str]) -> None:
+    def _expire(self, studies: list[tuple[str, str]]) -> None:
         """Past its timeout a study claims no more trials; queued retries are dropped."""
-        expired: list[tuple[str, str]] = []
         with self.sessions() as session:
-            for study_id in study_ids:
-                study = session.get(store.Study, study_id)
-                if study and study.started_at and study.spec.get("timeout_s"):
-                    elapsed = (store.utcnow() - store.as_utc(study.started_at)).total_seconds()
-                    if elapsed > study.spec["timeout_s"]:
-                        store.close_budget(session, study_id)
-                        expired.append((study_id, study.optuna_study_name))
-            session.commit()
-        for study_id, name in expired:
+            for study_id, _ in studies:
+                store.close_budget(session, study_id)
+        for study_id, name in studies:
             self._drop_waiting(name, "not run: the study's timeout passed")
             self._maybe_finish(study_id)
 
@@ -429,20 +435,16 @@ class Worker:
             row = session.get(store.Study, study_id)
             if row is None or row.status not in ("queued", "running"):
                 return
-            counts = store.trial_state_counts(session, row.optuna_study_name)
-            progress = store.study_progress(session, row)
+            progress = store.study_progress(session, row)  # one grouped query per trial
             used = progress.complete + progress.pruned + progress.failed + progress.running
             if used < row.trials_claimed:
                 self._heal_leak(session, row, used)
                 return
-            reason = self._repeated_failure(row.optuna_study_name, counts)
+            reason = self._repeated_failure(row.optuna_study_name, progress)
             finished = False
             if reason:
                 finished = store.finish_study(session, study_id, "failed", reason)
-            elif (
-                row.trials_claimed >= row.n_trials
-                and counts.get("RUNNING", 0) + counts.get("WAITING", 0) == 0
-            ):
+            elif row.trials_claimed >= row.n_trials and progress.running + progress.waiting == 0:
                 finished = store.finish_study(session, study_id, "completed")
             session.commit()
         if finished:
@@ -458,10 +460,10 @@ class Worker:
             log.warning("study %s: gave back %d slot(s) claimed by a lost worker",
                         row.id, row.trials_claimed - used)
 
-    def _repeated_failure(self, name: str, counts: dict[str, int]) -> str | None:
-        if counts.get("COMPLETE", 0) or counts.get("PRUNED", 0):
+    def _repeated_failure(self, name: str, progress: store.Progress) -> str | None:
+        if progress.complete or progress.pruned:
             return None
-        if counts.get("FAIL", 0) < SAME_FAILURES_TO_GIVE_UP:
+        if progress.failed + progress.retried < SAME_FAILURES_TO_GIVE_UP:
             return None
         study = optuna.load_study(study_name=name, storage=self.storage)
         failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
@@ -501,6 +503,13 @@ class Worker:
             configure_devices()
             self._trainer = Trainer(persist=self._persist)
         return self._trainer
+
+
+def _past_timeout(started_at: datetime | None, timeout_s: float | None) -> bool:
+    """A started study with a timeout that has passed (the timeout counts from its start)."""
+    if started_at is None or not timeout_s:
+        return False
+    return (store.utcnow() - store.as_utc(started_at)).total_seconds() > timeout_s
 
 
 def _will_retry(failed: optuna.trial.FrozenTrial) -> bool:

@@ -130,6 +130,22 @@ def test_delete_mid_run_leaves_the_worker_alive(
         )
 
 
+def test_a_study_past_its_timeout_claims_no_more_trials_and_completes(
+    app_client: TestClient, db_url: str, tmp_path: Path
+) -> None:
+    study_id = submit(app_client, n_trials=500, timeout_s=2)
+    with worker_thread(db_url, tmp_path / "data"):
+        wait_for(lambda: status(app_client, study_id)["status"] == "completed", 120, "completed")
+    progress = status(app_client, study_id)["progress"]
+    assert 0 < sum(progress[k] for k in ("complete", "pruned", "failed", "retried")) < 500
+    assert progress["running"] == progress["waiting"] == 0
+    trials = app_client.get(f"/v1/studies/{study_id}/trials?limit=200").json()["items"]
+    assert {t["state"] for t in trials} <= {"complete", "pruned", "fail"}
+    dropped = [t for t in trials if t["state"] == "fail"]
+    assert all(t["fail_reason"] == "not run: the study's timeout passed" for t in dropped)
+    assert any(t["state"] != "fail" for t in trials)
+
+
 def test_a_study_whose_trials_keep_failing_ends_failed_with_the_reason(
     app_client: TestClient, db_url: str, tmp_path: Path
 ) -> None:
