@@ -1,0 +1,153 @@
+"""Domain storage shared by the API and the workers: our tables, engines, migrations, and
+read-only SQL views of Optuna's own tables (which live in the same database).
+
+Our tables are prefixed `lrsearch_` and our Alembic history uses its own version table,
+because Optuna already owns `studies` and `alembic_version` in that database.
+Every study operation here is one SQL statement, so it is atomic on SQLite and PostgreSQL.
+Callers use `from search import store` and `store.<name>`; the modules split it by concern:
+
+- `schema`: our tables, column types, statuses, the UTC clock;
+- `engines`: engines, Optuna's storage, migrations, transient errors and their retry;
+- `budget`: a study's trial slots as workers claim, give back and close them;
+- `catalog`: tenants, studies and datasets as the API lists them;
+- `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
+- `trial_counts`: the answer cache's version, service metrics, what the sweep heals.
+"""
+
+from __future__ import annotations
+
+from search.store.budget import (
+    DIALECT_INSERTS,
+    SLOT_RELEASED,
+    claim_slot,
+    close_budget,
+    finish_study,
+    reclaim_slots,
+    release_slot,
+    runnable_studies,
+)
+from search.store.catalog import (
+    active_studies_using,
+    count_active_studies,
+    count_datasets,
+    get_dataset,
+    get_or_create_tenant,
+    get_study,
+    list_datasets,
+    list_studies,
+)
+from search.store.engines import (
+    ALEMBIC_VERSION_TABLE,
+    MIGRATIONS_DIR,
+    READ_INDEXES,
+    SQLITE_TIMEOUT_S,
+    alembic_config,
+    is_transient,
+    make_engine,
+    normalise_url,
+    optuna_storage,
+    retry_transient,
+    session_factory,
+    upgrade,
+)
+from search.store.schema import (
+    FINAL,
+    OPTUNA_STATES,
+    RUNNABLE,
+    STUDY_STATUSES,
+    ApiToken,
+    Base,
+    JsonType,
+    StoredDataset,
+    Study,
+    StudyStatus,
+    Tenant,
+    UTCDateTime,
+    as_utc,
+    new_id,
+    utcnow,
+)
+from search.store.trial_counts import (
+    TrialsVersion,
+    has_retry,
+    orphan_running_trials,
+    queue_depth,
+    running_trial_counts,
+    study_status_counts,
+    study_with_trials_version,
+    trial_state_counts,
+)
+from search.store.trials import (
+    Progress,
+    TrialRecord,
+    ValueCursor,
+    best_trial,
+    best_value,
+    get_trial,
+    study_progress,
+    trials_page,
+    value_cursor,
+)
+
+__all__ = [
+    "ALEMBIC_VERSION_TABLE",
+    "DIALECT_INSERTS",
+    "FINAL",
+    "MIGRATIONS_DIR",
+    "OPTUNA_STATES",
+    "READ_INDEXES",
+    "RUNNABLE",
+    "SLOT_RELEASED",
+    "SQLITE_TIMEOUT_S",
+    "STUDY_STATUSES",
+    "ApiToken",
+    "Base",
+    "JsonType",
+    "Progress",
+    "StoredDataset",
+    "Study",
+    "StudyStatus",
+    "Tenant",
+    "TrialRecord",
+    "TrialsVersion",
+    "UTCDateTime",
+    "ValueCursor",
+    "active_studies_using",
+    "alembic_config",
+    "as_utc",
+    "best_trial",
+    "best_value",
+    "claim_slot",
+    "close_budget",
+    "count_active_studies",
+    "count_datasets",
+    "finish_study",
+    "get_dataset",
+    "get_or_create_tenant",
+    "get_study",
+    "get_trial",
+    "has_retry",
+    "is_transient",
+    "list_datasets",
+    "list_studies",
+    "make_engine",
+    "new_id",
+    "normalise_url",
+    "optuna_storage",
+    "orphan_running_trials",
+    "queue_depth",
+    "reclaim_slots",
+    "release_slot",
+    "retry_transient",
+    "runnable_studies",
+    "running_trial_counts",
+    "session_factory",
+    "study_progress",
+    "study_status_counts",
+    "study_with_trials_version",
+    "trial_state_counts",
+    "trials_page",
+    "upgrade",
+    "utcnow",
+    "value_cursor",
+]
