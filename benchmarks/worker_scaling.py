@@ -9,7 +9,9 @@ pruning, rates kept below divergence so every trial trains all its epochs), time
 POST to its last trial's completion. K = 1 and K = 2 alternate for R rounds, so a slow spell
 of a shared machine hits both, and each K's rate pools its rounds (all trials over all wall
 time). CPU busy is per process, plus all PostgreSQL server processes together, plus this
-script's own polling (one keep-alive client: it should stay near 0.01). Run it with another
+script's own polling (one keep-alive client: it should stay near 0.01). The whole machine's
+CPU per trial, per K, tells whether a second worker wastes CPU (it rises with K) or only
+leaves cores idle (it stays the same). Run it with another
 checkout's code (a baseline) by putting that checkout first:
 `cd BASE && PYTHONPATH=BASE python /path/to/this/worker_scaling.py`.
 
@@ -150,20 +152,30 @@ def _machine_cpu() -> dict[str, int]:
     return dict(zip(kinds, map(int, fields), strict=True))
 
 
-def _machine_shares(ticks: dict[str, int]) -> dict[str, float]:
-    """Busy, idle, iowait and steal of the whole machine in cores (ticks are summed over
-    CPUs, so shares of the total times the CPU count)."""
-    total = sum(ticks.values())
-    if not total:
+def _machine_shares(ticks: dict[str, int], wall_s: float) -> dict[str, float]:
+    """Busy, iowait and steal of the whole machine in cores over the study's `wall_s`, and the
+    idle rest. The ticks run on until the poll sees the study end (up to POLL_S later), when
+    the machine is nearly idle: averaging over them would understate busy, over wall_s not."""
+    if not ticks or wall_s <= 0:
         return {}
-    cores = os.cpu_count() or 1
-    idle = ticks["idle"] + ticks["iowait"]
-    return {
-        "busy": round(cores * (total - idle - ticks["steal"]) / total, 2),
-        "idle": round(cores * ticks["idle"] / total, 2),
-        "iowait": round(cores * ticks["iowait"] / total, 2),
-        "steal": round(cores * ticks["steal"] / total, 2),
+    per_s = os.sysconf("SC_CLK_TCK") * wall_s
+    busy = sum(ticks.values()) - ticks["idle"] - ticks["iowait"] - ticks["steal"]
+    shares = {
+        "busy": busy / per_s,
+        "iowait": ticks["iowait"] / per_s,
+        "steal": ticks["steal"] / per_s,
     }
+    cores = os.cpu_count() or 1
+    shares["idle"] = max(0.0, cores - sum(shares.values()))
+    return {k: round(shares[k], 2) for k in ("busy", "idle", "iowait", "steal")}
+
+
+def _machine_core_s(ticks: dict[str, int]) -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores)."""
+    if not ticks:
+        return 0.0
+    busy = sum(ticks.values()) - ticks["idle"] - ticks["iowait"] - ticks["steal"]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _process_cpu_s(pid: int) -> float | None:
@@ -253,7 +265,10 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         # CPU seconds per wall second of the measured study, per process (1.0 = one core)
         "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
         # the whole machine, in cores: what else ran, what stayed idle, what the host took
-        "machine": _machine_shares(machine),
+        "machine": _machine_shares(machine, wall_s),
+        # the whole machine's CPU per trial: equal for 1 and 2 workers when the second worker
+        # wastes nothing (then only idle cores keep scaling below 2)
+        "core_s_per_trial": _machine_core_s(machine) / n_trials,
         "split": split(warm, trials) if workers == 1 else None,
     }
 
@@ -440,6 +455,11 @@ def main() -> None:
                 results.append({"round": round_, **measure(url, workers, args.trials, args.epochs)})
     rate = {k: pooled_rate([r for r in results if r["workers"] == k]) for k in (1, 2)}
     scaling = rate[2] / rate[1]
+    machine_cost = {
+        k: sum(r["core_s_per_trial"] * r["trials"] for r in results if r["workers"] == k)
+        / sum(r["trials"] for r in results if r["workers"] == k)
+        for k in (1, 2)
+    }
     ones = [r for r in results if r["workers"] == 1]
     per_round = [
         two["trials_per_min"] / one["trials_per_min"]
@@ -466,6 +486,10 @@ def main() -> None:
     print(
         f"all rounds: {rate[1]:.1f} trials/min with 1 worker, {rate[2]:.1f} with 2;"
         f" per round {', '.join(f'{x:.2f}' for x in per_round)}"
+    )
+    print(
+        "whole machine CPU per trial (core-seconds, all rounds): "
+        + ", ".join(f"{k} worker(s) {cost:.3f}" for k, cost in machine_cost.items())
     )
     s = {key: statistics.median(r["split"][key] for r in ones) for key in ones[0]["split"]}
     print("\nper-trial time, 1 worker (median seconds, median over rounds):")
@@ -501,6 +525,7 @@ def main() -> None:
         "engine_over_compute": engine_ratio,
         "trials_per_min": rate,
         "scaling_per_round": per_round,
+        "machine_core_s_per_trial": machine_cost,
         "scaling": scaling,
         "engine_pair_scaling": pair,
     }
