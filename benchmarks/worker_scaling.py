@@ -159,9 +159,8 @@ def _machine_shares(ticks: dict[str, int], wall_s: float) -> dict[str, float]:
     if not ticks or wall_s <= 0:
         return {}
     per_s = os.sysconf("SC_CLK_TCK") * wall_s
-    busy = sum(ticks.values()) - ticks["idle"] - ticks["iowait"] - ticks["steal"]
     shares = {
-        "busy": busy / per_s,
+        "busy": _machine_core_s(ticks) / wall_s,
         "iowait": ticks["iowait"] / per_s,
         "steal": ticks["steal"] / per_s,
     }
@@ -266,9 +265,9 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
         "cpu_busy": {k: round(v / wall_s, 2) for k, v in cpu.items()},
         # the whole machine, in cores: what else ran, what stayed idle, what the host took
         "machine": _machine_shares(machine, wall_s),
-        # the whole machine's CPU per trial: equal for 1 and 2 workers when the second worker
-        # wastes nothing (then only idle cores keep scaling below 2)
-        "core_s_per_trial": _machine_core_s(machine) / n_trials,
+        # the whole machine's busy CPU seconds: per trial, equal for 1 and 2 workers when the
+        # second worker wastes nothing (then only idle cores keep scaling below 2)
+        "machine_core_s": _machine_core_s(machine),
         "split": split(warm, trials) if workers == 1 else None,
     }
 
@@ -276,6 +275,11 @@ def measure(database_url: str, workers: int, n_trials: int, epochs: int) -> dict
 def pooled_rate(runs: list[dict[str, Any]]) -> float:
     """Trials per minute over several runs: all their trials over all their wall time."""
     return 60 * sum(r["trials"] for r in runs) / sum(r["wall_s"] for r in runs)
+
+
+def pooled_core_s(runs: list[dict[str, Any]]) -> float:
+    """The whole machine's busy CPU seconds per trial over several runs."""
+    return sum(r["machine_core_s"] for r in runs) / sum(r["trials"] for r in runs)
 
 
 def _time(value: str) -> float:
@@ -455,11 +459,7 @@ def main() -> None:
                 results.append({"round": round_, **measure(url, workers, args.trials, args.epochs)})
     rate = {k: pooled_rate([r for r in results if r["workers"] == k]) for k in (1, 2)}
     scaling = rate[2] / rate[1]
-    machine_cost = {
-        k: sum(r["core_s_per_trial"] * r["trials"] for r in results if r["workers"] == k)
-        / sum(r["trials"] for r in results if r["workers"] == k)
-        for k in (1, 2)
-    }
+    machine_cost = {k: pooled_core_s([r for r in results if r["workers"] == k]) for k in (1, 2)}
     ones = [r for r in results if r["workers"] == 1]
     per_round = [
         two["trials_per_min"] / one["trials_per_min"]

@@ -179,10 +179,10 @@ class Worker:
                 .limit(50)
             ).all()
             running = store.running_trial_counts(session, [r[1] for r in rows])
-        expired = [(r[0], r[1]) for r in rows if _past_timeout(r[2], r[3])]
+        expired = [r for r in rows if _past_timeout(r[2], r[3])]
         if expired:
-            self._expire(expired)
-        live = [r for r in rows if (r[0], r[1]) not in expired]
+            self._expire([(r[0], r[1]) for r in expired])
+        live = [r for r in rows if r not in expired]
         return [r[0] for r in sorted(live, key=lambda r: running.get(r[1], 0))]
 
     def _expire(self, studies: list[tuple[str, str]]) -> None:
