@@ -17,7 +17,6 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 from __future__ import annotations
 
 from search.store.budget import (
-    DIALECT_INSERTS,
     SLOT_RELEASED,
     claim_slot,
     close_budget,
@@ -38,6 +37,7 @@ from search.store.catalog import (
 )
 from search.store.engines import (
     ALEMBIC_VERSION_TABLE,
+    DIALECT_INSERTS,
     MIGRATIONS_DIR,
     READ_INDEXES,
     SQLITE_TIMEOUT_S,

@@ -8,17 +8,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from search.store.engines import DIALECT_INSERTS
 from search.store.optuna_tables import optuna_system_attrs
 from search.store.schema import FINAL, RUNNABLE, Study, StudyStatus, UTCDateTime, utcnow
 from search.wakeup import announce
 
 # marks a failed trial whose slot was given back for its retry (release_slot runs once)
 SLOT_RELEASED = "lrsearch:slot_released"
-# the dialects' INSERT constructs, which have ON CONFLICT (the databases lrsearch supports)
-DIALECT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def claim_slot(session: Session, study_id: str) -> int | None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,8 @@ T = TypeVar("T")
 SQLITE_TIMEOUT_S = 30
 ALEMBIC_VERSION_TABLE = "lrsearch_alembic_version"
 MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
+# the dialects' INSERT constructs, which have ON CONFLICT (the databases lrsearch supports)
+DIALECT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def normalise_url(url: str) -> str:
