@@ -46,11 +46,11 @@ os.environ.setdefault("LRSEARCH_TF_THREADS", "1")  # the same for every contende
 
 import optuna
 
-from search.datasets import Dataset, load_digits
+from search.data.datasets import Dataset, load_digits
 from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy
-from search.training import Trainer
+from search.training.trainer import Trainer
 from service.cli import stop_processes
 from service.client import ApiError, Client
 from service.demo import free_port, start_server, wait_ready
@@ -160,8 +160,12 @@ def kt_hypermodel(spec: StudySpec, data: Dataset, run: RunShape, log: list[Trial
     import keras_tuner as kt
     import tensorflow as tf
 
-    from search.keras_export import build_schedule_and_callbacks, make_optimizer, optimizer_config
-    from search.models import build_model, loss_and_metrics
+    from search.training.keras_export import (
+        build_schedule_and_callbacks,
+        make_optimizer,
+        optimizer_config,
+    )
+    from search.training.models import build_model, loss_and_metrics
 
     opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
     seed = spec.seed or 0
@@ -411,7 +415,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown models: {', '.join(sorted(unknown))}")
 
-    from search.gpu import configure_devices
+    from search.training.devices import configure_devices
 
     configure_devices()
     data = load_digits()

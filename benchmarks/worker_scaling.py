@@ -22,7 +22,7 @@ prune check and checkpoint); report = the rest of the trial (heartbeat, user att
 dataset and build are paid once per worker: the first trial's extra claim time and extra trial
 time over the median. Pure compute is `model.fit` of the same compiled model for the same
 epochs in this process, warm (what a user's own training costs); the stricter floor is the
-same epochs through lrsearch's epoch loop alone (`search.epoch_loop`); "engine only" is a
+same epochs through lrsearch's epoch loop alone (`search.training.epoch_loop`); "engine only" is a
 whole trial (ask, TPE, Trainer.run, tell) on an in-memory Optuna study in this process, to
 separate the engine from the coordination through the database.
 The ceiling is the same engine-only loop in two processes at once against one: what two
@@ -316,10 +316,10 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
-    from search.datasets import load_dataset
-    from search.gpu import configure_devices
-    from search.models import build_model, loss_and_metrics
+    from search.data.datasets import load_dataset
     from search.spec import MlpModel
+    from search.training.devices import configure_devices
+    from search.training.models import build_model, loss_and_metrics
 
     configure_devices()
     started = time.perf_counter()
@@ -361,10 +361,10 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
 def loop_compute(model: Any, data: Any, epochs: int, repeats: int) -> float | None:
     """The same epochs through lrsearch's epoch loop alone (one graph call per epoch, no
     callbacks): the stricter floor, what the training itself costs. None where there is no
-    `search.epoch_loop` to import; a baseline run with PYTHONPATH=BASE from a venv that has
+    `search.training.epoch_loop` to import; a baseline run with PYTHONPATH=BASE from a venv that has
     this checkout installed in editable mode imports this checkout's loop instead."""
     try:
-        from search.epoch_loop import EpochLoop
+        from search.training.epoch_loop import EpochLoop
     except ImportError:  # a baseline checkout
         return None
     loop = EpochLoop(model, (data.x_train, data.y_train), (data.x_val, data.y_val), BATCH, 1024)
@@ -385,7 +385,7 @@ def engine_trial(data: Any, epochs: int, trials: int = 30, go: Path | None = Non
 
     from search.spec import parse_spec
     from search.study_policy import make_sampler
-    from search.training import Trainer
+    from search.training.trainer import Trainer
 
     spec = parse_spec(study_body("engine", trials, epochs))
     study = optuna.create_study(sampler=make_sampler(spec, 0), pruner=optuna.pruners.NopPruner())
@@ -420,8 +420,8 @@ def engine_pair(epochs: int) -> float:
 
 
 def _engine_child(go: str, epochs: int) -> None:
-    from search.datasets import load_dataset
-    from search.gpu import configure_devices
+    from search.data.datasets import load_dataset
+    from search.training.devices import configure_devices
 
     configure_devices()
     data = load_dataset("digits", tempfile.gettempdir())

@@ -153,7 +153,7 @@ def _add_worker(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
-    from search.worker import run_worker
+    from search.worker.loop import run_worker
 
     run_worker(
         database_url=settings.database_url,
@@ -407,7 +407,7 @@ def _add_best(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=["json", "keras", "python"], default="json",
         help="json: the whole best trial; keras: optimizer/schedule/callbacks as JSON "
-        "(search.keras_export.apply takes it); python: code that rebuilds them",
+        "(search.training.keras_export.apply takes it); python: code that rebuilds them",
     )
     _add_connection(parser)
 
@@ -426,7 +426,8 @@ def cmd_best(args: argparse.Namespace, _settings: Settings) -> int:
 
 
 def keras_export(best: dict[str, Any]) -> dict[str, Any]:
-    """The export as `search.keras_export.apply` takes it (schedule, callbacks, optimizer)."""
+    """The export as `search.training.keras_export.apply` takes it (schedule, callbacks,
+    optimizer)."""
     return {
         "schedule": best.get("keras"),
         "callbacks": best.get("callbacks") or [],
@@ -437,8 +438,8 @@ def keras_export(best: dict[str, Any]) -> dict[str, Any]:
 
 def _snippet(best: dict[str, Any]) -> str:
     """Build the Python snippet when the trial predates stored snippets."""
-    from search.snippets import python_snippet
     from search.strategies.base import Export
+    from search.strategies.export import python_snippet
 
     export = keras_export(best)
     return python_snippet(

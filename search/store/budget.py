@@ -11,9 +11,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from search.store.engines import DIALECT_INSERTS
+from search.store.notify import announce
 from search.store.optuna_tables import optuna_system_attrs
 from search.store.schema import FINAL, RUNNABLE, Study, StudyStatus, UTCDateTime, utcnow
-from search.wakeup import announce
 
 # marks a failed trial whose slot was given back for its retry (release_slot runs once)
 SLOT_RELEASED = "lrsearch:slot_released"

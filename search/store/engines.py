@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 SQLITE_TIMEOUT_S = 30
 ALEMBIC_VERSION_TABLE = "lrsearch_alembic_version"
-MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # the dialects' INSERT constructs, which have ON CONFLICT (the databases lrsearch supports)
 DIALECT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 

@@ -1,15 +1,17 @@
 """What every LR strategy is: a search space, constraints, a Keras build, a plain-Python curve
-and an export. Pure Python; only `build()` imports Keras, lazily.
+and an export. Pure Python: Keras objects are built from the export by
+`search.training.keras_export`.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from search.errors import StrategyError
+from search.strategies.export import Export, python_snippet
 
 Params = dict[str, Any]
 
@@ -103,36 +105,6 @@ class Param:
     log: bool = False
 
 
-@dataclass(frozen=True)
-class Export:
-    """The best schedule as Keras understands it, plus code that rebuilds it."""
-
-    schedule: dict[str, Any] | None
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    initial_lr: float = 0.0
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    python: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "schedule": self.schedule,
-            "callbacks": self.callbacks,
-            "initial_lr": self.initial_lr,
-            "optimizer": self.optimizer,
-            "python": self.python,
-        }
-
-
-def keras_schedule_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The dict `keras.optimizers.schedules.deserialize` accepts."""
-    return {
-        "module": "keras.optimizers.schedules",
-        "class_name": class_name,
-        "config": config,
-        "registered_name": None,
-    }
-
-
 class Strategy(ABC):
     """One LR strategy family. Subclasses fill `id`, `param_names`, and the five methods."""
 
@@ -206,14 +178,6 @@ class Strategy(ABC):
             float(self.lr_at(params, run, e * run.steps_per_epoch, e)) for e in range(run.epochs)
         ]
 
-    def build(
-        self, params: Params, run: RunShape, monitor: str = "val_loss"
-    ) -> tuple[Any, list[Any]]:
-        """What Keras needs: (float rate or LearningRateSchedule, list of callbacks)."""
-        from search.keras_export import build_schedule_and_callbacks
-
-        return build_schedule_and_callbacks(self.export(params, run, monitor).as_dict())
-
     def export(
         self,
         params: Params,
@@ -222,8 +186,6 @@ class Strategy(ABC):
         optimizer: dict[str, Any] | None = None,
     ) -> Export:
         """The Keras config and a Python snippet that rebuilds the optimizer and callbacks."""
-        from search.snippets import python_snippet
-
         self.check(params, run)
         optimizer = optimizer or {"class_name": "Adam", "config": {}}
         export = Export(

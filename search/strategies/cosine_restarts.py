@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from search.strategies.base import Params, RunShape, Strategy, keras_schedule_config
+from search.strategies.base import Params, RunShape, Strategy
+from search.strategies.export import keras_schedule_config
 
 
 class CosineRestarts(Strategy):

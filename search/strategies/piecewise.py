@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.strategies.base import Params, RunShape, Strategy, keras_schedule_config
+from search.strategies.base import Params, RunShape, Strategy
+from search.strategies.export import keras_schedule_config
 
 
 def boundaries_and_values(params: Params, run: RunShape) -> tuple[list[int], list[float]]:

@@ -22,8 +22,8 @@ from search import store
 from search.checkpoints import CheckpointStore
 from search.errors import FieldError, SpecError
 from search.spec import KerasJsonModel, StudySpec, parse_spec
+from search.store.notify import announce
 from search.strategies.base import RunShape
-from search.wakeup import announce
 from service.deps import (
     Caller,
     Cursor,
@@ -472,7 +472,7 @@ def _check_dataset_and_run(
 def _digits_n_train(data_dir: str) -> int | None:
     """Rows of the built-in dataset's training split (loaded once per process)."""
     try:
-        from search.datasets import load_dataset
+        from search.data.datasets import load_dataset
     except ImportError:
         return None
     return len(load_dataset("digits", Path(data_dir)).x_train)

@@ -28,7 +28,7 @@ import yaml
 
 from search import store
 from search.spec import parse_spec
-from search.worker import Worker, WorkerConfig
+from search.worker.loop import Worker, WorkerConfig
 from service.cli import main
 from service.client import ApiError, CannotConnect, Client, load_spec
 
@@ -274,7 +274,7 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "keras")
     export = json.loads(out)
     assert set(export) == {"schedule", "callbacks", "initial_lr", "optimizer"}
-    from search.keras_export import apply
+    from search.training.keras_export import apply
 
     optimizer, callbacks = apply(export)
     assert type(optimizer).__name__ == "Adam" and isinstance(callbacks, list)

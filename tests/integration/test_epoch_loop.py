@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from search.datasets import Dataset, load_digits
-from search.epoch_loop import EpochLoop, epoch_orders
-from search.models import build_model, loss_and_metrics
+from search.data.datasets import Dataset, load_digits
 from search.spec import MlpModel
+from search.training.epoch_loop import EpochLoop, epoch_orders
+from search.training.models import build_model, loss_and_metrics
 
 pytestmark = pytest.mark.slow
 BATCH = 64

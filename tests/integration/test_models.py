@@ -1,4 +1,5 @@
-"""search.models: built models fit their data, seeds fix the weights, user JSON is vetted."""
+"""search.training.models: built models fit their data, seeds fix the weights, user JSON is
+vetted."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.datasets import Dataset, load_digits
+from search.data.datasets import Dataset, load_digits
 from search.errors import ModelError
-from search.models import build_model, loss_and_metrics
 from search.spec import CnnModel, KerasJsonModel, MlpModel
+from search.training.models import build_model, loss_and_metrics
 
 keras = pytest.importorskip("keras")
 
@@ -56,7 +57,10 @@ def _weights_equal(a: keras.Model, b: keras.Model) -> bool:
 
 
 def test_module_import_does_not_load_tensorflow() -> None:
-    code = "import sys, search.models; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = (
+        "import sys, search.training.models;"
+        " print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
 

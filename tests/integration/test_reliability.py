@@ -97,8 +97,8 @@ def test_an_oom_like_error_fails_one_trial_and_the_study_goes_on(
     """TensorFlow's ResourceExhaustedError (what a too-big model raises) in one trial."""
     import tensorflow as tf
 
-    from search.training import Trainer
-    from search.worker import Worker, WorkerConfig
+    from search.training.trainer import Trainer
+    from search.worker.loop import Worker, WorkerConfig
     from service.app import create_app
     from service.settings import Settings
 
@@ -142,7 +142,7 @@ def test_a_one_trial_study_with_two_default_starts_completes(
     slot will ever run would keep the study from completing."""
     from fastapi.testclient import TestClient
 
-    from search.worker import Worker, WorkerConfig
+    from search.worker.loop import Worker, WorkerConfig
     from service.app import create_app
     from service.settings import Settings
 
@@ -175,11 +175,11 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
     its wait counter restarted, the cut would come 3 epochs late), and the restored weights
     start the retry well below a fresh model's first loss."""
     from search.checkpoints import CheckpointStore, TrialSlot
-    from search.datasets import load_digits
+    from search.data.datasets import load_digits
     from search.errors import TrialStopped
     from search.spec import parse_spec
     from search.strategies import get_strategy
-    from search.training import Trainer
+    from search.training.trainer import Trainer
 
     digits = load_digits()
     spec = parse_spec(faults.tiny_spec(1, 9, strategies=["plateau"]))

@@ -8,6 +8,7 @@ import pytest
 from search.space import suggest
 from search.spec import parse_spec
 from search.strategies import STRATEGY_IDS, RunShape, get_strategy
+from search.training.keras_export import build_schedule_and_callbacks
 
 pytestmark = pytest.mark.slow
 keras = pytest.importorskip("keras")
@@ -33,7 +34,7 @@ def keras_lr(learning_rate: object, step: int) -> float:
 def test_keras_applies_the_documented_formula(strategy_id: str, seed: int) -> None:
     strategy = get_strategy(strategy_id)
     params = sampled(strategy_id, seed)
-    learning_rate, _ = strategy.build(params, RUN)
+    learning_rate, _ = build_schedule_and_callbacks(strategy.export(params, RUN).as_dict())
     for step in STEPS:
         epoch = min(step // RUN.steps_per_epoch, RUN.epochs - 1)
         expected = strategy.lr_at(params, RUN, step, epoch)
@@ -75,7 +76,7 @@ def test_snippet_runs_and_builds_an_optimizer(strategy_id: str) -> None:
 
 
 def test_shared_switch_schedule_matches_each_keras_schedule() -> None:
-    from search.lr_graph import SwitchSchedule
+    from search.training.lr_graph import SwitchSchedule
 
     switch = SwitchSchedule()
     for strategy_id in STRATEGY_IDS:
@@ -84,6 +85,6 @@ def test_shared_switch_schedule_matches_each_keras_schedule() -> None:
             params = sampled(strategy_id, seed)
             export = strategy.export(params, RUN).as_dict()
             switch.load(export)
-            reference, _ = strategy.build(params, RUN)
+            reference, _ = build_schedule_and_callbacks(strategy.export(params, RUN).as_dict())
             for step in STEPS:
                 assert keras_lr(switch, step) == pytest.approx(keras_lr(reference, step), rel=1e-5)

@@ -6,12 +6,12 @@ import numpy as np
 import optuna
 import pytest
 
-from search.datasets import Dataset, load_digits
+from search.data.datasets import Dataset, load_digits
 from search.errors import TrialDiverged
-from search.keras_export import apply
 from search.spec import parse_spec
 from search.strategies import RunShape, get_strategy
-from search.training import Trainer
+from search.training.keras_export import apply
+from search.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,7 +142,7 @@ def test_a_clearly_bad_trial_is_pruned(trainer, digits) -> None:
 def test_apply_rebuilds_the_best_schedule_for_a_users_own_fit(trainer, digits) -> None:
     import keras
 
-    from search.models import build_model, loss_and_metrics
+    from search.training.models import build_model, loss_and_metrics
 
     spec = spec_for(["step"], epochs=4)
     params = {"strategy": "step", "step.initial_lr": 0.01, "step.drop": 0.5, "step.every": 1}

@@ -1,4 +1,4 @@
-"""search.datasets: loaders, round trips and every way bad data is refused (no TensorFlow)."""
+"""search.data.datasets: loaders, round trips and every way bad data is refused (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import datasets as ds
-from search.datasets import (
+from search.data import datasets as ds
+from search.data.datasets import (
     MAX_FEATURES,
     Dataset,
     infer_task,
@@ -82,7 +82,8 @@ def test_dataset_arrays_are_read_only_and_repr_is_short() -> None:
 
 def test_module_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, search.datasets; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+        "import sys, search.data.datasets;"
+        " print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

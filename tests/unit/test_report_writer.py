@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 import pytest
 
-from search.report_writer import ReportWriter
+from search.training.report_writer import ReportWriter
 
 
 def _direct(fn: Any) -> Any:

@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from search.trial_writes import batched_params, set_intermediate_value, set_user_attrs
+from search.store.trial_writes import batched_params, set_intermediate_value, set_user_attrs
 
 ATTRS = {"strategy": "cosine", "params": {"initial_lr": 0.03}, "lr": [0.01, 0.02], "seconds": 1.5}
 

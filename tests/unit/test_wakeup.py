@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from search import store
-from search.wakeup import Wakeup, announce
+from search.store.notify import Wakeup, announce
 
 
 def announce_later(url: str, delay_s: float, *, commit: bool = True) -> threading.Thread:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-log = logging.getLogger("lrsearch.wakeup")
+log = logging.getLogger("lrsearch.store.notify")
 CHANNEL = "lrsearch_work"
 _STOP_CHECK_S = 0.25  # how often a listening wait looks at the stop event
 _RECONNECT_AFTER_S = 10.0

@@ -33,14 +33,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from search import store
 from search.checkpoints import CheckpointStore, TrialSlot, checkpoint_number
-from search.datasets import Dataset, load_dataset
+from search.data.datasets import Dataset, load_dataset
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.space import default_trials, run_shape
 from search.spec import StudySpec, parse_spec
+from search.store.notify import Wakeup
 from search.study_policy import make_pruner, make_sampler
-from search.wakeup import Wakeup
 
-log = logging.getLogger("lrsearch.worker")
+log = logging.getLogger("lrsearch.worker.loop")
 SAME_FAILURES_TO_GIVE_UP = 3
 MAX_RETRIES = 1
 BACKOFF_FIRST_S = 0.5
@@ -497,8 +497,8 @@ class Worker:
 
     def _get_trainer(self) -> Any:
         if self._trainer is None:
-            from search.gpu import configure_devices
-            from search.training import Trainer
+            from search.training.devices import configure_devices
+            from search.training.trainer import Trainer
 
             configure_devices()
             self._trainer = Trainer(persist=self._persist)

@@ -1,10 +1,40 @@
-"""Python snippets that rebuild an exported schedule in a user's own training script."""
+"""What a trial exports: the Keras config of its schedule and callbacks, and a Python snippet
+that rebuilds them in a user's own training script. Pure Python (no Keras import)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from search.strategies.base import Export
+
+@dataclass(frozen=True)
+class Export:
+    """The best schedule as Keras understands it, plus code that rebuilds it."""
+
+    schedule: dict[str, Any] | None
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    initial_lr: float = 0.0
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    python: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule,
+            "callbacks": self.callbacks,
+            "initial_lr": self.initial_lr,
+            "optimizer": self.optimizer,
+            "python": self.python,
+        }
+
+
+def keras_schedule_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The dict `keras.optimizers.schedules.deserialize` accepts."""
+    return {
+        "module": "keras.optimizers.schedules",
+        "class_name": class_name,
+        "config": config,
+        "registered_name": None,
+    }
 
 
 def python_snippet(export: Export) -> str:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 
-log = logging.getLogger("lrsearch.gpu")
+log = logging.getLogger("lrsearch.training.devices")
 
 
 def configure_devices() -> list[str]:

@@ -1,10 +1,11 @@
 """Train one Optuna trial: sample a strategy, fit, report every epoch, prune, record the LR applied.
 
 Compiled models are reused across trials of the same model, data and optimizer (see
-`search.lr_graph`): weights go back to their seeded initial values and the optimizer state to
-zero, so a reused model starts exactly where a fresh one with the same seed would. A reused
-model trains through `search.epoch_loop` (one graph call per epoch, the batches `model.fit`
-would see); a fresh one (`reuse=False`, the naive path kept for comparison) through `fit`.
+`search.training.lr_graph`): weights go back to their seeded initial values and the optimizer
+state to zero, so a reused model starts exactly where a fresh one with the same seed would. A
+reused model trains through `search.training.epoch_loop` (one graph call per epoch, the batches
+`model.fit` would see); a fresh one (`reuse=False`, the naive path kept for comparison)
+through `fit`.
 
 With a checkpoint slot (the worker gives one), finished epochs are saved (as often as the slot
 allows, and always on a stop), and a retried trial resumes from its dead attempt's last save:
@@ -26,13 +27,13 @@ from typing import Any, TypeVar
 import optuna
 
 from search.checkpoints import TrialCheckpoint, TrialSlot
-from search.datasets import Dataset
+from search.data.datasets import Dataset
 from search.errors import ModelError, TrialDiverged, TrialStopped
-from search.report_writer import Persist, ReportWriter
 from search.space import run_shape, suggest
 from search.spec import StudySpec
+from search.store.trial_writes import batched_params, set_user_attrs
 from search.strategies import Params, RunShape, get_strategy
-from search.trial_writes import batched_params, set_user_attrs
+from search.training.report_writer import Persist, ReportWriter
 
 StopCheck = Callable[[], bool]
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class TrialRecord:
 class _Compiled:
     model: Any
     schedule: Any
-    loop: Any  # search.epoch_loop.EpochLoop, which also restarts the model for a new trial
+    loop: Any  # search.training.epoch_loop.EpochLoop, which also restarts the model for a new trial
 
 
 @dataclass
@@ -189,7 +190,7 @@ class Trainer:
         checkpoint: TrialSlot | None,
         reports: ReportWriter,
     ) -> float:
-        from search.keras_export import optimizer_config
+        from search.training.keras_export import optimizer_config
 
         strategy = get_strategy(record.strategy)
         opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
@@ -251,14 +252,14 @@ class Trainer:
         return saved
 
     def _prepare(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> _Prepared:
-        from search.keras_export import build_schedule_and_callbacks
+        from search.training.keras_export import build_schedule_and_callbacks
 
         if not self.reuse:
             return self._fresh(spec, dataset, export)
         compiled = self._compiled(spec, dataset)
         compiled.loop.restart()
         compiled.schedule.load(export)
-        from search.lr_graph import DrivenCallback
+        from search.training.lr_graph import DrivenCallback
 
         _, stock_callbacks = build_schedule_and_callbacks(export)
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
@@ -270,8 +271,8 @@ class Trainer:
         """Build, compile and fit from scratch: the naive path, kept for comparison."""
         import keras
 
-        from search.keras_export import build_schedule_and_callbacks, make_optimizer
-        from search.models import build_model, loss_and_metrics
+        from search.training.keras_export import build_schedule_and_callbacks, make_optimizer
+        from search.training.models import build_model, loss_and_metrics
 
         keras.backend.clear_session()
         model = build_model(spec.task.model, dataset, spec.seed)
@@ -298,10 +299,10 @@ class Trainer:
 
 
 def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
-    from search.epoch_loop import EpochLoop
-    from search.keras_export import make_optimizer, optimizer_config
-    from search.lr_graph import SwitchSchedule
-    from search.models import build_model, loss_and_metrics
+    from search.training.epoch_loop import EpochLoop
+    from search.training.keras_export import make_optimizer, optimizer_config
+    from search.training.lr_graph import SwitchSchedule
+    from search.training.models import build_model, loss_and_metrics
 
     model = build_model(spec.task.model, dataset, spec.seed)
     schedule = SwitchSchedule()

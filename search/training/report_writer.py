@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import optuna
 
-from search.trial_writes import set_intermediate_value
+from search.store.trial_writes import set_intermediate_value
 
 T = TypeVar("T")
 Persist = Callable[[Callable[[], T]], T]
