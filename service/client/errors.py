@@ -1,0 +1,76 @@
+"""The errors the client raises on purpose, so that callers (the CLI) can tell them apart:
+an API answer (`ApiError`), no answer (`CannotConnect`), or a bad local file (`InputFileError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+
+class ClientError(Exception):
+    """Base of the errors this client raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One invalid field of a request, as the API's `errors` list reports it."""
+
+    field: str
+    message: str
+
+
+class ApiError(ClientError):
+    """The API answered with an error: the RFC 9457 problem fields, ready to show a user."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        errors: list[FieldProblem] | None = None,
+        type: str = "about:blank",
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        self.type = type
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        """`status title: detail` followed by one line per bad field."""
+        head = f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")
+        return "\n".join([head, *(f"  {e.field}: {e.message}" for e in self.errors)])
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """Read a problem document; a non-problem body still gives status and reason."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            text = response.text.strip()[:500]
+            return cls(response.status_code, response.reason_phrase or "error", text)
+        errors = [
+            FieldProblem(str(e.get("field", "")), str(e.get("message", "")))
+            for e in body.get("errors") or []
+            if isinstance(e, dict)
+        ]
+        return cls(
+            status=int(body.get("status") or response.status_code),
+            title=str(body.get("title") or response.reason_phrase or "error"),
+            detail=str(body.get("detail") or ""),
+            errors=errors,
+            type=str(body.get("type") or "about:blank"),
+        )
+
+
+class CannotConnect(ClientError):
+    """No HTTP answer at all: wrong URL, server down, or a network timeout."""
+
+
+class InputFileError(ClientError):
+    """A local file (spec, model, dataset) cannot be read or parsed; nothing was sent."""
