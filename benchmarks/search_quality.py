@@ -51,7 +51,7 @@ from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy
 from search.training.trainer import Trainer
-from service.cli import stop_processes
+from service.cli.server import stop_processes
 from service.client import ApiError, Client
 from service.demo import free_port, start_server, wait_ready
 

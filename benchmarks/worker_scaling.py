@@ -60,7 +60,7 @@ os.environ["LRSEARCH_TF_THREADS"] = "1"
 
 import httpx
 
-from service.cli import stop_processes
+from service.cli.server import stop_processes
 from service.client import Client
 from service.demo import free_port, wait_ready
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from service.cli import stop_processes
+from service.cli.server import stop_processes
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "digits-demo",

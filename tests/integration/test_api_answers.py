@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from search import store
 from service.answers import AnswerCache, ReadCoalescer
 from service.app import create_app
-from service.cli import _settings_env
+from service.cli.server import settings_env
 from service.settings import Settings
 from tests.integration.test_api import (
     count_statements,
@@ -202,7 +202,7 @@ def test_api_processes_rebuild_the_same_settings(
         rate_limit_per_minute=7,
         port=8123,
     )
-    for name, value in _settings_env(settings).items():
+    for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
     assert Settings() == settings
 

@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from search import store
-from service.cli import stop_processes
+from service.cli.server import stop_processes
 from service.demo import free_port
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,277 @@
+"""Commands that run the service itself: the database, tokens, the API, workers, both at
+once (`serve`), and optuna-dashboard on the service's database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from socketserver import ThreadingMixIn
+from types import FrameType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from search import store
+from service.cli.exit_codes import EXIT_OK
+from service.settings import Settings
+
+log = logging.getLogger("lrsearch.cli")
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# --- db / token -----------------------------------------------------------------------------
+
+
+def add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["upgrade"], help="upgrade: create or migrate tables")
+
+
+def cmd_db(_args: argparse.Namespace, settings: Settings) -> int:
+    """Create or migrate lrsearch's and Optuna's tables."""
+    store.upgrade(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+def add_token(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--tenant", required=True, help="tenant name (created if absent)")
+    revoke = actions.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("token")
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or revoke an API token; only its hash is stored."""
+    from service import tokens
+
+    store.upgrade(settings.database_url)
+    engine = store.make_engine(settings.database_url)
+    try:
+        with store.session_factory(engine)() as session:
+            if args.action == "create":
+                print(tokens.create_token(session, args.tenant))
+                return 0
+            if tokens.revoke_token(session, args.token):
+                print("revoked")
+                return 0
+            print("unknown or already revoked token", file=sys.stderr)
+            return 1
+    finally:
+        engine.dispose()
+
+
+# --- api / worker / serve -------------------------------------------------------------------
+
+
+def _add_api(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface (default: settings.host)")
+    parser.add_argument("--port", type=int, help="port (default: settings.port)")
+
+
+def add_api_command(parser: argparse.ArgumentParser) -> None:
+    _add_api(parser)
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="API server processes sharing the port (default 1). Each has its own answer "
+        "cache and rate-limit window: with N processes a token may create up to N times "
+        "the per-minute limit.",
+    )
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the HTTP API with uvicorn (in N processes with --processes N)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _with_address(settings, args)
+    if not settings.auth and settings.host not in _LOOPBACK:
+        log.warning("auth is off while listening on %s: anyone who can reach it can use it",
+                    settings.host)
+    processes = max(1, getattr(args, "processes", 1))
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        return 0
+    # Child processes build the app from the environment: hand them these settings, and
+    # migrate once here so that they do not race to create the same tables.
+    store.upgrade(settings.database_url)
+    os.environ.update(settings_env(settings))
+    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=processes)
+    return 0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """LRSEARCH_* variables that rebuild exactly these settings in another process."""
+    return {
+        f"LRSEARCH_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
+def add_worker(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-trials", type=int, help="exit after this many trials")
+    parser.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
+    from search.worker.loop import run_worker
+
+    run_worker(
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        heartbeat_interval=settings.heartbeat_interval_s,
+        grace_period=settings.grace_period_s,
+        max_trials=args.max_trials,
+        idle_exit_s=args.idle_exit,
+        checkpoint_every_s=settings.checkpoint_every_s,
+    )
+    return 0
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    _add_api(parser)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Upgrade the DB, start K worker processes and serve the API here; stop workers on exit."""
+    store.upgrade(settings.database_url)
+    workers = [_spawn_worker(settings) for _ in range(max(0, args.workers))]
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return cmd_api(args, settings)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_processes(workers)
+
+
+def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LRSEARCH_DATABASE_URL": settings.database_url,
+        "LRSEARCH_DATA_DIR": str(settings.data_dir),
+    }
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = 30.0) -> None:
+    """SIGTERM every process (workers finish the current epoch), then kill stragglers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _with_address(settings: Settings, args: argparse.Namespace) -> Settings:
+    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return settings.model_copy(update=update)
+
+
+
+# --- dashboard ------------------------------------------------------------------------------------
+
+
+def add_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "--allow-writes", action="store_true",
+        help="let the dashboard change the database (notes, renames, deletes, schema "
+        "migration); off by default because it bypasses the API's bookkeeping",
+    )
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """The dashboard's page makes parallel API calls; serve them concurrently."""
+
+    daemon_threads = True
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def read_only(app: WsgiApp) -> WsgiApp:
+    """Refuse every request that could write (a dashboard delete would orphan our study row)."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET").upper() in _READ_METHODS:
+            return app(environ, start_response)
+        body = json.dumps(
+            {"reason": "this dashboard is read-only (start it with --allow-writes to change "
+             "studies); use the lrsearch API to cancel or delete studies"}
+        ).encode()
+        start_response("405 Method Not Allowed", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("Allow", ", ".join(_READ_METHODS)),
+        ])
+        return [body]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per request (the dashboard polls every few seconds)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve optuna-dashboard on the service's database (read its studies, all tenants)."""
+    import optuna_dashboard
+
+    if args.host not in _LOOPBACK:
+        log.warning("the dashboard has no authentication and shows every tenant's studies; "
+                    "listening on %s exposes them", args.host)
+    storage = store.optuna_storage(settings.database_url)
+    app: WsgiApp = optuna_dashboard.wsgi(storage)
+    if not args.allow_writes:
+        app = read_only(app)
+    server = make_server(args.host, args.port, app,
+                         server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    mode = "read-write" if args.allow_writes else "read-only"
+    shown = _redacted(settings.database_url)
+    print(f"optuna-dashboard ({mode}) on http://{args.host}:{args.port}/ for {shown}",
+          file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        storage.engine.dispose()
+    return EXIT_OK
+
+
+def _redacted(url: str) -> str:
+    """The database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(store.normalise_url(url)).render_as_string(hide_password=True)
+    except Exception:
+        return "the configured database"
