@@ -42,10 +42,13 @@ def _suggest_one(trial: optuna.Trial, name: str, p: Param) -> Any:
 
 
 def repair(strategy_id: str, params: Params, run: RunShape) -> Params:
-    """Keep sampled values legal together (cosine's warm-up plus decay fit in the run)."""
+    """Keep sampled values legal together (warm-up plus decay fit in the run)."""
     if strategy_id == "cosine":
         room = max(1, run.total_steps - params["warmup_steps"])
         params = {**params, "decay_steps": min(params["decay_steps"], room)}
+    if strategy_id == "wsd":
+        decay = max(1, round(run.total_steps * float(params["decay_share"])))
+        params = {**params, "warmup_steps": min(params["warmup_steps"], run.total_steps - decay)}
     return params
 
 

@@ -8,10 +8,13 @@ from search.strategies.cosine import Cosine
 from search.strategies.cosine_restarts import CosineRestarts
 from search.strategies.exponential import Exponential
 from search.strategies.inverse_time import InverseTime
+from search.strategies.linear import LinearToZero
+from search.strategies.one_cycle import OneCycle
 from search.strategies.piecewise import Piecewise
 from search.strategies.plateau import Plateau
 from search.strategies.polynomial import Polynomial
 from search.strategies.step import StepDecay
+from search.strategies.wsd import WarmupStableDecay
 
 _REGISTRY: dict[str, Strategy] = {
     s.id: s
@@ -25,6 +28,9 @@ _REGISTRY: dict[str, Strategy] = {
         Polynomial(),
         StepDecay(),
         Plateau(),
+        LinearToZero(),
+        WarmupStableDecay(),
+        OneCycle(),
     )
 }
 STRATEGY_IDS: tuple[str, ...] = tuple(_REGISTRY)

@@ -91,6 +91,7 @@ PARAM_BOUNDS: dict[str, ParamBounds] = {
     "patience": ParamBounds("int", 0, 1000, default_low=0, default_high=5),
     "min_lr": ParamBounds("float", 0, 10, default_low=1e-7, default_high=1e-5, log=True),
     "cooldown": ParamBounds("int", 0, 1000, default_low=0, default_high=2),
+    "decay_share": ParamBounds("float", 0, 1, low_open=True, default_low=0.1, default_high=0.3),
 }
 
 

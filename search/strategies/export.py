@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.strategies.custom_schedules import REGISTERED_NAME, SOURCE, WARMUP_STABLE_DECAY
+
 
 @dataclass(frozen=True)
 class Export:
@@ -40,7 +42,11 @@ def keras_schedule_config(class_name: str, config: dict[str, Any]) -> dict[str, 
 def python_snippet(export: Export) -> str:
     """Code that rebuilds the optimizer and callbacks of `export` with plain Keras."""
     lines = ["import keras", ""]
-    if export.schedule:
+    if export.schedule and export.schedule.get("registered_name") == REGISTERED_NAME:
+        cfg = _kwargs(export.schedule["config"])
+        lines[:0] = ["import math"]
+        lines += [SOURCE, "", f"learning_rate = {WARMUP_STABLE_DECAY}({cfg})"]
+    elif export.schedule:
         cls, cfg = export.schedule["class_name"], _kwargs(export.schedule["config"])
         lines.append(f"learning_rate = keras.optimizers.schedules.{cls}({cfg})")
     else:

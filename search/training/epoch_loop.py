@@ -88,6 +88,39 @@ class EpochLoop:
         hooks.on_train_end(logs)
         return logs
 
+    def step_losses(self, seed: int, steps: int) -> list[float]:
+        """Train the next `steps` batches (fit's order for `seed`, epoch after epoch) and
+        return each batch's own loss (for the range test; NaN once the loss is not finite)."""
+        n = int(self._x.shape[0])
+        per_epoch = -(-n // self._batch)
+        orders = self._orders_for(seed, -(-steps // per_epoch))
+        for metric in self.model.metrics:
+            metric.reset_state()
+        losses: list[float] = []
+        seen, mean = 0, 0.0
+        for step in range(steps):
+            epoch, index = divmod(step, per_epoch)
+            idx = orders[epoch][index * self._batch : (index + 1) * self._batch]
+            running = float(self._train_batch(tf.constant(idx)))
+            size = len(idx)
+            loss = (running * (seen + size) - mean * seen) / size  # the tracker is a mean
+            seen, mean = seen + size, running
+            losses.append(loss if np.isfinite(loss) else float("nan"))
+            if not np.isfinite(loss):
+                break
+        return losses
+
+    def _train_batch(self, idx: tf.Tensor) -> tf.Tensor:
+        if not hasattr(self, "_one_batch"):
+            self._one_batch = tf.function(
+                self._batch_step, autograph=False, reduce_retracing=True
+            )
+        return self._one_batch(idx)
+
+    def _batch_step(self, idx: tf.Tensor) -> tf.Tensor:
+        logs = self.model.train_step((tf.gather(self._x, idx), tf.gather(self._y, idx)))
+        return tf.identity(logs["loss"])
+
     def _orders_for(self, seed: int, epochs: int) -> np.ndarray:
         key = (seed, epochs)
         if key not in self._orders:

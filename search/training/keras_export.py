@@ -15,6 +15,8 @@ def build_schedule_and_callbacks(export: dict[str, Any]) -> tuple[Any, list[Any]
     """(float rate or LearningRateSchedule, callbacks) exactly as the export describes."""
     import keras
 
+    import search.training.schedules  # noqa: F401 - registers lrsearch's own schedule
+
     if export.get("schedule"):
         learning_rate: Any = keras.optimizers.schedules.deserialize(export["schedule"])
     else:

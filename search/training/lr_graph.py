@@ -14,6 +14,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from search.strategies.custom_schedules import WARMUP_STABLE_DECAY
+from search.training.schedules import WarmupStableDecay
+
 MAX_BOUNDARIES = 4
 _FAR = 2**40  # a boundary that is never reached: pads short piecewise schedules
 
@@ -41,6 +44,11 @@ _FLAG: dict[str, str] = {
     "InverseTimeDecay": "staircase",
     "PolynomialDecay": "cycle",
 }
+#: lrsearch's own schedule: numeric fields in variables, one branch per pair of shapes.
+_WSD_NUMERIC = ("peak_lr", "warmup_steps", "stable_steps", "decay_steps", "start_lr", "end_lr")
+_WSD_SHAPES = tuple(
+    (up, down) for up in ("linear", "cosine") for down in ("linear", "cosine", "1-sqrt")
+)
 
 
 def _var(value: float, dtype: Any = tf.float32) -> tf.Variable:
@@ -54,7 +62,7 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         self.branch = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.base_lr = _var(1e-3)
-        self._slots: dict[tuple[str, bool], tuple[int, dict[str, tf.Variable]]] = {}
+        self._slots: dict[tuple[str, Any], tuple[int, dict[str, tf.Variable]]] = {}
         self._fns: list[Any] = [lambda step: tf.identity(self.base_lr)]
         for cls_name, fields in _NUMERIC.items():
             for flag in (False, True) if cls_name in _FLAG else (False,):
@@ -68,6 +76,12 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         )
         self._slots[("PiecewiseConstantDecay", False)] = (len(self._fns), {})
         self._fns.append(piecewise)
+        for shapes in _WSD_SHAPES:
+            variables = {f: _var(1.0) for f in _WSD_NUMERIC}
+            self._slots[(WARMUP_STABLE_DECAY, shapes)] = (len(self._fns), variables)
+            self._fns.append(
+                WarmupStableDecay(**variables, warmup_shape=shapes[0], decay_shape=shapes[1])
+            )
 
     def _add_slot(self, cls_name: str, flag: bool, variables: dict[str, tf.Variable]) -> None:
         cls = getattr(keras.optimizers.schedules, cls_name)
@@ -90,7 +104,11 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
             self.branch.assign(0)
             return
         cls_name, cfg = schedule["class_name"], dict(schedule["config"])
-        index, variables = self._slots[(cls_name, bool(cfg.get(_FLAG.get(cls_name, ""), False)))]
+        if cls_name == WARMUP_STABLE_DECAY:
+            variant: Any = (cfg["warmup_shape"], cfg["decay_shape"])
+        else:
+            variant = bool(cfg.get(_FLAG.get(cls_name, ""), False))
+        index, variables = self._slots[(cls_name, variant)]
         if cls_name == "PiecewiseConstantDecay":
             self._load_piecewise(cfg["boundaries"], cfg["values"])
         if cls_name == "CosineDecay" and cfg.get("warmup_target") is None:

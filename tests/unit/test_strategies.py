@@ -53,8 +53,12 @@ def test_curve_is_positive_and_starts_at_initial_rate(strategy_id: str) -> None:
     curve = strategy.lr_curve(params, RUN)
     assert len(curve) == RUN.epochs
     assert all(lr >= 0 and math.isfinite(lr) for lr in curve)
-    if strategy_id != "cosine" or params["warmup_steps"] == 0:
+    if strategy_id == "one_cycle":  # starts at a 25th of its peak, by definition
+        assert curve[0] == pytest.approx(params["initial_lr"] / 25)
+    elif params.get("warmup_steps", 0) == 0:
         assert curve[0] == pytest.approx(params["initial_lr"])
+    else:
+        assert curve[0] == 0.0  # a warm-up from zero
 
 
 @pytest.mark.parametrize("strategy_id", STRATEGY_IDS)

@@ -1,0 +1,109 @@
+"""What a user gets: a chosen configuration retrained in a plain Keras fit from fresh seeds.
+
+A best-of-N seen during a search is flattered by the luck of its draws (a peer that
+re-initialises every trial keeps the luckiest initialisation); retraining the chosen
+configuration from seeds the search never saw removes that. Every contender's choice goes
+through the same function: `apply(export)` (what lrsearch's users call), a model built with
+`search.training.models.build_model`, `model.fit` on batches shuffled with the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from search.data.datasets import Dataset
+from search.spec import StudySpec
+
+#: Seeds of the retrains: initialisation and shuffle. The searches use seeds 0, 1, 2, ...
+RETRAIN_SEEDS: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
+
+
+def curves(spec: StudySpec, data: Dataset, export: dict[str, Any],
+           seeds: tuple[int, ...] = RETRAIN_SEEDS) -> list[list[float]]:
+    """val_loss per epoch of `export` retrained once per seed (NaN where it diverged)."""
+    from search.training.keras_export import apply
+
+    out = []
+    for seed in seeds:
+        optimizer, callbacks = apply(export)
+        out.append(_fit(spec, data, seed, optimizer, callbacks))
+    return out
+
+
+def schedule_free_curves(spec: StudySpec, data: Dataset,
+                         seeds: tuple[int, ...] = RETRAIN_SEEDS) -> list[list[float]]:
+    """`keras.optimizers.ScheduleFreeAdamW` at its default rate (5% warm-up, as its authors
+    recommend), evaluated at its averaged weights `x`, not at the training point `y`."""
+    import keras
+
+    steps = spec.task.epochs * math.ceil(len(data.x_train) / spec.task.batch_size)
+    out = []
+    for seed in seeds:
+        optimizer = keras.optimizers.ScheduleFreeAdamW(warmup_steps=max(1, steps // 20))
+        out.append(_fit(spec, data, seed, optimizer, [], averaged=optimizer))
+    return out
+
+
+def _fit(spec: StudySpec, data: Dataset, seed: int, optimizer: Any, callbacks: list[Any],
+         averaged: Any = None) -> list[float]:
+    import keras
+    import tensorflow as tf
+
+    from search.training.models import build_model, loss_and_metrics
+
+    model = build_model(spec.task.model, data, seed)
+    loss, metrics = loss_and_metrics(data, model)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    train = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+        .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(spec.task.batch_size)
+    )
+    extra: list[Any] = [_AveragedValidation(averaged, data)] if averaged is not None else []
+    history = model.fit(
+        train,
+        validation_data=None if averaged is not None else (data.x_val, data.y_val),
+        epochs=spec.task.epochs,
+        callbacks=[*callbacks, *extra, keras.callbacks.TerminateOnNaN()],
+        verbose=0,
+    )
+    values = [float(v) for v in history.history.get("val_loss", [])]
+    return values + [math.nan] * (spec.task.epochs - len(values))
+
+
+class _AveragedValidation:
+    """Validation loss at Schedule-Free's averaged point x = (y - (1 - beta_1) z) / beta_1."""
+
+    def __new__(cls, optimizer: Any, data: Dataset) -> Any:
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                model, beta = self.model, float(optimizer.beta_1)
+                live = [v.numpy() for v in model.trainable_variables]
+                index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+                for var in model.trainable_variables:
+                    z = optimizer._momentums[optimizer._get_variable_index(var)]
+                    y = live[index[id(var)]]
+                    var.assign((y - (1 - beta) * z.numpy()) / beta)
+                value = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
+                for var, y in zip(model.trainable_variables, live, strict=True):
+                    var.assign(y)
+                if logs is not None:
+                    logs["val_loss"] = float(value["loss"])
+
+        return Callback()
+
+
+def summary(values: list[list[float]]) -> dict[str, float]:
+    """Mean over seeds of the final epoch's value and of the best epoch's value."""
+    finals = [v[-1] if v and math.isfinite(v[-1]) else math.inf for v in values]
+    bests = [min((x for x in v if math.isfinite(x)), default=math.inf) for v in values]
+    return {
+        "final": float(np.mean(finals)),
+        "final_sd": float(np.std(finals)) if all(map(math.isfinite, finals)) else math.inf,
+        "min": float(np.mean(bests)),
+    }
