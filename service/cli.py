@@ -405,9 +405,9 @@ def _num(value: Any) -> str:
 def _add_best(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="study id")
     parser.add_argument(
-        "--format", choices=["json", "keras", "python"], default="json",
-        help="json: the whole best trial; keras: optimizer/schedule/callbacks as JSON "
-        "(search.training.keras_export.apply takes it); python: code that rebuilds them",
+        "--format", choices=["json", "export", "python"], default="json",
+        help="json: the whole best trial; export: its export as JSON "
+        "(search.training.keras_export.apply takes it); python: code that rebuilds it",
     )
     _add_connection(parser)
 
@@ -417,35 +417,23 @@ def cmd_best(args: argparse.Namespace, _settings: Settings) -> int:
     with _client(args) as client:
         best = client.study(args.id).best()
     if args.format == "python":
-        print(best.get("python") or _snippet(best), end="")
-    elif args.format == "keras":
-        print(json.dumps(keras_export(best), indent=2))
+        print(best["export"].get("python") or _snippet(best["export"]), end="")
+    elif args.format == "export":
+        print(json.dumps(best["export"], indent=2))
     else:
         print(json.dumps(best, indent=2))
     return EXIT_OK
 
 
-def keras_export(best: dict[str, Any]) -> dict[str, Any]:
-    """The export as `search.training.keras_export.apply` takes it (schedule, callbacks,
-    optimizer)."""
-    return {
-        "schedule": best.get("keras"),
-        "callbacks": best.get("callbacks") or [],
-        "initial_lr": best.get("initial_lr"),
-        "optimizer": best.get("optimizer"),
-    }
-
-
-def _snippet(best: dict[str, Any]) -> str:
+def _snippet(export: dict[str, Any]) -> str:
     """Build the Python snippet when the trial predates stored snippets."""
     from search.strategies.base import Export
     from search.strategies.export import python_snippet
 
-    export = keras_export(best)
     return python_snippet(
         Export(
             schedule=export["schedule"],
-            callbacks=export["callbacks"],
+            callbacks=export["callbacks"] or [],
             initial_lr=float(export["initial_lr"] or 0.0),
             optimizer=export["optimizer"] or {"class_name": "Adam", "config": {}},
         )
@@ -628,7 +616,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "submit": ("submit a study spec (YAML or JSON); prints its id", _add_submit, cmd_submit),
     "status": ("show a study's status and progress", _add_status, cmd_status),
     "trials": ("list a study's trials as a table", _add_trials, cmd_trials),
-    "best": ("print the best schedule (json, keras or python)", _add_best, cmd_best),
+    "best": ("print the best schedule (json, export or python)", _add_best, cmd_best),
     "cancel": ("cancel a queued or running study", _add_cancel, cmd_cancel),
     "datasets": ("upload or list datasets", _add_datasets, cmd_datasets),
     "plot": ("save a plot of a study as PNG", _add_plot, cmd_plot),

@@ -159,7 +159,7 @@ def delete_study(
     "/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409)
 )
 async def best(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
-    """The best complete trial with everything needed to reuse its schedule in Keras."""
+    """The best complete trial with its export, to reuse its schedule in Keras."""
     state = request.app.state
     key = ("best", study_id, caller.tenant_id)
     body = await shared_read(state, key, _best_body, state, study_id, caller)

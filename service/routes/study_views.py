@@ -80,18 +80,24 @@ class StudyDetail(BaseModel):
     links: Links
 
 
+class BestExport(BaseModel):
+    """The trial's export, exactly what `search.training.keras_export.apply` takes."""
+
+    schedule: dict[str, Any] | None
+    callbacks: list[Any]
+    initial_lr: float | None
+    optimizer: dict[str, Any] | None
+    python: str | None
+
+
 class Best(BaseModel):
-    """The best trial, with what is needed to reuse its schedule in Keras."""
+    """The best trial, with its export to reuse the schedule in Keras."""
 
     trial_number: int
     value: float | None
     strategy: str | None
     params: dict[str, Any]
-    keras: dict[str, Any] | None
-    callbacks: list[Any]
-    optimizer: dict[str, Any] | None
-    initial_lr: float | None
-    python: str | None
+    export: BestExport
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -157,16 +163,22 @@ def detail_json(study: store.Study, summary: TrialSummary) -> dict[str, Any]:
 
 def best_json(record: store.TrialRecord) -> dict[str, Any]:
     trial = trial_json(record)
-    export = record.user_attrs.get("export") or {}
     return {
         "trial_number": record.number,
         "value": trial["value"],
         "strategy": trial["strategy"],
         "params": trial["params"],
-        "keras": jsonable(export.get("schedule")),
+        "export": export_json(record.user_attrs.get("export") or {}),
+    }
+
+
+def export_json(export: dict[str, Any]) -> dict[str, Any]:
+    """The stored export with non-finite numbers made null (a trial predating it: nulls)."""
+    return {
+        "schedule": jsonable(export.get("schedule")),
         "callbacks": jsonable(export.get("callbacks", [])),
-        "optimizer": jsonable(export.get("optimizer")),
         "initial_lr": finite(export.get("initial_lr")),
+        "optimizer": jsonable(export.get("optimizer")),
         "python": export.get("python"),
     }
 
