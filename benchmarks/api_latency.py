@@ -161,11 +161,18 @@ def _template_trial() -> optuna.trial.FrozenTrial:
     )
 
 
+def _has_export(best: Any) -> bool:
+    """The export `apply()` takes; a --root baseline older than `export` spread it at the top."""
+    if "export" in best:
+        return {"schedule", "python"} <= set(best["export"])
+    return {"keras", "python"} <= set(best)
+
+
 Check = Callable[[Any], bool]
 CHECKS: dict[str, Check] = {
     "status": lambda b: {"id", "status", "progress", "best_value", "spec"} <= set(b)
     and b["progress"]["complete"] >= 100,
-    "best": lambda b: {"trial_number", "value", "keras", "python"} <= set(b),
+    "best": lambda b: {"trial_number", "value"} <= set(b) and _has_export(b),
     "page": lambda b: len(b["items"]) == 50 and b["next_cursor"] is not None
     and {"number", "value", "lr", "history"} <= set(b["items"][0]),
     "healthz": lambda b: b == {"status": "ok"},

@@ -1,6 +1,7 @@
 """Domain errors, one flat module, classified by what should happen next.
 
-`SpecError` and friends are the caller's fault (the API maps them to 4xx);
+`SpecError` and friends are the caller's fault (the API maps them to 4xx, `QuotaExceeded` to
+429);
 `TrialDiverged` fails one trial and the search goes on.
 """
 
@@ -27,6 +28,10 @@ class SpecError(LRSearchError, ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class QuotaExceeded(LRSearchError):
+    """A tenant already holds as much as it may at once (queued or running studies)."""
 
 
 class DatasetError(LRSearchError, ValueError):

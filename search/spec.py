@@ -188,9 +188,13 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         if isinstance(inner, SpecError):
             out.extend(inner.errors)
             continue
-        path = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
-        out.append(FieldError(path or "body", err["msg"]))
+        out.append(FieldError(field_path(err["loc"]), err["msg"]))
     return out
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a dotted path, without the model union's tags."""
+    return ".".join(str(p) for p in loc if not _is_union_tag(p)) or "body"
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  val_loss={best['value']:.4f}"
         )
         print("params:", json.dumps(best["params"], indent=None))
-        print("keras schedule:", json.dumps(best["keras"], indent=2))
-        print("callbacks:", json.dumps(best["callbacks"]))
-        print("\n# Python that rebuilds it:\n" + best["python"])
+        export = best["export"]
+        print("keras schedule:", json.dumps(export["schedule"], indent=2))
+        print("callbacks:", json.dumps(export["callbacks"]))
+        print("\n# Python that rebuilds it:\n" + export["python"])
         return 0
     finally:
         http.close()

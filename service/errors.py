@@ -1,7 +1,7 @@
 """The one mapping from errors to RFC 9457 (ex-7807) problem documents.
 
-Handlers raise domain errors (`SpecError`, `DatasetError`) or a `Problem`; nothing else
-builds error responses, so every error body has the same shape:
+Handlers raise domain errors (`SpecError`, `DatasetError`, `QuotaExceeded`) or a `Problem`;
+nothing else builds error responses, so every error body has the same shape:
 `{type, title, status, detail}` plus `errors: [{field, message}]` for 422.
 """
 
@@ -20,11 +20,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import store
-from search.errors import DatasetError, FieldError, SpecError
+from search.errors import DatasetError, FieldError, QuotaExceeded, SpecError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 DB_RETRY_AFTER_S = 5
+QUOTA_RETRY_AFTER_S = 60  # a quota frees up when a study ends: a minute is a fair guess
 log = logging.getLogger("lrsearch.api")
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -144,7 +145,9 @@ class TooManyRequests(Problem):
     status = 429
     slug = "too-many-requests"
 
-    def __init__(self, detail: str, *, slug: str, retry_after_s: int = 60) -> None:
+    def __init__(
+        self, detail: str, *, slug: str, retry_after_s: int = QUOTA_RETRY_AFTER_S
+    ) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
         self.slug = slug
 
@@ -212,6 +215,12 @@ async def _on_dataset_error(_request: Request, exc: Exception) -> JSONResponse:
     message = str(exc) or "the dataset cannot be used"
     return problem_response(
         422, message, slug="invalid-dataset", errors=[FieldError("file", message)]
+    )
+
+
+async def _on_quota_exceeded(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(
+        429, str(exc), slug="quota-exceeded", headers={"Retry-After": str(QUOTA_RETRY_AFTER_S)}
     )
 
 
@@ -291,6 +300,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(SpecError, _on_spec_error)
     app.add_exception_handler(DatasetError, _on_dataset_error)
+    app.add_exception_handler(QuotaExceeded, _on_quota_exceeded)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     # Database errors get their own handler (not the catch-all) so a 503 is a plain response.

@@ -74,7 +74,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "submit": ("submit a study spec (YAML or JSON); prints its id", add_submit, cmd_submit),
     "status": ("show a study's status and progress", add_status, cmd_status),
     "trials": ("list a study's trials as a table", add_trials, cmd_trials),
-    "best": ("print the best schedule (json, keras or python)", add_best, cmd_best),
+    "best": ("print the best schedule (json, export or python)", add_best, cmd_best),
     "cancel": ("cancel a queued or running study", add_cancel, cmd_cancel),
     "datasets": ("upload or list datasets", add_datasets, cmd_datasets),
     "plot": ("save a plot of a study as PNG", add_plot, cmd_plot),

@@ -169,9 +169,9 @@ def _num(value: Any) -> str:
 def add_best(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="study id")
     parser.add_argument(
-        "--format", choices=["json", "keras", "python"], default="json",
-        help="json: the whole best trial; keras: optimizer/schedule/callbacks as JSON "
-        "(search.training.keras_export.apply takes it); python: code that rebuilds them",
+        "--format", choices=["json", "export", "python"], default="json",
+        help="json: the whole best trial; export: its export as JSON "
+        "(search.training.keras_export.apply takes it); python: code that rebuilds it",
     )
     add_connection(parser)
 
@@ -181,35 +181,22 @@ def cmd_best(args: argparse.Namespace, _settings: Settings) -> int:
     with client_for(args) as client:
         best = client.study(args.id).best()
     if args.format == "python":
-        print(best.get("python") or _snippet(best), end="")
-    elif args.format == "keras":
-        print(json.dumps(keras_export(best), indent=2))
+        print(best["export"].get("python") or _snippet(best["export"]), end="")
+    elif args.format == "export":
+        print(json.dumps(best["export"], indent=2))
     else:
         print(json.dumps(best, indent=2))
     return EXIT_OK
 
 
-def keras_export(best: dict[str, Any]) -> dict[str, Any]:
-    """The export as `search.training.keras_export.apply` takes it (schedule, callbacks,
-    optimizer)."""
-    return {
-        "schedule": best.get("keras"),
-        "callbacks": best.get("callbacks") or [],
-        "initial_lr": best.get("initial_lr"),
-        "optimizer": best.get("optimizer"),
-    }
-
-
-def _snippet(best: dict[str, Any]) -> str:
+def _snippet(export: dict[str, Any]) -> str:
     """Build the Python snippet when the trial predates stored snippets."""
-    from search.strategies.base import Export
-    from search.strategies.export import python_snippet
+    from search.strategies.export import Export, python_snippet
 
-    export = keras_export(best)
     return python_snippet(
         Export(
             schedule=export["schedule"],
-            callbacks=export["callbacks"],
+            callbacks=export["callbacks"] or [],
             initial_lr=float(export["initial_lr"] or 0.0),
             optimizer=export["optimizer"] or {"class_name": "Adam", "config": {}},
         )

@@ -3,7 +3,7 @@
     client = Client("http://127.0.0.1:8000")
     study = client.submit(load_spec("examples/digits.yaml"))
     study.wait()                      # live progress bar on stderr
-    print(study.best()["python"])
+    print(study.best()["export"]["python"])
 
 Every non-2xx answer raises `ApiError` with the problem document's fields; a server that
 cannot be reached raises `CannotConnect`, so callers (the CLI) can tell them apart.

@@ -314,9 +314,10 @@ def test_trials_listing_detail_and_best(app_client: TestClient, db_url: str) -> 
     best = app_client.get(f"{base}/best").json()
     assert best["trial_number"] == 1 and best["value"] == pytest.approx(0.2)
     assert best["strategy"] == "constant" and best["params"] == {"initial_lr": 0.003}
-    assert best["keras"] is None and best["callbacks"] == []
-    assert best["optimizer"]["class_name"] == "Adam"
-    assert "learning_rate=0.003" in best["python"]
+    export = best["export"]
+    assert export["schedule"] is None and export["callbacks"] == []
+    assert export["optimizer"]["class_name"] == "Adam"
+    assert "learning_rate=0.003" in export["python"]
 
 
 def test_trials_by_value_page_with_keyset_cursors(app_client: TestClient, db_url: str) -> None:

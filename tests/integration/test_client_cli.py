@@ -188,7 +188,8 @@ def test_client_round_trip_with_a_real_worker(api: Api, tmp_path: Path) -> None:
         by_value = list(study.trials(order="value", state="complete", page_size=1))
         best = study.best()
         assert by_value[0]["number"] == best["trial_number"] == final["best_trial"]
-        assert best["strategy"] in ("constant", "exponential") and "keras" in best["python"]
+        assert best["strategy"] in ("constant", "exponential")
+        assert "keras" in best["export"]["python"]
         assert client.study(study.id).refresh().status == "completed"
         assert is_png_with_content(study.plot("history"))
 
@@ -271,15 +272,16 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
 
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id)
     best = json.loads(out)
-    _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "keras")
+    _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "export")
     export = json.loads(out)
-    assert set(export) == {"schedule", "callbacks", "initial_lr", "optimizer"}
+    assert export == best["export"]
+    assert set(export) == {"schedule", "callbacks", "initial_lr", "optimizer", "python"}
     from search.training.keras_export import apply
 
     optimizer, callbacks = apply(export)
     assert type(optimizer).__name__ == "Adam" and isinstance(callbacks, list)
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "python")
-    assert out == best["python"]
+    assert out == best["export"]["python"]
     namespace: dict[str, Any] = {}
     exec(compile(out, "<best>", "exec"), namespace)  # the printed snippet really runs
     assert "optimizer" in namespace and "callbacks" in namespace

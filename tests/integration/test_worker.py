@@ -79,8 +79,8 @@ def test_study_goes_queued_running_completed_and_best_deserialises(
     assert finished == 3 and body["progress"]["running"] == 0
     best = app_client.get(f"/v1/studies/{study_id}/best").json()
     assert best["strategy"] in ("exponential", "cosine", "step")
-    if best["keras"] is not None:
-        schedule = keras.optimizers.schedules.deserialize(best["keras"])
+    if best["export"]["schedule"] is not None:
+        schedule = keras.optimizers.schedules.deserialize(best["export"]["schedule"])
         assert float(schedule(0)) == pytest.approx(
             best["params"]["initial_lr"]
             if best["strategy"] != "cosine" or not best["params"]["warmup_steps"]

@@ -1,0 +1,235 @@
+"""The one entry point for a study's life in the domain: validate a requested spec against its
+dataset and the catalog, create the study (its Optuna study, then its row) and delete it.
+
+Why one place: the API only maps HTTP onto these functions, so every rule a new study must
+meet (storable values, strict numbers, a safe Keras model, a known dataset, ranges that fit
+the run, the tenant's quota) is checked here once, before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from search import store
+from search.checkpoints import CheckpointStore
+from search.errors import FieldError, QuotaExceeded, SpecError
+from search.keras_json import model_json_problems
+from search.space import check_spec_against_run, run_shape
+from search.spec import KerasJsonModel, StudySpec, field_path, parse_spec
+from search.store.notify import announce
+
+MODEL_CONFIG_FIELD = "task.model.config"
+#: At most this many problems are listed per check, so a huge bad body gets a short answer.
+MAX_REPORTED = 20
+DIGITS = "digits"
+
+
+def create_study(
+    session: Session,
+    storage: optuna.storages.BaseStorage,
+    tenant_id: str,
+    payload: dict[str, Any],
+    *,
+    data_dir: Path,
+    max_active: int,
+) -> store.Study:
+    """Validate the requested spec, hold the tenant to `max_active` queued or running studies,
+    then create the study queued for workers. Raises SpecError or QuotaExceeded."""
+    spec = validate_spec(session, tenant_id, payload, data_dir)
+    if store.count_active_studies(session, tenant_id) >= max_active:
+        raise QuotaExceeded(f"at most {max_active} queued or running studies per tenant")
+    return _insert_study(session, storage, tenant_id, spec)
+
+
+def validate_spec(
+    session: Session, tenant_id: str, payload: dict[str, Any], data_dir: Path
+) -> StudySpec:
+    """The spec, checked on its own, then against its dataset; one SpecError per failed step,
+    listing every bad field."""
+    spec = parse_payload(payload)
+    _check_model_json(spec)
+    _check_dataset_and_run(session, tenant_id, spec, data_dir)
+    return spec
+
+
+def delete_study(
+    session: Session,
+    storage: optuna.storages.BaseStorage,
+    study: store.Study,
+    checkpoints: CheckpointStore,
+) -> None:
+    """Delete the row first (workers then stop), then its Optuna study, trials and
+    checkpoints."""
+    study_id, optuna_name = study.id, study.optuna_study_name
+    session.delete(study)
+    session.commit()
+    with contextlib.suppress(KeyError):  # never created, or deleted by a concurrent call
+        optuna.delete_study(study_name=optuna_name, storage=storage)
+    checkpoints.remove_study(study_id)
+
+
+# --- the spec on its own -------------------------------------------------------------------
+
+
+def parse_payload(payload: dict[str, Any]) -> StudySpec:
+    """The spec from raw JSON, or one SpecError listing every bad field (unstorable values
+    included); then a boolean where a number belongs is refused."""
+    unstorable = _unstorable_fields(payload)
+    try:
+        spec = parse_spec(payload)
+    except SpecError as exc:
+        seen = {(e.field, e.message) for e in unstorable}
+        raise SpecError(
+            unstorable + [e for e in exc.errors if (e.field, e.message) not in seen]
+        ) from None
+    if unstorable:
+        raise SpecError(unstorable)
+    _check_strict_types(payload)
+    return spec
+
+
+def _unstorable_fields(payload: Any) -> list[FieldError]:
+    """Every string must be storable text and every number finite, in both databases.
+
+    Why: PostgreSQL refuses NUL in text and JSONB, and JSON has no NaN; such a spec would
+    otherwise fail at INSERT as a 500. Each bad value is named by its dotted path.
+    """
+    errors: list[FieldError] = []
+    for path, value in _walk(payload):
+        message = unstorable_reason(value)
+        if message:
+            errors.append(FieldError(path or "body", message))
+            if len(errors) >= MAX_REPORTED:
+                break
+    return errors
+
+
+def _walk(payload: Any) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every key and leaf, iteratively (depth cannot blow the stack)."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                child = f"{path}.{key}" if path else str(key)
+                yield child, key
+                stack.append((child, value))
+        elif isinstance(node, list):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(node))
+        else:
+            yield path, node
+
+
+def unstorable_reason(value: Any) -> str | None:
+    """Why this value cannot be stored as JSON in both databases (None when it can)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode text"
+    return None
+
+
+def _check_strict_types(payload: dict[str, Any]) -> None:
+    """A boolean where a number belongs is refused (lax parsing would read `true` as 1)."""
+    try:
+        StudySpec.model_validate(payload, strict=True)
+    except ValidationError as exc:
+        errors = [
+            FieldError(field_path(err["loc"]), "must be a number, not a boolean")
+            for err in exc.errors()
+            if isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type")
+        ]
+        if errors:
+            raise SpecError(errors) from None
+    except Exception:  # lax parsing already accepted the spec; strictness is best effort
+        return
+
+
+def _check_model_json(spec: StudySpec) -> None:
+    """Refuse a keras_json model carrying code or non-Keras classes, without importing Keras.
+
+    The worker loads it again in Keras safe mode; checking here turns a study that would
+    fail at its first trial into a SpecError on `task.model.config`.
+    """
+    model = spec.task.model
+    if not isinstance(model, KerasJsonModel):
+        return
+    problems = model_json_problems(model.config)
+    if problems:
+        raise SpecError([FieldError(MODEL_CONFIG_FIELD, m) for m in problems[:MAX_REPORTED]])
+
+
+# --- the spec against the catalog ----------------------------------------------------------
+
+
+def _check_dataset_and_run(
+    session: Session, tenant_id: str, spec: StudySpec, data_dir: Path
+) -> None:
+    """The dataset must be "digits" or the tenant's upload, and the ranges must fit the run."""
+    ref = spec.task.dataset
+    if ref == DIGITS:
+        n_train = _digits_n_train(str(data_dir))
+    else:
+        dataset = store.get_dataset(session, ref, tenant_id)
+        if dataset is None:
+            message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
+            raise SpecError([FieldError("task.dataset", message)])
+        n_train = dataset.n_train
+    errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
+    if errors:
+        raise SpecError(errors)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_n_train(data_dir: str) -> int:
+    """Rows of the built-in dataset's training split (loaded once per process)."""
+    from search.data.datasets import load_dataset  # scikit-learn: only once digits is asked for
+
+    return len(load_dataset(DIGITS, Path(data_dir)).x_train)
+
+
+# --- writes --------------------------------------------------------------------------------
+
+
+def _insert_study(
+    session: Session, storage: optuna.storages.BaseStorage, tenant_id: str, spec: StudySpec
+) -> store.Study:
+    """Create the Optuna study before the row, so a worker never sees a row without it."""
+    study_id = store.new_id()
+    optuna_name = f"lrsearch-{study_id}"
+    optuna.create_study(
+        storage=storage, study_name=optuna_name, direction=spec.objective.direction
+    )
+    study = store.Study(
+        id=study_id,
+        tenant_id=tenant_id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        status="queued",
+        n_trials=spec.n_trials,
+        trials_claimed=0,
+        optuna_study_name=optuna_name,
+    )
+    session.add(study)
+    announce(session)  # idle workers start on it now, not at their next poll
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        optuna.delete_study(study_name=optuna_name, storage=storage)
+        raise
+    return study

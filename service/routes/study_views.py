@@ -1,0 +1,187 @@
+"""How a study looks over HTTP: the response models (OpenAPI) and the JSON that fills them."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from search import store
+from service.routes.trials import finite, jsonable, trial_json
+
+
+class Links(BaseModel):
+    """Where to read a study's parts."""
+
+    self: str
+    trials: str
+    best: str
+    cancel: str
+
+
+class Progress(BaseModel):
+    """Trial counts; a retried failure is counted under `retried`, not `failed`."""
+
+    complete: int
+    pruned: int
+    failed: int
+    retried: int
+    running: int
+    waiting: int
+    remaining: int
+
+
+class StudyCreated(BaseModel):
+    """A queued study."""
+
+    id: str
+    status: str
+    links: Links
+
+
+class StudySummary(BaseModel):
+    """A study in a list."""
+
+    id: str
+    name: str
+    status: str
+    n_trials: int
+    created_at: str | None
+    finished_at: str | None
+    links: Links
+
+
+class StudyPage(BaseModel):
+    """A keyset page of studies, newest first."""
+
+    items: list[StudySummary]
+    next_cursor: str | None
+
+
+class StudyDetail(BaseModel):
+    """A study's status, spec, progress and best value so far."""
+
+    id: str
+    name: str
+    status: str
+    spec: dict[str, Any]
+    error: str | None
+    n_trials: int
+    progress: Progress
+    best_value: float | None
+    best_trial: int | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str | None
+    links: Links
+
+
+class BestExport(BaseModel):
+    """The trial's export, exactly what `search.training.keras_export.apply` takes."""
+
+    schedule: dict[str, Any] | None
+    callbacks: list[Any]
+    initial_lr: float | None
+    optimizer: dict[str, Any] | None
+    python: str | None
+
+
+class Best(BaseModel):
+    """The best trial, with its export to reuse the schedule in Keras."""
+
+    trial_number: int
+    value: float | None
+    strategy: str | None
+    params: dict[str, Any]
+    export: BestExport
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSummary:
+    """What the status shows from the trials: counts and the best (number, value)."""
+
+    progress: store.Progress
+    best: tuple[int, float | None] | None
+
+
+def trial_summary(session: Session, study: store.Study) -> TrialSummary:
+    return TrialSummary(store.study_progress(session, study), store.best_value(session, study))
+
+
+def created_json(study: store.Study) -> dict[str, Any]:
+    return {"id": study.id, "status": study.status, "links": links(study.id)}
+
+
+def links(study_id: str) -> dict[str, str]:
+    base = f"/v1/studies/{study_id}"
+    return {
+        "self": base,
+        "trials": f"{base}/trials",
+        "best": f"{base}/best",
+        "cancel": f"{base}/cancel",
+    }
+
+
+def summary_json(study: store.Study) -> dict[str, Any]:
+    return {
+        "id": study.id,
+        "name": study.name,
+        "status": study.status,
+        "n_trials": study.n_trials,
+        "created_at": _iso(study.created_at),
+        "finished_at": _iso(study.finished_at),
+        "links": links(study.id),
+    }
+
+
+def detail_json(study: store.Study, summary: TrialSummary) -> dict[str, Any]:
+    best = summary.best
+    return {
+        "id": study.id,
+        "name": study.name,
+        "status": study.status,
+        "spec": study.spec,
+        "error": study.error,
+        "n_trials": study.n_trials,
+        "progress": dataclasses.asdict(summary.progress),
+        "best_value": finite(best[1]) if best else None,
+        "best_trial": best[0] if best else None,
+        "created_at": _iso(study.created_at),
+        "started_at": _iso(study.started_at),
+        "finished_at": _iso(study.finished_at),
+        "updated_at": _iso(study.updated_at),
+        "links": links(study.id),
+    }
+
+
+def best_json(record: store.TrialRecord) -> dict[str, Any]:
+    trial = trial_json(record)
+    return {
+        "trial_number": record.number,
+        "value": trial["value"],
+        "strategy": trial["strategy"],
+        "params": trial["params"],
+        "export": export_json(record.user_attrs.get("export") or {}),
+    }
+
+
+def export_json(export: dict[str, Any]) -> dict[str, Any]:
+    """The stored export with non-finite numbers made null (a trial predating it: nulls)."""
+    return {
+        "schedule": jsonable(export.get("schedule")),
+        "callbacks": jsonable(export.get("callbacks", [])),
+        "initial_lr": finite(export.get("initial_lr")),
+        "optimizer": jsonable(export.get("optimizer")),
+        "python": export.get("python"),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
