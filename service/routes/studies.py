@@ -472,7 +472,7 @@ def _check_dataset_and_run(
 def _digits_n_train(data_dir: str) -> int | None:
     """Rows of the built-in dataset's training split (loaded once per process)."""
     try:
-        from search.data.datasets import load_dataset
+        from search.data import load_dataset
     except ImportError:
         return None
     return len(load_dataset("digits", Path(data_dir)).x_train)
