@@ -31,6 +31,7 @@ from service.client import (
     Study,
     load_spec,
 )
+from service.extras import worker_extra_missing
 from service.settings import Settings
 
 log = logging.getLogger("lrsearch.cli")
@@ -153,6 +154,9 @@ def _add_worker(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
+    if message := worker_extra_missing():
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     from search.worker.loop import run_worker
 
     run_worker(
@@ -174,6 +178,9 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the DB, start K worker processes and serve the API here; stop workers on exit."""
+    if args.workers > 0 and (message := worker_extra_missing()):
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     store.upgrade(settings.database_url)
     workers = [_spawn_worker(settings) for _ in range(max(0, args.workers))]
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
