@@ -445,8 +445,7 @@ def keras_export(best: dict[str, Any]) -> dict[str, Any]:
 
 def _snippet(best: dict[str, Any]) -> str:
     """Build the Python snippet when the trial predates stored snippets."""
-    from search.strategies.base import Export
-    from search.strategies.export import python_snippet
+    from search.strategies.export import Export, python_snippet
 
     export = keras_export(best)
     return python_snippet(

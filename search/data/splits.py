@@ -25,10 +25,10 @@ def split(
     kwargs = {"test_size": val_fraction, "random_state": seed, "shuffle": True}
     if stratify:
         try:
-            return tuple(train_test_split(x, y, stratify=y, **kwargs))  # type: ignore[return-value]
+            return tuple(train_test_split(x, y, stratify=y, **kwargs))
         except ValueError:
             pass  # a class with one row, or fewer val rows than classes
-    return tuple(train_test_split(x, y, **kwargs))  # type: ignore[return-value]
+    return tuple(train_test_split(x, y, **kwargs))
 
 
 def check_split_sizes(n: int, n_train: int, n_val: int) -> None:
