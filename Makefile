@@ -25,8 +25,9 @@ test-fast: $(STAMP)  ## no training, no servers: the edit loop
 test-slow: $(STAMP)  ## only what trains or starts servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff's rules and formatting, mypy --strict (set in pyproject's [tool.mypy])
 	$(BIN)/ruff check search service tests benchmarks
+	$(BIN)/ruff format --check search service tests benchmarks
 	$(BIN)/mypy search service
 
 demo: $(STAMP)  ## start the embedded service, run a real study on digits, print the best schedule

@@ -46,7 +46,7 @@ os.environ.setdefault("LRSEARCH_TF_THREADS", "1")  # the same for every contende
 
 import optuna
 
-from search.data.datasets import Dataset, load_digits
+from search.data import Dataset, load_digits
 from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import optuna
 
-from search.data.datasets import load_digits
+from search.data import load_digits
 from search.space import run_shape, suggest
 from search.spec import StudySpec, parse_spec
 from search.training.trainer import Trainer

@@ -316,7 +316,7 @@ def pure_compute(epochs: int, repeats: int = 3) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
-    from search.data.datasets import load_dataset
+    from search.data import load_dataset
     from search.spec import MlpModel
     from search.training.devices import configure_devices
     from search.training.models import build_model, loss_and_metrics
@@ -420,7 +420,7 @@ def engine_pair(epochs: int) -> float:
 
 
 def _engine_child(go: str, epochs: int) -> None:
-    from search.data.datasets import load_dataset
+    from search.data import load_dataset
     from search.training.devices import configure_devices
 
     configure_devices()

@@ -197,7 +197,7 @@ def _check_dataset_and_run(
 @functools.lru_cache(maxsize=1)
 def _digits_n_train(data_dir: str) -> int:
     """Rows of the built-in dataset's training split (loaded once per process)."""
-    from search.data.datasets import load_dataset  # scikit-learn: only once digits is asked for
+    from search.data import load_dataset  # scikit-learn: only once digits is asked for
 
     return len(load_dataset(DIGITS, Path(data_dir)).x_train)
 

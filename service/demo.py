@@ -107,7 +107,7 @@ def run_study(http: httpx.Client, spec: dict[str, Any], timeout_s: float) -> dic
     deadline, last = time.monotonic() + timeout_s, ""
     live = sys.stdout.isatty()  # redraw one line on a terminal, a line per change in a log
     while time.monotonic() < deadline:
-        study = http.get(f"/v1/studies/{study_id}").json()
+        study: dict[str, Any] = http.get(f"/v1/studies/{study_id}").json()
         p = study["progress"]
         best = study.get("best_value")
         best_s = f"{best:.4f}" if best is not None else "-"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from search.data.datasets import Dataset, save_npz
+from search.data import Dataset, save_npz
 from service.client import Client
 from service.demo import free_port, start_server, wait_ready
 

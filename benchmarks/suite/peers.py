@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from search.data.datasets import Dataset
+from search.data import Dataset
 from search.space import repair, run_shape
 from search.spec import StudySpec
 from search.strategies import RunShape, get_strategy

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from search.data.datasets import Dataset
+from search.data import Dataset
 from search.spec import StudySpec
 
 #: Seeds of the retrains: initialisation and shuffle. The searches use seeds 0, 1, 2, ...

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from search.data.datasets import Dataset, infer_task
+from search.data import Dataset, infer_task
 
 Split = Literal["dev", "test"]
 

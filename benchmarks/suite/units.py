@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.data.datasets import Dataset
+from search.data import Dataset
 from search.space import run_shape
 from search.spec import StudySpec, parse_spec
 

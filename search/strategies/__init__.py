@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from search.strategies.base import PARAM_BOUNDS, Export, Param, Params, RunShape, Strategy
+from search.strategies.base import PARAM_BOUNDS, Param, Params, RunShape, Strategy
 from search.strategies.constant import Constant
 from search.strategies.cosine import Cosine
 from search.strategies.cosine_restarts import CosineRestarts
 from search.strategies.exponential import Exponential
+from search.strategies.export import Export
 from search.strategies.inverse_time import InverseTime
 from search.strategies.linear import LinearToZero
 from search.strategies.one_cycle import OneCycle

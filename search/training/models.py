@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from search.data.datasets import Dataset
+from search.data import Dataset
 from search.errors import ModelError
 from search.spec import CnnModel, KerasJsonModel, MlpModel
 

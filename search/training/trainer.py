@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import optuna
 
 from search.checkpoints import TrialCheckpoint, TrialSlot
-from search.data.datasets import Dataset
+from search.data import Dataset
 from search.errors import ModelError, TrialDiverged, TrialStopped
 from search.space import run_shape, suggest
 from search.spec import StudySpec

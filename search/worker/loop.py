@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from search import store
 from search.checkpoints import CheckpointStore, TrialSlot, checkpoint_number
-from search.data.datasets import Dataset, load_dataset
+from search.data import Dataset, load_dataset
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.space import default_trials, run_shape
 from search.spec import StudySpec, parse_spec

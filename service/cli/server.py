@@ -17,7 +17,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search import store
-from service.cli.exit_codes import EXIT_OK
+from service.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from service.extras import worker_extra_missing
 from service.settings import Settings
 
 log = logging.getLogger("lrsearch.cli")
@@ -124,6 +125,9 @@ def add_worker(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
+    if message := worker_extra_missing():
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     from search.worker.loop import run_worker
 
     run_worker(
@@ -145,6 +149,9 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the DB, start K worker processes and serve the API here; stop workers on exit."""
+    if args.workers > 0 and (message := worker_extra_missing()):
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     store.upgrade(settings.database_url)
     workers = [_spawn_worker(settings) for _ in range(max(0, args.workers))]
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

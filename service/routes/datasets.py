@@ -169,7 +169,7 @@ def _detect_format(filename: str, data: bytes) -> str:
 
 def _parse(data: bytes, fmt: str, target: str | None, label: str) -> Any:
     """Run the dataset readers; their DatasetError becomes a 422 on field `file`."""
-    from search.data.datasets import read_csv, read_npz
+    from search.data import read_csv, read_npz
 
     if not data:
         raise DatasetError("the file is empty")
@@ -184,7 +184,7 @@ def _store(
     session: Session, settings: Settings, tenant_id: str, dataset: Any, fmt: str, label: str
 ) -> store.StoredDataset:
     """Write the normalised NPZ, then the row; remove the file if the row fails."""
-    from search.data.datasets import save_npz
+    from search.data import save_npz
 
     dataset_id = store.new_id()
     relative = f"datasets/{dataset_id}.npz"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from search.data.datasets import Dataset, load_digits
+from search.data import Dataset, load_digits
 from search.spec import MlpModel
 from search.training.epoch_loop import EpochLoop, epoch_orders
 from search.training.models import build_model, loss_and_metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.data.datasets import Dataset, load_digits
+from search.data import Dataset, load_digits
 from search.errors import ModelError
 from search.spec import CnnModel, KerasJsonModel, MlpModel
 from search.training.models import build_model, loss_and_metrics

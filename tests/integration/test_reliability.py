@@ -175,7 +175,7 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
     its wait counter restarted, the cut would come 3 epochs late), and the restored weights
     start the retry well below a fresh model's first loss."""
     from search.checkpoints import CheckpointStore, TrialSlot
-    from search.data.datasets import load_digits
+    from search.data import load_digits
     from search.errors import TrialStopped
     from search.spec import parse_spec
     from search.strategies import get_strategy

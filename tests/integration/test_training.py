@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.data.datasets import Dataset, load_digits
+from search.data import Dataset, load_digits
 from search.errors import TrialDiverged
 from search.spec import parse_spec
 from search.strategies import RunShape, get_strategy

@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -184,6 +185,12 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+def install_requires(extra: str) -> list[str]:
+    """pyproject's base dependencies plus one extra's, as `pip install '.[extra]'` sees them."""
+    project = pyproject()["project"]
+    return [*project["dependencies"], *project["optional-dependencies"][extra]]
+
+
 # --- Dockerfile ----------------------------------------------------------------------------
 
 
@@ -319,7 +326,7 @@ def test_dashboard_runs_a_real_command_on_the_same_database() -> None:
         assert db_url in (env_url, getattr(args, "database_url", None))
     else:
         assert entrypoint == ["optuna-dashboard"], entrypoint
-        deps = " ".join(pyproject()["project"]["dependencies"])
+        deps = " ".join(install_requires("api"))
         assert "optuna-dashboard" in deps, "the image must install optuna-dashboard"
         assert db_url in command, "the dashboard must read lrsearch's database"
         assert command[command.index("--host") + 1] == "0.0.0.0"
@@ -444,7 +451,7 @@ def test_lrsearch_services_build_existing_targets() -> None:
 
 def test_dockerfile_is_multi_stage_with_runtime_last() -> None:
     stages = [s.name for s in dockerfile().stages]
-    assert {"builder", "runtime", "gpu"} <= set(stages), stages
+    assert {"builder", "runtime", "worker-builder", "worker", "gpu"} <= set(stages), stages
     assert stages[-1] == "runtime", "`docker build .` must build the API/CPU image"
 
 
@@ -471,12 +478,45 @@ def test_runtime_healthcheck_uses_urllib_on_healthz() -> None:
     compile(command[2], "<healthcheck>", "exec")
 
 
-def test_dependencies_install_before_the_source_is_copied() -> None:
-    builder = dockerfile().stage("builder")
+@pytest.mark.parametrize("name", ["builder", "worker-builder"])
+def test_dependencies_install_before_the_source_is_copied(name: str) -> None:
+    builder = dockerfile().stage(name)
     deps = builder.index("RUN", "pip install -r")
     source = builder.index("COPY", "search")
     assert deps < source, "deps layer must come before COPY of the source (layer cache)"
     assert builder.index("RUN", "--no-deps") > source
+
+
+def requirements_files(tmp_path: Path) -> dict[str, list[str]]:
+    """Run the `requirements` stage's own `python -c` on this pyproject.toml: file -> names."""
+    from packaging.requirements import Requirement
+
+    command = shlex.split(dockerfile().stage("requirements").last("RUN") or "")
+    assert command[:2] == ["python", "-c"], command
+    code = command[2].replace("/src/pyproject.toml", str(ROOT / "pyproject.toml"))
+    code = code.replace("/requirements-", f"{tmp_path}/requirements-")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    return {
+        path.name: [Requirement(line).name for line in path.read_text().splitlines() if line]
+        for path in sorted(tmp_path.glob("requirements-*.txt"))
+    }
+
+
+def test_each_image_installs_its_own_extra(tmp_path: Path) -> None:
+    """The API image from `.[api]` (no TensorFlow), the worker images from `.[worker]`."""
+    from packaging.requirements import Requirement
+
+    files = requirements_files(tmp_path)
+    assert set(files) == {"requirements-api.txt", "requirements-worker.txt"}
+    assert not {"tensorflow", "keras"} & set(files["requirements-api.txt"])
+    assert {"tensorflow", "keras"} <= set(files["requirements-worker.txt"])
+    for extra in ("api", "worker"):
+        expected = [Requirement(r).name for r in install_requires(extra)]
+        assert files[f"requirements-{extra}.txt"] == expected
+    wanted = {"builder": "api", "worker-builder": "worker", "gpu": "worker"}
+    for stage, extra in wanted.items():
+        copies = dockerfile().stage(stage).all("COPY")
+        assert any(f"/requirements-{extra}.txt" in c for c in copies), (stage, copies)
 
 
 def test_gpu_stage_runs_the_worker_on_tensorflow_gpu() -> None:
@@ -487,9 +527,7 @@ def test_gpu_stage_runs_the_worker_on_tensorflow_gpu() -> None:
     match = re.fullmatch(r"tensorflow/tensorflow:(\d+\.\d+\.\d+)-gpu", gpu.base)
     assert match, f"the gpu stage must start from TensorFlow's GPU image, not {gpu.base}"
     tf = next(
-        Requirement(r)
-        for r in pyproject()["project"]["dependencies"]
-        if Requirement(r).name == "tensorflow"
+        Requirement(r) for r in install_requires("worker") if Requirement(r).name == "tensorflow"
     )
     assert tf.specifier.contains(match.group(1)), (
         f"the image's TensorFlow {match.group(1)} is outside pyproject's {tf.specifier}: "
@@ -499,6 +537,23 @@ def test_gpu_stage_runs_the_worker_on_tensorflow_gpu() -> None:
     assert gpu.last("USER") == "lrsearch"
     assert gpu.exec_form("ENTRYPOINT") == ["lrsearch"]
     assert parse_lrsearch(gpu.exec_form("CMD")).command == "worker"
+
+
+def test_cpu_worker_stage() -> None:
+    worker = dockerfile().stage("worker")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", worker.base), worker.base
+    assert worker.last("USER") == "lrsearch"
+    assert worker.exec_form("ENTRYPOINT") == ["lrsearch"]
+    assert parse_lrsearch(worker.exec_form("CMD")).command == "worker"
+    assert any("--from=worker-builder" in c and "/opt/venv" in c for c in worker.all("COPY"))
+    assert not any("pip install" in r for r in worker.all("RUN")), "deps come from the builder"
+
+
+def test_services_run_the_image_of_their_extra() -> None:
+    """Workers build the images with TensorFlow; the rest the API's image, which has none."""
+    assert (build_target("worker"), build_target("worker-gpu")) == ("worker", "gpu")
+    for name in EXPECTED_SERVICES - {"postgres", *WORKERS}:
+        assert build_target(name) == "runtime", name
 
 
 def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:

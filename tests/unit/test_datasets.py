@@ -1,4 +1,4 @@
-"""search.data.datasets: loaders, round trips and every way bad data is refused (no TensorFlow)."""
+"""search.data: loaders, round trips and every way bad data is refused (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.data import datasets as ds
-from search.data.datasets import (
+from search.data import (
     MAX_FEATURES,
     Dataset,
     infer_task,
@@ -22,6 +21,8 @@ from search.data.datasets import (
     read_npz,
     save_npz,
 )
+from search.data.checks import assemble
+from search.data.csv_reader import MAX_HEADER_CHARS
 from search.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,10 +82,7 @@ def test_dataset_arrays_are_read_only_and_repr_is_short() -> None:
 
 
 def test_module_does_not_import_tensorflow() -> None:
-    code = (
-        "import sys, search.data.datasets;"
-        " print('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    )
+    code = "import sys, search.data; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -103,7 +101,7 @@ def test_npz_round_trip(tmp_path: Path) -> None:
 
 def test_npz_round_trip_keeps_whole_number_regression(tmp_path: Path) -> None:
     a = _arrays()
-    reg = ds._assemble(
+    reg = assemble(
         "r", a["x_train"], a["y_train"] * 1.0, a["x_val"], a["y_val"] * 1.0, task="regression"
     )
     save_npz(reg, tmp_path / "r.npz")
@@ -333,7 +331,7 @@ def test_dataset_equality_needs_identical_arrays() -> None:
 
 
 def test_csv_overlong_header_and_mixed_target_and_missing_file(tmp_path: Path) -> None:
-    assert "header row is too long" in _error(read_csv, b"a" * (ds._MAX_HEADER_CHARS + 5), "a")
+    assert "header row is too long" in _error(read_csv, b"a" * (MAX_HEADER_CHARS + 5), "a")
     rows = ["x,y"] + [f"{i},{i if i % 2 else 'text'}" for i in range(20)]
     assert "mixes numbers and text" in _error(read_csv, _csv(rows), "y")
     assert "no such file" in _error(read_npz, tmp_path / "absent.npz")
