@@ -9,13 +9,13 @@ through a small optimizer view instead of the optimizer's (schedule-backed) rate
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from search.strategies.custom_schedules import WARMUP_STABLE_DECAY
-from search.training.schedules import WarmupStableDecay
 
 MAX_BOUNDARIES = 4
 _FAR = 2**40  # a boundary that is never reached: pads short piecewise schedules
@@ -44,11 +44,11 @@ _FLAG: dict[str, str] = {
     "InverseTimeDecay": "staircase",
     "PolynomialDecay": "cycle",
 }
-#: lrsearch's own schedule: numeric fields in variables, one branch per pair of shapes.
+#: lrsearch's own schedule: numeric fields in variables, its shapes as one-hot weights, so
+#: one branch plays every shape (a branch per shape pair tripled the graph's tracing time).
 _WSD_NUMERIC = ("peak_lr", "warmup_steps", "stable_steps", "decay_steps", "start_lr", "end_lr")
-_WSD_SHAPES = tuple(
-    (up, down) for up in ("linear", "cosine") for down in ("linear", "cosine", "1-sqrt")
-)
+_WSD_UP = ("linear", "cosine")
+_WSD_DOWN = ("linear", "cosine", "1-sqrt")
 
 
 def _var(value: float, dtype: Any = tf.float32) -> tf.Variable:
@@ -62,7 +62,7 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         self.branch = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.base_lr = _var(1e-3)
-        self._slots: dict[tuple[str, Any], tuple[int, dict[str, tf.Variable]]] = {}
+        self._slots: dict[tuple[str, bool], tuple[int, dict[str, tf.Variable]]] = {}
         self._fns: list[Any] = [lambda step: tf.identity(self.base_lr)]
         for cls_name, fields in _NUMERIC.items():
             for flag in (False, True) if cls_name in _FLAG else (False,):
@@ -76,12 +76,9 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         )
         self._slots[("PiecewiseConstantDecay", False)] = (len(self._fns), {})
         self._fns.append(piecewise)
-        for shapes in _WSD_SHAPES:
-            variables = {f: _var(1.0) for f in _WSD_NUMERIC}
-            self._slots[(WARMUP_STABLE_DECAY, shapes)] = (len(self._fns), variables)
-            self._fns.append(
-                WarmupStableDecay(**variables, warmup_shape=shapes[0], decay_shape=shapes[1])
-            )
+        self._wsd = _ShapedWarmupStableDecay()
+        self._slots[(WARMUP_STABLE_DECAY, False)] = (len(self._fns), self._wsd.numeric)
+        self._fns.append(self._wsd)
 
     def _add_slot(self, cls_name: str, flag: bool, variables: dict[str, tf.Variable]) -> None:
         cls = getattr(keras.optimizers.schedules, cls_name)
@@ -104,11 +101,9 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
             self.branch.assign(0)
             return
         cls_name, cfg = schedule["class_name"], dict(schedule["config"])
+        index, variables = self._slots[(cls_name, bool(cfg.get(_FLAG.get(cls_name, ""), False)))]
         if cls_name == WARMUP_STABLE_DECAY:
-            variant: Any = (cfg["warmup_shape"], cfg["decay_shape"])
-        else:
-            variant = bool(cfg.get(_FLAG.get(cls_name, ""), False))
-        index, variables = self._slots[(cls_name, variant)]
+            self._wsd.load_shapes(cfg["warmup_shape"], cfg["decay_shape"])
         if cls_name == "PiecewiseConstantDecay":
             self._load_piecewise(cfg["boundaries"], cfg["values"])
         if cls_name == "CosineDecay" and cfg.get("warmup_target") is None:
@@ -129,6 +124,40 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+class _ShapedWarmupStableDecay:
+    """`WarmupStableDecay` (search.strategies.custom_schedules) on variables, its shapes
+    chosen by one-hot weights: w * x + 0 * y is exactly x, so every shape gives exactly the
+    exported class's float32 rate (pinned by tests/integration/test_strategy_keras.py)."""
+
+    def __init__(self) -> None:
+        self.numeric = {f: _var(1.0) for f in _WSD_NUMERIC}
+        self.up = {s: _var(0.0) for s in _WSD_UP}
+        self.down = {s: _var(0.0) for s in _WSD_DOWN}
+
+    def load_shapes(self, warmup_shape: str, decay_shape: str) -> None:
+        for name, var in self.up.items():
+            var.assign(1.0 if name == warmup_shape else 0.0)
+        for name, var in self.down.items():
+            var.assign(1.0 if name == decay_shape else 0.0)
+
+    def __call__(self, step: Any) -> Any:
+        v = self.numeric
+        step = tf.cast(step, tf.float32)
+        warmup, stable, decay = v["warmup_steps"], v["stable_steps"], v["decay_steps"]
+        up = tf.clip_by_value(step / tf.maximum(warmup, 1.0), 0.0, 1.0)
+        up = self.up["linear"] * up + self.up["cosine"] * (0.5 * (1.0 - tf.cos(math.pi * up)))
+        down = tf.clip_by_value((step - warmup - stable) / tf.maximum(decay, 1.0), 0.0, 1.0)
+        left = (
+            self.down["linear"] * (1.0 - down)
+            + self.down["cosine"] * (0.5 * (1.0 + tf.cos(math.pi * down)))
+            + self.down["1-sqrt"] * (1.0 - tf.sqrt(down))
+        )
+        peak, start, end = v["peak_lr"], v["start_lr"], v["end_lr"]
+        rising = start + (peak - start) * up
+        falling = end + (peak - end) * left
+        return tf.where(step < warmup, rising, falling)
 
 
 class LrHandle:
