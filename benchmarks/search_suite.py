@@ -27,6 +27,7 @@ Last line, over the test tasks: rank_final=R1 rank_best=R2 wins=W/T epochs_ratio
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,9 @@ def main() -> None:
     else:
         _run_shard(args, chosen, seeds, out)
     records = units.read_records(_shard_paths(out, max(args.jobs, 1)))
+    if args.variant:
+        records = [{**r, "contender": units.LRSEARCH} if r["contender"] == args.variant else r
+                   for r in records if r["contender"] != units.LRSEARCH]
     _report(records, chosen, time.perf_counter() - started)
 
 
@@ -75,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "suite.jsonl"))
     p.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     p.add_argument("--list", action="store_true", help="print the suite and exit")
+    p.add_argument("--contenders", default="",
+                   help="comma-separated subset: baselines, peers, lrsearch (default: all)")
+    p.add_argument("--label", default=units.LRSEARCH,
+                   help="record lrsearch under this name (a dev variant)")
+    p.add_argument("--lrsearch-spec", default="{}",
+                   help="JSON merged into lrsearch's study spec (a dev variant)")
+    p.add_argument("--variant", default="",
+                   help="report: read the records labelled so as lrsearch's")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", internal
     args, _ = p.parse_known_args()
     if args.list:
@@ -105,31 +117,42 @@ def _run_shard(args: argparse.Namespace, chosen: list[tasks.Task], seeds: list[i
     path = out if args.shard is None else out.with_suffix(f".shard{index}.jsonl")
     existing = units.read_records(_shard_paths(out, max(args.jobs, 1)))
     plan = [(t, s) for s in seeds for t in chosen][index::count]
-    todo = [(t, s) for t, s in plan if _missing(existing, t, s)]
+    unit_plan = _plan(args)
+    todo = [(t, s) for t, s in plan if _missing(existing, t, s, unit_plan)]
     if not todo:
         return
+    from contextlib import nullcontext
+
     from suite.lrsearch_runner import service
 
     uploads: dict[str, str] = {}
-    with service() as base, path.open("a") as sink:
+    needs_service = units.LRSEARCH in unit_plan.contenders
+    with (service() if needs_service else nullcontext("")) as base, path.open("a") as sink:
         def emit(rec: dict[str, Any]) -> None:
             sink.write(_json(rec) + "\n")
             sink.flush()
 
         for task, seed in todo:
             have = [r for r in existing if r["task"] == task.name and r["seed"] == seed]
-            units.run_unit(task, seed, args.trials, base, uploads, have, emit, _log)
+            units.run_unit(task, seed, args.trials, base, uploads, have, emit, _log, unit_plan)
 
 
-def _missing(existing: list[dict[str, Any]], task: tasks.Task, seed: int) -> bool:
+def _plan(args: argparse.Namespace) -> units.Plan:
+    groups = {"baselines": units.BASELINES, "peers": units.peers.SEARCHING_PEERS,
+              "lrsearch": (units.LRSEARCH,)}
+    names = [n for g in args.contenders.split(",") if g for n in groups[g]] or units.CONTENDERS
+    return units.Plan(frozenset(names), args.label, json.loads(args.lrsearch_spec))
+
+
+def _missing(existing: list[dict[str, Any]], task: tasks.Task, seed: int,
+             plan: units.Plan) -> bool:
     have = {r["contender"] for r in existing if r["task"] == task.name and r["seed"] == seed}
-    wanted = set(units.CONTENDERS) if seed == 0 else set(units.CONTENDERS) - set(units.BASELINES)
-    return not wanted <= have
+    return not plan.wanted(seed) <= have
 
 
 def _report(records: list[dict[str, Any]], chosen: list[tasks.Task], wall_s: float) -> None:
     names = {t.name for t in chosen}
-    records = [r for r in records if r["task"] in names]
+    records = [r for r in records if r["task"] in names and r["contender"] in units.CONTENDERS]
     table = report.per_task(records)
     splits = {t.name: t.split for t in tasks.TASKS}
     report.print_tasks(table, splits)

@@ -45,13 +45,14 @@ def service() -> Iterator[str]:
 
 
 def search(base: str, task: Task, data: Dataset, n_trials: int, seed: int,
-           uploads: dict[str, str], timeout_s: float = 3600) -> tuple[SearchResult, list[Any]]:
+           uploads: dict[str, str], timeout_s: float = 3600,
+           extra: dict[str, Any] | None = None) -> tuple[SearchResult, list[Any]]:
     """Run the study; the result and its finished trials (for the epochs-to-beat measure)."""
     with Client(base, timeout=120) as client:
         dataset_id = uploads.get(task.name) or _upload(client, data)
         uploads[task.name] = dataset_id
         spec = {"name": f"suite-{task.name}-{seed}", "task": task.spec_task(dataset_id, data),
-                "n_trials": n_trials, "seed": seed}
+                "n_trials": n_trials, "seed": seed, **(extra or {})}
         started = time.perf_counter()
         study = client.submit(spec)
         deadline = time.monotonic() + timeout_s

@@ -29,6 +29,8 @@ from search.space import repair, run_shape
 from search.spec import StudySpec
 from search.strategies import RunShape, get_strategy
 
+from .retrain import STEPS_PER_EXECUTION
+
 KT_RANDOM = "Keras Tuner RandomSearch"
 KT_HYPERBAND = "Keras Tuner Hyperband"
 OPTUNA_MEDIAN = "Optuna TPE + MedianPruner"
@@ -67,7 +69,8 @@ def _fit_trial(spec: StudySpec, data: Dataset, export: dict[str, Any], epochs: i
     if model is None:
         model = build_model(spec.task.model, data, seed=None)
         loss, metrics = loss_and_metrics(data, model)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                      steps_per_execution=STEPS_PER_EXECUTION)
     train = (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         .shuffle(len(data.x_train))
@@ -215,7 +218,8 @@ def _hypermodel(spec: StudySpec, data: Dataset, run: RunShape, result: SearchRes
             optimizer, _ = apply(self.export)
             model = build_model(spec.task.model, data, seed=None)
             loss, metrics = loss_and_metrics(data, model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                          steps_per_execution=STEPS_PER_EXECUTION)
             return model
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:

@@ -9,6 +9,7 @@ through the same function: `apply(export)` (what lrsearch's users call), a model
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -21,16 +22,28 @@ from search.spec import StudySpec
 RETRAIN_SEEDS: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
 
 
+#: Plain fits run this many batches per graph call: the same training, less Python per step
+#: (only epoch-level callbacks are used, so they see exactly what they would see otherwise).
+STEPS_PER_EXECUTION = 32
+_CACHE: dict[str, list[list[float]]] = {}
+
+
 def curves(spec: StudySpec, data: Dataset, export: dict[str, Any],
            seeds: tuple[int, ...] = RETRAIN_SEEDS) -> list[list[float]]:
-    """val_loss per epoch of `export` retrained once per seed (NaN where it diverged)."""
+    """val_loss per epoch of `export` retrained once per seed (NaN where it diverged); the
+    same export on the same task is retrained once per process."""
     from search.training.keras_export import apply
 
-    out = []
-    for seed in seeds:
-        optimizer, callbacks = apply(export)
-        out.append(_fit(spec, data, seed, optimizer, callbacks))
-    return out
+    retrainable = {k: export.get(k) for k in ("schedule", "callbacks", "initial_lr", "optimizer")}
+    key = json.dumps([data.name, spec.task.model_dump(mode="json"), retrainable, seeds],
+                     sort_keys=True)
+    if key not in _CACHE:
+        out = []
+        for seed in seeds:
+            optimizer, callbacks = apply(export)
+            out.append(_fit(spec, data, seed, optimizer, callbacks))
+        _CACHE[key] = out
+    return [list(c) for c in _CACHE[key]]
 
 
 def schedule_free_curves(spec: StudySpec, data: Dataset,
@@ -56,7 +69,8 @@ def _fit(spec: StudySpec, data: Dataset, seed: int, optimizer: Any, callbacks: l
 
     model = build_model(spec.task.model, data, seed)
     loss, metrics = loss_and_metrics(data, model)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                  steps_per_execution=STEPS_PER_EXECUTION)
     train = (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)

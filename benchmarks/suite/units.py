@@ -10,6 +10,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,26 @@ def record(task: Task, seed: int, contender: str, curves: list[list[float]],
     return out
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Which contenders run, and lrsearch's label and spec additions (for dev variants)."""
+
+    contenders: frozenset[str] = frozenset(CONTENDERS)
+    label: str = LRSEARCH
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def wanted(self, seed: int) -> set[str]:
+        names = {self.label if c == LRSEARCH else c for c in self.contenders}
+        return names if seed == 0 else names - set(BASELINES)
+
+
 def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str, str],
-             existing: list[dict[str, Any]], emit: Emit, log: Callable[[str], None]) -> None:
-    """Every contender not yet in `done` on (task, seed); baselines only with seed 0 (they
-    do not search, so the seed of a search does not change them)."""
-    done = {r["contender"] for r in existing}
+             existing: list[dict[str, Any]], emit: Emit, log: Callable[[str], None],
+             plan: Plan | None = None) -> None:
+    """Every contender of `plan` not yet recorded on (task, seed); baselines only with seed 0
+    (they do not search, so the seed of a search does not change them)."""
+    plan = plan or Plan()
+    done = {r["contender"] for r in existing} | (set(CONTENDERS) - set(plan.contenders))
     records = list(existing)
 
     def keep(rec: dict[str, Any]) -> None:
@@ -92,15 +108,16 @@ def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str,
         assert result.export is not None
         keep(record(task, seed, name, retrain.curves(spec, data, result.export), result))
         log(f"{task.name} seed {seed}: {name} done in {result.wall_s:.0f}s")
-    if LRSEARCH in done:
+    if LRSEARCH not in plan.contenders or plan.label in {r["contender"] for r in existing}:
         return
-    result, trials = lrsearch_runner.search(base, task, data, n_trials, seed, uploads)
+    result, trials = lrsearch_runner.search(base, task, data, n_trials, seed, uploads,
+                                            extra=plan.extra)
     assert result.export is not None
     curves = retrain.curves(spec, data, result.export)
     mine = {**record(task, seed, LRSEARCH, curves, result), "choices": _choices(spec, data, trials)}
     mine["epochs_to_beat"] = epochs_to_beat(task, [*records, mine], seed, {})
-    keep(mine)
-    log(f"{task.name} seed {seed}: lrsearch done in {result.wall_s:.0f}s")
+    keep({**mine, "contender": plan.label, "extra": plan.extra})
+    log(f"{task.name} seed {seed}: {plan.label} done in {result.wall_s:.0f}s")
 
 
 def _choices(spec: StudySpec, data: Dataset, trials: list[Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,110 @@
+"""A best that holds up: re-run the top candidates on fresh seeds, choose by their mean.
+
+Every exploring trial of a study starts from the same seeded weights and batch order, so
+schedules are compared on equal terms; but the best single run is then partly a lucky draw
+for that one initialisation, and a user who retrains the schedule gets less than it promised.
+So the last trial slots of a study (REPLICATE_SHARE of them) re-run its best candidates, each
+from a new initialisation and batch order, and `/best` is the candidate with the best mean
+over its seeds, reported with their spread and number.
+
+Pure Python: the worker plans the replicates, the store and the API choose the best with it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+#: Share of a study's trial slots spent re-running its best candidates on fresh seeds.
+REPLICATE_SHARE = 0.25
+#: Studies smaller than this spend every slot exploring (a replicate of too little is noise).
+MIN_TRIALS_FOR_REPLICATES = 8
+#: System attributes of a replicate trial: the number of the trial it re-runs, and its seed.
+REPLICATE_OF = "lrsearch:replicate_of"
+INIT_SEED = "lrsearch:init_seed"
+#: Added to the study's seed for a replicate's weights and batch order (k = 1, 2, ...).
+SEED_STRIDE = 7919
+
+
+def replicate_slots(n_trials: int) -> int:
+    """How many of a study's slots re-run candidates (0 for small studies)."""
+    if n_trials < MIN_TRIALS_FOR_REPLICATES:
+        return 0
+    return max(1, round(n_trials * REPLICATE_SHARE))
+
+
+def candidates_to_rerun(n_replicates: int) -> int:
+    """The top-k candidates the replicates go to: two extra seeds each, where the budget
+    allows (three seeds are the fewest with a spread worth reporting)."""
+    return max(1, n_replicates // 2)
+
+
+def replicate_seed(study_seed: int | None, k: int) -> int:
+    """The seed of a candidate's k-th replicate (k >= 1): never the study's own seed."""
+    return (study_seed or 0) + SEED_STRIDE * k
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished trial as selection sees it."""
+
+    number: int
+    value: float
+    replicate_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration and the runs behind it (the original first)."""
+
+    number: int
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def sd(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+
+def candidates(runs: Iterable[Run]) -> list[Candidate]:
+    """Group replicates with the trial they re-run (finite values only)."""
+    groups: dict[int, list[float]] = {}
+    order: list[int] = []
+    for run in sorted(runs, key=lambda r: (r.replicate_of is not None, r.number)):
+        if not math.isfinite(run.value):
+            continue
+        key = run.number if run.replicate_of is None else run.replicate_of
+        if key not in groups:
+            if run.replicate_of is not None:
+                continue  # its original did not complete: not comparable
+            groups[key], order = [], [*order, key]
+        groups[key].append(run.value)
+    return [Candidate(n, tuple(groups[n])) for n in order]
+
+
+def choose(runs: Iterable[Run], maximize: bool) -> Candidate | None:
+    """The best candidate: among those re-run on several seeds, the best mean; when none
+    was re-run, the best single run."""
+    pool = candidates(runs)
+    replicated = [c for c in pool if c.seeds > 1]
+    pick = replicated or pool
+    if not pick:
+        return None
+    sign = -1.0 if maximize else 1.0
+    return min(pick, key=lambda c: (sign * c.mean, c.number))
+
+
+def top_numbers(runs: Sequence[Run], k: int, maximize: bool) -> list[int]:
+    """The k best original trials by value: the candidates the replicates re-run."""
+    originals = [r for r in runs if r.replicate_of is None and math.isfinite(r.value)]
+    ranked = sorted(originals, key=lambda r: (-r.value if maximize else r.value, r.number))
+    return [r.number for r in ranked[:k]]
