@@ -12,6 +12,9 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `catalog`: tenants, studies and datasets as the API lists them;
 - `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
 - `trial_counts`: the answer cache's version, service metrics, what the sweep heals.
+
+Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
+`optuna_private` (the only module that touches Optuna's private names).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ from search.store.trial_counts import (
 )
 from search.store.trials import (
     Progress,
-    TrialRecord,
+    StoredTrial,
     ValueCursor,
     best_trial,
     best_value,
@@ -105,10 +108,10 @@ __all__ = [
     "JsonType",
     "Progress",
     "StoredDataset",
+    "StoredTrial",
     "Study",
     "StudyStatus",
     "Tenant",
-    "TrialRecord",
     "TrialsVersion",
     "UTCDateTime",
     "ValueCursor",

@@ -285,9 +285,9 @@ def _best_body(state: State, study_id: str, caller: Caller) -> bytes:
     return body
 
 
-def _best_json(record: store.TrialRecord) -> dict[str, Any]:
+def _best_json(record: store.StoredTrial) -> dict[str, Any]:
     trial = trial_json(record)
-    export = record.user_attrs.get("export") or {}
+    export = record.outcome.export
     return {
         "trial_number": record.number,
         "value": trial["value"],
