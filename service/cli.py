@@ -153,7 +153,7 @@ def _add_worker(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
-    from search.worker.loop import run_worker
+    from search.worker import run_worker
 
     run_worker(
         database_url=settings.database_url,
