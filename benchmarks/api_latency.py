@@ -42,6 +42,7 @@ import optuna
 import psycopg
 import sqlalchemy as sa
 
+from search.store.optuna_private import study_id as optuna_study_id
 from service.demo import free_port, wait_ready
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -85,7 +86,9 @@ def fill(db_url: str, study_id: str, start: int, stop: int) -> None:
     with engine.begin() as conn:
         template = (
             conn.execute(
-                sa.select(trials).where(trials.c.number == 0, trials.c.study_id == study._study_id)
+                sa.select(trials).where(
+                    trials.c.number == 0, trials.c.study_id == optuna_study_id(study)
+                )
             )
             .mappings()
             .one()

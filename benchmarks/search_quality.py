@@ -47,6 +47,7 @@ os.environ.setdefault("LRSEARCH_TF_THREADS", "1")  # the same for every contende
 import optuna
 
 from search.data import Dataset, load_digits
+from search.outcome import TrialOutcome
 from search.space import repair, run_shape
 from search.spec import StudySpec, parse_spec
 from search.strategies import RunShape, get_strategy
@@ -148,7 +149,8 @@ def run_trainer(
     run = Run(contender, spec.task.model.kind, spec.seed or 0, time.perf_counter() - started)
     for t in study.trials:
         value = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
-        run.trials.append(TrialRun(int(t.user_attrs.get("epochs_run", 0)), value))
+        epochs = TrialOutcome.from_attrs(t.user_attrs).epochs_run or 0
+        run.trials.append(TrialRun(epochs, value))
     return run
 
 

@@ -124,8 +124,8 @@ class CheckpointStore:
 
 
 @dataclass
-class TrialSlot:
-    """The checkpoint of one trial: what the trainer saves to and resumes from."""
+class CheckpointHandle:
+    """The checkpoint file of one trial: what the trainer saves to and resumes from."""
 
     store: CheckpointStore
     study_id: str
@@ -164,4 +164,4 @@ def _number(number: int) -> int:
     return number
 
 
-__all__ = ["CheckpointStore", "TrialCheckpoint", "TrialSlot", "checkpoint_number"]
+__all__ = ["CheckpointHandle", "CheckpointStore", "TrialCheckpoint", "checkpoint_number"]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.outcome import TrialOutcome
+
 PLOT_NAMES: tuple[str, ...] = ("lr", "validation", "history", "strategies")
 FIGSIZE = (8.0, 4.5)
 DPI = 100
@@ -34,6 +36,30 @@ class PlotTrial:
     curve: list[float] = field(default_factory=list)
 
     @classmethod
+    def from_outcome(
+        cls,
+        number: int,
+        value: float | None,
+        outcome: TrialOutcome,
+        metric: str,
+        intermediate: Iterable[tuple[int, float]] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> PlotTrial:
+        """Build from what a worker stores: the outcome's `lr` and `history` (intermediate
+        values stand in for the objective's curve when the history lacks it)."""
+        curve = outcome.history.get(metric)
+        if not curve:
+            curve = [v for _, v in sorted(intermediate)]
+        strategy = outcome.strategy or (params or {}).get("strategy") or "?"
+        return cls(
+            number=number,
+            value=value,
+            strategy=str(strategy),
+            lr=_floats(outcome.lr),
+            curve=_floats(curve),
+        )
+
+    @classmethod
     def from_attrs(
         cls,
         number: int,
@@ -43,20 +69,9 @@ class PlotTrial:
         intermediate: Iterable[tuple[int, float]] = (),
         params: Mapping[str, Any] | None = None,
     ) -> PlotTrial:
-        """Build from what a worker stores: the `lr` and `history` user attrs (intermediate
-        values stand in for the objective's curve when the history lacks it)."""
-        history = user_attrs.get("history") or {}
-        curve = history.get(metric) if isinstance(history, Mapping) else None
-        if not curve:
-            curve = [v for _, v in sorted(intermediate)]
-        strategy = user_attrs.get("strategy") or (params or {}).get("strategy") or "?"
-        return cls(
-            number=number,
-            value=value,
-            strategy=str(strategy),
-            lr=_floats(user_attrs.get("lr") or []),
-            curve=_floats(curve),
-        )
+        """`from_outcome` for a trial's raw user attributes."""
+        outcome = TrialOutcome.from_attrs(user_attrs)
+        return cls.from_outcome(number, value, outcome, metric, intermediate, params)
 
 
 @dataclass(frozen=True)

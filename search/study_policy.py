@@ -24,10 +24,11 @@ from collections.abc import Container, Iterable
 from typing import Any
 
 import optuna
-from optuna.samplers._tpe.sampler import _RELATIVE_PARAMS_KEY, _SYSTEM_ATTR_MAX_LENGTH
 from optuna.trial import FrozenTrial, TrialState
 
 from search.spec import StudySpec
+from search.store import optuna_private as private
+from search.store.optuna_private import RELATIVE_PARAMS_KEY, SYSTEM_ATTR_MAX_LENGTH
 
 #: A trial this many times worse (as an error) than the best completed one is hopeless. Good
 #: trials' noisy early epochs reach 2-3.5x the best (digits CNN), a rate far off 5-10x.
@@ -101,42 +102,45 @@ class SnapshotTPESampler(optuna.samplers.TPESampler):
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
     ) -> dict[str, Any]:
         strategy = search_space.get(STRATEGY_PARAM)
-        if not self._group or strategy is None or self._search_space_group is None:
+        groups = private.tpe_group_spaces(self)
+        if strategy is None or groups is None:
             return super().sample_relative(study, trial, search_space)
-        params = self._sample_relative(study, trial, {STRATEGY_PARAM: strategy})
+        params = private.tpe_sample_relative(self, study, trial, {STRATEGY_PARAM: strategy})
         if STRATEGY_PARAM not in params:  # still random start-up: nothing relative to share
             return super().sample_relative(study, trial, search_space)
         prefix = f"{params[STRATEGY_PARAM]}."
-        for group in self._search_space_group.search_spaces:
+        for group in groups:
             used = {
                 name: dist
                 for name, dist in sorted(group.items())
                 if name.startswith(prefix) and name in search_space and not dist.single()
             }
-            params.update(self._sample_relative(study, trial, used))
-        if self._constant_liar:
+            params.update(private.tpe_sample_relative(self, study, trial, used))
+        if private.tpe_constant_liar(self):
             _share_relative_params(study, trial, params)
         return params
 
-    def _sample(
+    def _sample(  # overrides TPE's private `_sample`: the one place all its reads go through
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
     ) -> dict[str, Any]:
-        return super()._sample(_TrialCachedStudy(study), trial, search_space)  # type: ignore[arg-type]
+        return private.tpe_sample(self, _TrialCachedStudy(study), trial, search_space)
 
 
 def _share_relative_params(study: optuna.Study, trial: FrozenTrial, params: dict[str, Any]) -> None:
     """What Optuna's TPE stores for other workers' constant liar, in its own format."""
     text = json.dumps(params)
-    for i in range(0, len(text), _SYSTEM_ATTR_MAX_LENGTH):
-        study._storage.set_trial_system_attr(
-            trial._trial_id,
-            f"{_RELATIVE_PARAMS_KEY}:{i // _SYSTEM_ATTR_MAX_LENGTH}",
-            text[i : i + _SYSTEM_ATTR_MAX_LENGTH],
+    storage = private.study_storage(study)
+    for i in range(0, len(text), SYSTEM_ATTR_MAX_LENGTH):
+        storage.set_trial_system_attr(
+            private.trial_id(trial),
+            f"{RELATIVE_PARAMS_KEY}:{i // SYSTEM_ATTR_MAX_LENGTH}",
+            text[i : i + SYSTEM_ATTR_MAX_LENGTH],
         )
 
 
 class _TrialCachedStudy:
-    """A study view whose `_get_trials` always answers from the per-trial cache."""
+    """A study view whose `_get_trials` (the private read TPE calls) always answers from the
+    per-trial cache."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -147,7 +151,7 @@ class _TrialCachedStudy:
         states: Container[TrialState] | None = None,
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
-        return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=True)
+        return private.cached_trials(self._study, deepcopy, states)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -220,7 +224,8 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         """The study's completed trials, read at a trial's first judged epoch and then again
         only after `refresh_s`: short epochs would otherwise spend more time reading the
         study than training."""
-        now, key = time.monotonic(), (id(study._storage), study._study_id, number)
+        storage, optuna_id = private.study_storage(study), private.study_id(study)
+        now, key = time.monotonic(), (id(storage), optuna_id, number)
         cached = self._peers
         if cached is None or cached[0] != key or now - cached[1] >= self.refresh_s:
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -11,7 +11,11 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `budget`: a study's trial slots as workers claim, give back and close them;
 - `catalog`: tenants, studies and datasets as the API lists them;
 - `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
-- `trial_counts`: the answer cache's version, service metrics, what the sweep heals.
+- `trial_counts`: the answer cache's version, service metrics, what the sweep heals;
+- `work`: what a worker reads to choose its work (claimable and active studies, a status).
+
+Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
+`optuna_private` (the only module that touches Optuna's private names).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ from search.store.trial_counts import (
 )
 from search.store.trials import (
     Progress,
-    TrialRecord,
+    StoredTrial,
     ValueCursor,
     best_trial,
     best_value,
@@ -88,9 +92,17 @@ from search.store.trials import (
     trials_page,
     value_cursor,
 )
+from search.store.work import (
+    CANDIDATES_READ,
+    Claimable,
+    active_studies,
+    claimable_studies,
+    study_status,
+)
 
 __all__ = [
     "ALEMBIC_VERSION_TABLE",
+    "CANDIDATES_READ",
     "DIALECT_INSERTS",
     "FINAL",
     "MIGRATIONS_DIR",
@@ -102,22 +114,25 @@ __all__ = [
     "STUDY_STATUSES",
     "ApiToken",
     "Base",
+    "Claimable",
     "JsonType",
     "Progress",
     "StoredDataset",
+    "StoredTrial",
     "Study",
     "StudyStatus",
     "Tenant",
-    "TrialRecord",
     "TrialsVersion",
     "UTCDateTime",
     "ValueCursor",
+    "active_studies",
     "active_studies_using",
     "alembic_config",
     "as_utc",
     "best_trial",
     "best_value",
     "claim_slot",
+    "claimable_studies",
     "close_budget",
     "count_active_studies",
     "count_datasets",
@@ -143,6 +158,7 @@ __all__ = [
     "running_trial_counts",
     "session_factory",
     "study_progress",
+    "study_status",
     "study_status_counts",
     "study_with_trials_version",
     "trial_state_counts",

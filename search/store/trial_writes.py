@@ -24,25 +24,31 @@ from optuna.distributions import (
     distribution_to_json,
     json_to_distribution,
 )
-from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy import text
 
 from search.store import DIALECT_INSERTS
+from search.store import optuna_private as private
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    """All of `attrs` or none of them; other storages get one Optuna call per key."""
-    upsert = _upsert_for(trial)
+    """All of `attrs` or none of them; the trial's own copy sees them too."""
+    set_trial_user_attrs(trial.storage, private.trial_id(trial), attrs)
+    private.frozen_view(trial).user_attrs.update(attrs)
+
+
+def set_trial_user_attrs(storage: BaseStorage, trial_id: int, attrs: dict[str, Any]) -> None:
+    """All of `attrs` on an unfinished trial, or none; other storages get one Optuna call
+    per key. Refused (UpdateFinishedTrialError) once the trial is finished, as Optuna does."""
+    upsert = _upsert_for(storage)
     if upsert is None or not attrs:
         for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            storage.set_trial_user_attr(trial_id, key, value)
         return
-    table = models.TrialUserAttributeModel.__table__
+    table = private.TrialUserAttributeModel.__table__
     rows = [
-        {"trial_id": trial._trial_id, "key": key, "value_json": json.dumps(value)}
+        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in attrs.items()
     ]
     backend, insert = upsert
@@ -51,15 +57,14 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         index_elements=[table.c.trial_id, table.c.key],
         set_={"value_json": stmt.excluded.value_json},
     )
-    _write_if_running(backend, trial._trial_id, stmt)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
+    _write_if_running(backend, trial_id, stmt)
 
 
-def _upsert_for(trial: optuna.Trial) -> tuple[RDBStorage, Any] | None:
-    """The trial's RDB storage and its dialect's INSERT (with ON CONFLICT), or None where
-    Optuna's own calls must be used (other storages, other dialects)."""
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    if not isinstance(backend, RDBStorage):
+def _upsert_for(storage: BaseStorage) -> tuple[RDBStorage, Any] | None:
+    """The RDB storage under `storage` and its dialect's INSERT (with ON CONFLICT), or None
+    where Optuna's own calls must be used (other storages, other dialects)."""
+    backend = private.rdb_backend(storage)
+    if backend is None:
         return None
     insert = DIALECT_INSERTS.get(backend.engine.name)
     return None if insert is None else (backend, insert)
@@ -75,26 +80,27 @@ def _write_if_running(
     worst case is that a database *server* crash forgets the last reports of a running
     trial (never reorders them: later durable commits flush it).
     """
-    with _create_scoped_session(backend.scoped_session) as session:
+    with private.rdb_session(backend) as session:
         if not wait_for_disk and backend.engine.name == "postgresql":
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        found = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        found = private.TrialModel.find_or_raise_by_id(trial_id, session)
         backend.check_trial_is_updatable(trial_id, cast(TrialState, found.state))
         session.execute(stmt)
 
 
 def set_intermediate_value(trial: optuna.Trial, step: int, value: float) -> None:
     """Store one report of a running trial (the storage write of `Trial.report`)."""
-    upsert = _upsert_for(trial)
+    upsert = _upsert_for(trial.storage)
+    trial_id = private.trial_id(trial)
     if upsert is None:
-        trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        trial.storage.set_trial_intermediate_value(trial_id, step, value)
         return
-    model = models.TrialIntermediateValueModel
+    model = private.TrialIntermediateValueModel
     stored, kind = model.intermediate_value_to_stored_repr(value)
     table = model.__table__
     backend, insert = upsert
     stmt = insert(table).values(
-        trial_id=trial._trial_id,
+        trial_id=trial_id,
         step=step,
         intermediate_value=stored,
         intermediate_value_type=kind,
@@ -106,7 +112,7 @@ def set_intermediate_value(trial: optuna.Trial, step: int, value: float) -> None
             "intermediate_value_type": stmt.excluded.intermediate_value_type,
         },
     )
-    _write_if_running(backend, trial._trial_id, stmt, wait_for_disk=False)
+    _write_if_running(backend, trial_id, stmt, wait_for_disk=False)
 
 
 @contextmanager
@@ -118,10 +124,9 @@ def batched_params(trial: optuna.Trial) -> Iterator[None]:
     distribution fits the study's earlier one) and inserted in one statement. Other storages
     write each one as it is suggested.
     """
-    upsert = _upsert_for(trial)
     storage = trial.storage
-    cached = getattr(storage, "_studies", None)
-    if upsert is None or cached is None:
+    upsert = _upsert_for(storage)
+    if upsert is None or not private.has_study_cache(storage):
         yield
         return
     buffer = _ParamBuffer(storage)
@@ -158,35 +163,35 @@ def _insert_params(
 ) -> None:
     """One transaction for `params`, with the checks of Optuna's `set_trial_param`; the
     cache of the study's distributions is updated like Optuna's own cache does."""
-    study_id, _ = cache._trial_id_to_study_id_and_number[trial._trial_id]
-    known = cache._studies[study_id].param_distribution
+    trial_id = private.trial_id(trial)
+    study_id, known = private.cached_distributions(cache, trial_id)
     for name, _, distribution in params:
         earlier = known.get(name) or _stored_distribution(backend, study_id, name)
         if earlier is not None:
             check_distribution_compatibility(earlier, distribution)
-    table = models.TrialParamModel.__table__
+    table = private.TrialParamModel.__table__
     rows = [
         {
-            "trial_id": trial._trial_id,
+            "trial_id": trial_id,
             "param_name": name,
             "param_value": value,
             "distribution_json": distribution_to_json(distribution),
         }
         for name, value, distribution in params
     ]
-    _write_if_running(backend, trial._trial_id, table.insert().values(rows))
+    _write_if_running(backend, trial_id, table.insert().values(rows))
     for name, _, distribution in params:
         known.setdefault(name, distribution)
 
 
 def _stored_distribution(backend: RDBStorage, study_id: int, name: str) -> BaseDistribution | None:
     """The distribution an earlier trial of the study stored for `name` (a cold cache)."""
-    with _create_scoped_session(backend.scoped_session) as session:
+    with private.rdb_session(backend) as session:
         record = (
-            session.query(models.TrialParamModel)
-            .join(models.TrialModel)
-            .filter(models.TrialModel.study_id == study_id)
-            .filter(models.TrialParamModel.param_name == name)
+            session.query(private.TrialParamModel)
+            .join(private.TrialModel)
+            .filter(private.TrialModel.study_id == study_id)
+            .filter(private.TrialParamModel.param_name == name)
             .first()
         )
         return None if record is None else json_to_distribution(str(record.distribution_json))

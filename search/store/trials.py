@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from search.outcome import TrialOutcome
 from search.store.optuna_tables import (
     optuna_intermediate,
     optuna_params,
@@ -42,7 +43,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class TrialRecord:
+class StoredTrial:
     """One Optuna trial as stored: state, objective value, attrs and intermediate values."""
 
     trial_id: int
@@ -54,6 +55,11 @@ class TrialRecord:
     user_attrs: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     intermediate: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> TrialOutcome:
+        """The user attrs the worker stored, typed."""
+        return TrialOutcome.from_attrs(self.user_attrs)
 
 
 def optuna_study_id(name: str) -> sa.ScalarSelect[int]:
@@ -140,7 +146,7 @@ def trials_page(
     order: Literal["number", "value"] = "number",
     limit: int = 50,
     after: int | ValueCursor | None = None,
-) -> list[TrialRecord]:
+) -> list[StoredTrial]:
     """A keyset page of trials with attrs of just those trials.
 
     order="number": `after` is the last trial number. order="value": best first by the
@@ -164,7 +170,7 @@ def trials_page(
     return _records(session, session.execute(stmt.limit(limit)).all())
 
 
-def value_cursor(record: TrialRecord, direction: str) -> ValueCursor:
+def value_cursor(record: StoredTrial, direction: str) -> ValueCursor:
     """The keyset position of a trial in order=value (matches `_value_sort_key`)."""
     if record.value is None or not math.isfinite(record.value):
         return (1, 0.0, record.number)
@@ -172,7 +178,7 @@ def value_cursor(record: TrialRecord, direction: str) -> ValueCursor:
     return (0, record.value * sign, record.number)
 
 
-def get_trial(session: Session, study: Study, number: int) -> TrialRecord | None:
+def get_trial(session: Session, study: Study, number: int) -> StoredTrial | None:
     """One trial of the study by number, or None."""
     stmt = _trial_select().where(
         optuna_trials.c.study_id == optuna_study_id(study.optuna_study_name),
@@ -182,7 +188,7 @@ def get_trial(session: Session, study: Study, number: int) -> TrialRecord | None
     return records[0] if records else None
 
 
-def best_trial(session: Session, study: Study) -> TrialRecord | None:
+def best_trial(session: Session, study: Study) -> StoredTrial | None:
     """The best COMPLETE trial by the study direction (ties: lowest number), or None."""
     records = _records(session, session.execute(_best_select(study)).all())
     return records[0] if records else None
@@ -209,14 +215,14 @@ def _best_select(study: Study) -> sa.Select[Any]:
     )
 
 
-def _records(session: Session, rows: Sequence[sa.Row[Any]]) -> list[TrialRecord]:
+def _records(session: Session, rows: Sequence[sa.Row[Any]]) -> list[StoredTrial]:
     """Attach user attrs, params and intermediate values, querying only these trials."""
     ids = [row.trial_id for row in rows]
     attrs = _user_attrs(session, ids)
     params = _params(session, ids)
     steps = _intermediate(session, ids)
     return [
-        TrialRecord(
+        StoredTrial(
             trial_id=row.trial_id,
             number=row.number,
             state=str(row.state).lower(),

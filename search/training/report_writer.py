@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import optuna
 
+from search.store.optuna_private import frozen_view
 from search.store.trial_writes import set_intermediate_value
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class ReportWriter:
 
     def report(self, value: float, step: int) -> None:
         """Like `Trial.report` (a repeated step is ignored); the pruner sees it at once."""
-        cached = self._trial._cached_frozen_trial.intermediate_values
+        cached = frozen_view(self._trial).intermediate_values
         if step in cached:
             return
         cached[step] = float(value)

@@ -128,7 +128,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if message := worker_extra_missing():
         print(message, file=sys.stderr)
         return EXIT_USAGE
-    from search.worker.loop import run_worker
+    from search.worker import run_worker
 
     run_worker(
         database_url=settings.database_url,

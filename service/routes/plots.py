@@ -9,7 +9,7 @@ BEST_CAP plus evenly spaced windows of trial numbers (the picture says it is sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
@@ -32,15 +32,15 @@ class Loaded:
     """Trials to plot: `sample` is unbiased (all, or evenly spaced windows); `best` is the
     best finished trials (empty when `sample` already holds every finished trial)."""
 
-    sample: list[store.TrialRecord]
-    best: list[store.TrialRecord]
+    sample: list[store.StoredTrial]
+    best: list[store.StoredTrial]
     total: int
 
     @property
     def sampled(self) -> bool:
         return bool(self.best)
 
-    def union(self) -> list[store.TrialRecord]:
+    def union(self) -> list[store.StoredTrial]:
         """Sample and best without duplicates."""
         seen = {r.number: r for r in self.sample}
         seen.update({r.number: r for r in self.best})
@@ -82,7 +82,7 @@ def get_plot(
 
 def _trials_for(
     session: Session, study: store.Study, name: str, k: int
-) -> tuple[list[store.TrialRecord], str]:
+) -> tuple[list[store.StoredTrial], str]:
     """The records plot `name` needs, and a note when they are a sample."""
     if name in ("lr", "validation"):
         return store.trials_page(session, study, state="complete", order="value", limit=k), ""
@@ -107,7 +107,7 @@ def load_finished(
         return Loaded(_all_complete(session, study), [], total)
     n_numbers = sum(store.trial_state_counts(session, study.optuna_study_name).values())
     per_window = max(1, (full_cap - best_cap) // windows)
-    sample: dict[int, store.TrialRecord] = {}
+    sample: dict[int, store.StoredTrial] = {}
     for i in range(windows):
         start = i * n_numbers // windows
         page = store.trials_page(
@@ -118,8 +118,8 @@ def load_finished(
     return Loaded(sorted(sample.values(), key=lambda r: r.number), best, total)
 
 
-def _all_complete(session: Session, study: store.Study) -> list[store.TrialRecord]:
-    out: list[store.TrialRecord] = []
+def _all_complete(session: Session, study: store.Study) -> list[store.StoredTrial]:
+    out: list[store.StoredTrial] = []
     after: int | None = None
     while True:
         page = store.trials_page(
@@ -131,8 +131,7 @@ def _all_complete(session: Session, study: store.Study) -> list[store.TrialRecor
         after = page[-1].number
 
 
-def _plot_trial(record: store.TrialRecord, metric: str) -> PlotTrial:
-    attrs: dict[str, Any] = record.user_attrs
-    return PlotTrial.from_attrs(
-        record.number, record.value, attrs, metric, record.intermediate, record.params
+def _plot_trial(record: store.StoredTrial, metric: str) -> PlotTrial:
+    return PlotTrial.from_outcome(
+        record.number, record.value, record.outcome, metric, record.intermediate, record.params
     )

@@ -161,14 +161,14 @@ def detail_json(study: store.Study, summary: TrialSummary) -> dict[str, Any]:
     }
 
 
-def best_json(record: store.TrialRecord) -> dict[str, Any]:
+def best_json(record: store.StoredTrial) -> dict[str, Any]:
     trial = trial_json(record)
     return {
         "trial_number": record.number,
         "value": trial["value"],
         "strategy": trial["strategy"],
         "params": trial["params"],
-        "export": export_json(record.user_attrs.get("export") or {}),
+        "export": export_json(record.outcome.export),
     }
 
 

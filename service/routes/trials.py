@@ -162,22 +162,22 @@ def _is_value_position(after: list[Any]) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def trial_json(record: store.TrialRecord) -> dict[str, Any]:
-    """A trial as the API shows it, from the user attrs the worker stores on it."""
-    attrs = record.user_attrs
-    strategy = attrs.get("strategy") or record.params.get("strategy")
+def trial_json(record: store.StoredTrial) -> dict[str, Any]:
+    """A trial as the API shows it, from the outcome the worker stores on it."""
+    outcome = record.outcome
+    strategy = outcome.strategy or record.params.get("strategy")
     return {
         "number": record.number,
         "state": record.state,
         "value": finite(record.value),
         "strategy": strategy,
-        "params": jsonable(attrs.get("params") or _clean_params(record.params, strategy)),
-        "lr": jsonable(attrs.get("lr", [])),
-        "history": jsonable(attrs.get("history", {})),
-        "epochs_run": attrs.get("epochs_run"),
-        "seconds": finite(attrs.get("seconds")),
-        "fail_reason": attrs.get("fail_reason"),
-        "resumed_from_epoch": attrs.get("resumed_from_epoch"),
+        "params": jsonable(outcome.params or _clean_params(record.params, strategy)),
+        "lr": jsonable(outcome.lr),
+        "history": jsonable(outcome.history),
+        "epochs_run": outcome.epochs_run,
+        "seconds": finite(outcome.seconds),
+        "fail_reason": outcome.fail_reason,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
         "datetime_start": _iso(record.datetime_start),
         "datetime_complete": _iso(record.datetime_complete),
         "intermediate_values": [

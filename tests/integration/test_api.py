@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from search import store
+from search.store.optuna_private import trial_id
 from service import tokens
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -649,7 +650,7 @@ def _failed_trial(db_url: str, study_id: str) -> int:
     try:
         study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
-        return study.get_trials(deepcopy=False)[-1]._trial_id
+        return trial_id(study.get_trials(deepcopy=False)[-1])
     finally:
         storage.engine.dispose()
 

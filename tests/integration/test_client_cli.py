@@ -28,7 +28,7 @@ import yaml
 
 from search import store
 from search.spec import parse_spec
-from search.worker.loop import Worker, WorkerConfig
+from search.worker import Worker, WorkerConfig
 from service.cli import main
 from service.client import ApiError, CannotConnect, Client, load_spec
 

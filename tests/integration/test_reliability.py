@@ -98,7 +98,7 @@ def test_an_oom_like_error_fails_one_trial_and_the_study_goes_on(
     import tensorflow as tf
 
     from search.training.trainer import Trainer
-    from search.worker.loop import Worker, WorkerConfig
+    from search.worker import Worker, WorkerConfig
     from service.app import create_app
     from service.settings import Settings
 
@@ -142,7 +142,7 @@ def test_a_one_trial_study_with_two_default_starts_completes(
     slot will ever run would keep the study from completing."""
     from fastapi.testclient import TestClient
 
-    from search.worker.loop import Worker, WorkerConfig
+    from search.worker import Worker, WorkerConfig
     from service.app import create_app
     from service.settings import Settings
 
@@ -174,7 +174,7 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
     recorded over the whole run are exactly Keras's rule replayed on the whole history (had
     its wait counter restarted, the cut would come 3 epochs late), and the restored weights
     start the retry well below a fresh model's first loss."""
-    from search.checkpoints import CheckpointStore, TrialSlot
+    from search.checkpoints import CheckpointHandle, CheckpointStore
     from search.data import load_digits
     from search.errors import TrialStopped
     from search.spec import parse_spec
@@ -189,18 +189,18 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
     for reuse in (True, False):
         trainer = Trainer(reuse=reuse)
         for chosen in (params, learning):
-            slot = TrialSlot(CheckpointStore(tmp_path / f"{reuse}-{id(chosen)}"), "s", 0)
+            handle = CheckpointHandle(CheckpointStore(tmp_path / f"{reuse}-{id(chosen)}"), "s", 0)
             study = optuna.create_study(pruner=optuna.pruners.NopPruner())
             study.enqueue_trial(chosen)
             first = study.ask()
             with pytest.raises(TrialStopped):
-                trainer.run(first, spec, digits, _stop_after(3), slot)
+                trainer.run(first, spec, digits, _stop_after(3), handle)
             study.tell(first, state=optuna.trial.TrialState.FAIL)
-            saved = slot.load()
+            saved = handle.load()
             assert saved is not None and saved.epoch == 3
             study.enqueue_trial(chosen)
             retry = study.ask()
-            study.tell(retry, trainer.run(retry, spec, digits, None, slot))
+            study.tell(retry, trainer.run(retry, spec, digits, None, handle))
             attrs = study.trials[-1].user_attrs
             assert attrs["resumed_from_epoch"] == 3 and attrs["epochs_run"] == 9
             assert sorted(study.trials[-1].intermediate_values) == list(range(9))

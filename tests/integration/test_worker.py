@@ -16,7 +16,7 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from search.worker.loop import Worker, WorkerConfig
+from search.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

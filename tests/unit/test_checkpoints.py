@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.checkpoints import CheckpointStore, TrialCheckpoint, TrialSlot
+from search.checkpoints import CheckpointHandle, CheckpointStore, TrialCheckpoint
 
 
 def _checkpoint(epoch: int) -> TrialCheckpoint:
@@ -15,23 +15,23 @@ def _checkpoint(epoch: int) -> TrialCheckpoint:
 
 
 def test_saves_wait_for_the_interval_but_a_forced_save_does_not(tmp_path: Path) -> None:
-    slot = TrialSlot(CheckpointStore(tmp_path), "study", 0, every_s=3600)
+    handle = CheckpointHandle(CheckpointStore(tmp_path), "study", 0, every_s=3600)
     made: list[int] = []
 
     def make(epoch: int) -> TrialCheckpoint:
         made.append(epoch)
         return _checkpoint(epoch)
 
-    assert not slot.save_if_due(lambda: make(1))
-    assert slot.load() is None and made == []  # not even snapshotted
-    assert slot.save_if_due(lambda: make(2), force=True)
-    saved = slot.load()
+    assert not handle.save_if_due(lambda: make(1))
+    assert handle.load() is None and made == []  # not even snapshotted
+    assert handle.save_if_due(lambda: make(2), force=True)
+    saved = handle.load()
     assert saved is not None and saved.epoch == 2 and made == [2]
 
 
 def test_every_epoch_when_the_interval_is_zero(tmp_path: Path) -> None:
-    slot = TrialSlot(CheckpointStore(tmp_path), "study", 0, every_s=0)
+    handle = CheckpointHandle(CheckpointStore(tmp_path), "study", 0, every_s=0)
     for epoch in (1, 2, 3):
-        assert slot.save_if_due(lambda e=epoch: _checkpoint(e))  # type: ignore[misc]
-        saved = slot.load()
+        assert handle.save_if_due(lambda e=epoch: _checkpoint(e))  # type: ignore[misc]
+        saved = handle.load()
         assert saved is not None and saved.epoch == epoch

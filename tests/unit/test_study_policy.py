@@ -11,6 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.space import RECIPE_WARMUP, default_trials, suggest
 from search.spec import parse_spec
+from search.store.optuna_private import study_storage, trial_id
 from search.strategies import RunShape, get_strategy
 from search.study_policy import DecayAwarePruner, make_pruner, make_sampler
 
@@ -181,19 +182,20 @@ def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
     for sampler in (make_sampler(spec, seed=5), stock):
         study = _space_study(tmp_path, sampler)
         calls: list[Any] = []
-        original = study._storage.get_all_trials
+        storage: Any = study_storage(study)
+        original = storage.get_all_trials
 
         def counting(*args: Any, _orig: Any = original, _calls: list[Any] = calls,
                      **kw: Any) -> Any:
             _calls.append(kw.get("states"))
             return _orig(*args, **kw)
 
-        study._storage.get_all_trials = counting  # type: ignore[method-assign]
+        storage.get_all_trials = counting
         relative = []
         for _ in range(3):
             trial = study.ask()
             strategy_id, _params = suggest(trial, spec, RUN)
-            attrs = study._storage.get_trial_system_attrs(trial._trial_id)
+            attrs = storage.get_trial_system_attrs(trial_id(trial))
             keys = set(json.loads(attrs["tpe:relative_params:0"]))
             relative.append((strategy_id, keys))
         reads.append(len(calls))

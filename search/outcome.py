@@ -1,0 +1,147 @@
+"""What one trial leaves behind, typed: its strategy, curves, timing, export and, when it
+failed, why (a `FailureKind` for the code, a `fail_reason` for people).
+
+Stored as Optuna user attributes under the keys the worker has always written, so databases
+written before this module read back; every reader (the worker's rules, the API, the plots)
+goes through `TrialOutcome.from_attrs` instead of picking keys by hand. Pure Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.errors import DatasetError, ModelError, SpecError, StrategyError
+
+#: Errors that say the study's inputs are unusable (data, model, objective, parameters).
+_BAD_INPUT: tuple[type[Exception], ...] = (DatasetError, ModelError, SpecError, StrategyError)
+
+
+class FailureKind(enum.StrEnum):
+    """Why a trial failed, as the worker's rules need it (stored as `fail_kind`)."""
+
+    DIVERGED = "diverged"  # the loss or the objective became NaN or infinite
+    BAD_INPUT = "bad_input"  # the dataset, the model or the objective cannot be used
+    ERROR = "error"  # any other exception while training
+    WORKER_LOST = "worker_lost"  # no heartbeat within the grace period: failed by a sweep
+    SHUT_DOWN = "shut_down"  # its worker was told to stop; released for a retry
+    CANCELLED = "cancelled"  # the study was cancelled while it trained
+    TIMED_OUT = "timed_out"  # queued, then dropped: the study's timeout passed
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped from outside the trial (lost worker, shutdown, cancel): such failures say
+        nothing about the study, so they never count towards giving it up."""
+        return self in _INTERRUPTIONS
+
+    @classmethod
+    def of_exception(cls, exc: BaseException) -> FailureKind:
+        """The kind of an exception raised while a trial trained."""
+        return cls.BAD_INPUT if isinstance(exc, _BAD_INPUT) else cls.ERROR
+
+
+_INTERRUPTIONS = frozenset(
+    {FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED}
+)
+
+#: Reasons written before `fail_kind` existed, by how they began.
+_LEGACY_PREFIXES: tuple[tuple[str, FailureKind], ...] = (
+    ("worker lost", FailureKind.WORKER_LOST),
+    ("worker shut down", FailureKind.SHUT_DOWN),
+    ("study cancelled", FailureKind.CANCELLED),
+    ("not run: the study's timeout passed", FailureKind.TIMED_OUT),
+    ("diverged at epoch", FailureKind.DIVERGED),
+)
+
+
+@dataclass
+class TrialOutcome:
+    """One trial's user attributes; None (or empty) where nothing was stored.
+
+    The trainer fills it epoch by epoch and stores it once (`to_attrs`); a failure is stored
+    on its own with `failure_attrs`, since a trial may fail before or without training.
+    Curves are kept as stored: a value written as JSON null reads back as None.
+    """
+
+    strategy: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    lr: list[float] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int | None = None
+    seconds: float | None = None
+    export: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int | None = None
+    fail_reason: str | None = None
+    fail_kind: FailureKind | None = None
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The user attributes to store: every field that has a value (None is left out)."""
+        attrs = {
+            "strategy": self.strategy,
+            "params": self.params,
+            "lr": self.lr,
+            "history": self.history,
+            "epochs_run": self.epochs_run,
+            "seconds": self.seconds,
+            "export": self.export,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "fail_reason": self.fail_reason,
+            "fail_kind": None if self.fail_kind is None else self.fail_kind.value,
+        }
+        return {key: value for key, value in attrs.items() if value is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialOutcome:
+        """Read stored attributes; missing, unknown or ill-typed keys are tolerated."""
+        reason = _typed(attrs.get("fail_reason"), str)
+        return cls(
+            strategy=None if attrs.get("strategy") is None else str(attrs["strategy"]),
+            params=dict(_typed(attrs.get("params"), dict) or {}),
+            lr=list(_typed(attrs.get("lr"), list) or []),
+            history=dict(_typed(attrs.get("history"), dict) or {}),
+            epochs_run=_int(attrs.get("epochs_run")),
+            seconds=_number(attrs.get("seconds")),
+            export=dict(_typed(attrs.get("export"), dict) or {}),
+            resumed_from_epoch=_int(attrs.get("resumed_from_epoch")),
+            fail_reason=reason,
+            fail_kind=_kind(attrs, reason),
+        )
+
+
+def failure_attrs(kind: FailureKind, reason: str) -> dict[str, Any]:
+    """The attributes that record a failure (written together, before the trial is failed)."""
+    return {"fail_reason": reason, "fail_kind": kind.value}
+
+
+def _kind(attrs: Mapping[str, Any], reason: str | None) -> FailureKind | None:
+    """The stored kind; for trials stored before `fail_kind` existed, read from the reason
+    (a study running across an upgrade keeps its rules)."""
+    stored = attrs.get("fail_kind")
+    if stored is not None:
+        try:
+            return FailureKind(stored)
+        except ValueError:
+            return None
+    if not reason:
+        return None
+    for prefix, kind in _LEGACY_PREFIXES:
+        if reason.startswith(prefix):
+            return kind
+    return FailureKind.ERROR
+
+
+def _typed(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+__all__ = ["FailureKind", "TrialOutcome", "failure_attrs"]

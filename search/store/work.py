@@ -1,0 +1,55 @@
+"""What a worker reads to choose and keep its work: the studies it may claim a trial of, the
+studies its sweep looks after, and a study's status while one of its trials trains. One
+statement each, like the rest of the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from search.store.schema import RUNNABLE, Study
+
+#: How many runnable studies a worker considers per pick (the oldest ones).
+CANDIDATES_READ = 50
+
+
+@dataclass(frozen=True)
+class Claimable:
+    """A runnable study with unclaimed trials, and what decides whether it timed out."""
+
+    id: str
+    optuna_study_name: str
+    started_at: datetime | None
+    timeout_s: float | None
+
+
+def claimable_studies(session: Session, limit: int = CANDIDATES_READ) -> list[Claimable]:
+    """Queued or running studies with trials left to claim, oldest first: only the columns
+    a pick needs (the spec is not loaded, only its timeout)."""
+    stmt = (
+        select(
+            Study.id,
+            Study.optuna_study_name,
+            Study.started_at,
+            Study.spec["timeout_s"].as_float(),
+        )
+        .where(Study.status.in_(RUNNABLE), Study.trials_claimed < Study.n_trials)
+        .order_by(Study.created_at)
+        .limit(limit)
+    )
+    return [Claimable(*row) for row in session.execute(stmt)]
+
+
+def active_studies(session: Session) -> list[tuple[str, str]]:
+    """(id, Optuna study name) of every queued or running study: what a sweep looks after."""
+    stmt = select(Study.id, Study.optuna_study_name).where(Study.status.in_(RUNNABLE))
+    return [(str(study_id), str(name)) for study_id, name in session.execute(stmt)]
+
+
+def study_status(session: Session, study_id: str) -> str | None:
+    """The study's status, or None when it was deleted (read while its trial trains)."""
+    status = session.scalar(select(Study.status).where(Study.id == study_id))
+    return None if status is None else str(status)

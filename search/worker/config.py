@@ -1,0 +1,56 @@
+"""A worker's settings, and the named defaults of its loop, its retries and its failure rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A study fails when this many trials in a row failed the same way (none completed or
+#: pruned; failures from outside the trial, such as a lost worker, do not count).
+SAME_FAILURES_TO_GIVE_UP = 3
+#: How many times a trial is retried over its whole history (after a lost worker or a
+#: shutdown); the retry resumes from its dead attempt's checkpoint.
+MAX_RETRIES = 1
+#: The loop's backoff after a failed iteration (the database is away): first and longest.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+#: How long a worker started before its database waits for it to come up.
+STARTUP_DB_WAIT_S = 300.0
+#: Studies a worker keeps loaded (their Optuna caches of finished trials stay warm).
+STUDIES_KEPT = 8
+#: Datasets a worker keeps in memory.
+DATASETS_KEPT = 4
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs: where the database and uploaded data live, and its timings.
+
+    `db_retry_s` bounds how long one storage call is retried while the database is away;
+    a slot claimed but never turned into a trial is given back after `slot_leak_s`
+    (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken); a running
+    trial is checkpointed at most every `checkpoint_every_s` (0: every epoch).
+    """
+
+    database_url: str
+    data_dir: str | Path = "./var"
+    heartbeat_interval: int = 5
+    grace_period: int = 30
+    poll_s: float = 1.0
+    max_trials: int | None = None
+    idle_exit_s: float | None = None
+    db_retry_s: float = 120.0
+    slot_leak_s: float | None = None
+    checkpoint_every_s: float = 30.0
+
+    @property
+    def leak_after_s(self) -> float:
+        """How long a claimed slot may stay without its trial before the sweep frees it."""
+        if self.slot_leak_s is not None:
+            return self.slot_leak_s
+        return self.db_retry_s + 2 * self.grace_period + 30
+
+    @property
+    def sweep_every_s(self) -> float:
+        """How often the dead-worker sweep runs: three times per grace period."""
+        return max(1.0, self.grace_period / 3)

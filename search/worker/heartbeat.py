@@ -1,0 +1,60 @@
+"""While a trial trains: its heartbeat (so a sweep can tell a dead worker from a slow one),
+and the check that tells it to stop (the worker is stopping, or the study was cancelled)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import optuna
+
+log = logging.getLogger("lrsearch.worker.heartbeat")
+
+
+class StopCheck:
+    """Stop when the worker is told to, or the study was cancelled (asked at most once a second)."""
+
+    def __init__(self, stop: threading.Event, cancelled: Callable[[], bool]) -> None:
+        self._stop, self._cancelled = stop, cancelled
+        self._last, self._answer = 0.0, False
+
+    def __call__(self) -> bool:
+        if self._stop.is_set():
+            return True
+        if time.monotonic() - self._last >= 1.0:
+            self._last = time.monotonic()
+            try:
+                self._answer = self._cancelled()
+            except Exception as exc:  # the database is away: keep training, ask again later
+                log.warning("cannot read the study's status: %s", exc.__class__.__name__)
+        return self._answer
+
+
+class Heartbeat:
+    """Records the trial's heartbeat every interval while it trains."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._record()  # a trial without any heartbeat is only swept after leak_after_s
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._interval):
+            self._record()
+
+    def _record(self) -> None:
+        try:
+            self._storage.record_heartbeat(self._trial_id)
+        except Exception:  # the database may be away for a moment; try again next beat
+            log.warning("heartbeat for trial %s failed", self._trial_id)

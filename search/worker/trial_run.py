@@ -1,0 +1,214 @@
+"""One claimed slot's trial: open its study and data, ask Optuna for the trial, train it with a
+heartbeat, and tell how it ended (a stopped trial is failed as cancelled, or released for a
+retry when its worker shuts down)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from search import store
+from search.checkpoints import CheckpointHandle, checkpoint_number
+from search.data import Dataset, load_dataset
+from search.errors import DatasetError, TrialDiverged, TrialStopped
+from search.outcome import FailureKind, TrialOutcome, failure_attrs
+from search.space import default_trials, run_shape
+from search.spec import StudySpec, parse_spec
+from search.store import optuna_private as private
+from search.store.trial_writes import set_user_attrs
+from search.study_policy import make_pruner, make_sampler
+from search.worker.config import DATASETS_KEPT, STUDIES_KEPT
+from search.worker.heartbeat import Heartbeat, StopCheck
+from search.worker.resources import WorkerResources, quietly
+from search.worker.retries import retry, retry_note, will_retry
+
+log = logging.getLogger("lrsearch.worker.trial_run")
+_FINISHED = optuna.exceptions.UpdateFinishedTrialError
+_FAIL = optuna.trial.TrialState.FAIL
+
+
+@dataclass
+class _Opened:
+    """A claimed slot's study, ready for `ask`: what the trial needs, or why it cannot run."""
+
+    study: optuna.Study
+    spec: StudySpec
+    dataset: Dataset | None
+    load_error: Exception | None
+
+
+class TrialRunner:
+    """Runs trials for one worker; keeps its recent studies, datasets and compiled models."""
+
+    def __init__(self, resources: WorkerResources) -> None:
+        self.resources = resources
+        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
+        self._studies: OrderedDict[str, optuna.Study] = OrderedDict()
+        self._trainer: Any = None
+
+    def run(self, study_id: str, slot: int) -> None:
+        """Run the trial of a claimed slot to its end (a deleted study: nothing to run)."""
+        opened = self.resources.persist(
+            functools.partial(self._open, study_id, slot), "open study"
+        )
+        if opened is None:
+            return
+        # `ask` is never retried: a retry after a lost answer could create a second trial.
+        trial = opened.study.ask()
+        interval = self.resources.config.heartbeat_interval
+        with Heartbeat(self.resources.storage, private.trial_id(trial), interval):
+            self._train_and_tell(opened, trial, study_id)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _open(self, study_id: str, slot: int) -> _Opened | None:
+        """Read the study and its data (safe to repeat); None when the study was deleted."""
+        with self.resources.sessions() as session:
+            row = store.get_study(session, study_id)
+            if row is None:
+                return None
+            spec, name = parse_spec(row.spec), row.optuna_study_name
+        dataset, load_error = self._try_dataset(spec.task.dataset)
+        seed = None if spec.seed is None else spec.seed * 100_003 + slot
+        study = self._loaded_study(name, spec)
+        study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
+        if slot == 1 and dataset is not None:
+            run = run_shape(spec, len(dataset.x_train))
+            for params in default_trials(spec, run)[: spec.n_trials]:
+                study.enqueue_trial(params, skip_if_exists=True)
+        return _Opened(study, spec, dataset, load_error)
+
+    def _loaded_study(self, name: str, spec: StudySpec) -> optuna.Study:
+        """The study as this worker last loaded it: its Optuna cache of finished trials stays
+        warm, so a trial reads only what changed since the last one, not the whole study."""
+        study = self._studies.get(name)
+        if study is None:
+            study = optuna.load_study(
+                study_name=name, storage=self.resources.storage, pruner=make_pruner(spec)
+            )
+            self._studies[name] = study
+            while len(self._studies) > STUDIES_KEPT:
+                self._studies.popitem(last=False)
+        self._studies.move_to_end(name)
+        return study
+
+    def _try_dataset(self, ref: str) -> tuple[Dataset | None, Exception | None]:
+        """The dataset, or the error that fails this trial (a file deleted under a study)."""
+        try:
+            return self._dataset(ref), None
+        except (DatasetError, OSError, ValueError) as exc:
+            return None, exc
+
+    def _dataset(self, ref: str) -> Dataset:
+        if ref not in self._datasets:
+            self._datasets[ref] = load_dataset(ref, self.resources.config.data_dir)
+            while len(self._datasets) > DATASETS_KEPT:
+                self._datasets.popitem(last=False)
+        return self._datasets[ref]
+
+    # -- training and telling ---------------------------------------------------------------
+
+    def _train_and_tell(self, opened: _Opened, trial: optuna.Trial, study_id: str) -> None:
+        study = opened.study
+        stop_check = StopCheck(self.resources.stop, lambda: self.resources.cancelled(study_id))
+        handle = self._checkpoint_handle(trial, study_id)
+        try:
+            if opened.load_error is not None:
+                raise opened.load_error
+            assert opened.dataset is not None
+            trainer = self._get_trainer()
+            value = trainer.run(trial, opened.spec, opened.dataset, stop_check, handle)
+        except optuna.TrialPruned:
+            self._tell(study, trial, handle, state=optuna.trial.TrialState.PRUNED)
+        except TrialStopped as exc:
+            self._end_stopped(study, trial, handle, study_id, str(exc))
+        except TrialDiverged:  # the trainer stored why
+            self._tell(study, trial, handle, state=_FAIL)
+        except _FINISHED:
+            log.warning("trial %s was failed by a sweep while it ran; its retry goes on",
+                        trial.number)
+        except Exception as exc:
+            if store.is_transient(exc):
+                log.error("trial %s: database away for too long (%s); left for the sweep",
+                          trial.number, exc)
+                return
+            bad_input = exc is opened.load_error
+            kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)
+            self._fail(trial, kind, f"{type(exc).__name__}: {exc}"[:2000])
+            self._tell(study, trial, handle, state=_FAIL)
+            log.warning("trial %s failed: %s", trial.number, exc)
+        else:
+            self._tell(study, trial, handle, value)
+
+    def _checkpoint_handle(self, trial: optuna.Trial, study_id: str) -> CheckpointHandle:
+        """Where the trial's checkpoint lives: a retry's is its original trial's."""
+        # A retry's `failed_trial` was set when it was queued, before `ask` read the trial:
+        # the trial's own copy has it, no need to load the whole trial again.
+        attrs = private.frozen_view(trial).system_attrs
+        return CheckpointHandle(
+            self.resources.checkpoints,
+            study_id,
+            checkpoint_number(trial.number, attrs),
+            every_s=self.resources.config.checkpoint_every_s,
+        )
+
+    def _fail(self, trial: optuna.Trial, kind: FailureKind, reason: str) -> None:
+        """Store why the trial fails (before it is told: a finished trial takes no attrs)."""
+        attrs = failure_attrs(kind, reason)
+        self.resources.persist(functools.partial(set_user_attrs, trial, attrs))
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        handle: CheckpointHandle,
+        value: float | None = None,
+        state: optuna.trial.TrialState | None = None,
+    ) -> None:
+        """Finish the trial (retried; a repeat after a lost answer is skipped) and drop its
+        checkpoint, unless a sweep failed it first: then its retry resumes from the file."""
+        frozen = self.resources.persist(
+            lambda: study.tell(trial, value, state=state, skip_if_finished=True), "tell"
+        )
+        lost = TrialOutcome.from_attrs(frozen.user_attrs).fail_kind is FailureKind.WORKER_LOST
+        if frozen.state == _FAIL and lost:
+            return  # taken over by a sweep while it trained: its retry resumes from the file
+        quietly(handle.remove)
+
+    def _end_stopped(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        handle: CheckpointHandle,
+        study_id: str,
+        why: str,
+    ) -> None:
+        """Cancelled: the trial fails as cancelled. Shutdown: release it for another worker."""
+        persist = self.resources.persist
+        if persist(lambda: self.resources.cancelled(study_id), "read status"):
+            self._fail(trial, FailureKind.CANCELLED, f"study cancelled ({why})")
+            self._tell(study, trial, handle, state=_FAIL)
+            return
+        storage = self.resources.storage
+        frozen = persist(lambda: storage.get_trial(private.trial_id(trial)), "read trial")
+        retried = will_retry(frozen)
+        self._fail(trial, FailureKind.SHUT_DOWN, f"worker shut down ({why}); {retry_note(retried)}")
+        persist(lambda: study.tell(trial, state=_FAIL, skip_if_finished=True), "tell")
+        if retried:
+            retry(self.resources, study, frozen, study_id)
+        else:
+            quietly(handle.remove)
+
+    def _get_trainer(self) -> Any:
+        if self._trainer is None:
+            from search.training.devices import configure_devices
+            from search.training.trainer import Trainer
+
+            configure_devices()
+            self._trainer = Trainer(persist=self.resources.persist)
+        return self._trainer
