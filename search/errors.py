@@ -42,6 +42,11 @@ class ModelError(LRSearchError, ValueError):
     """A model cannot be built or does not fit the data."""
 
 
+class PluginError(LRSearchError, ValueError):
+    """A task plugin is missing, cannot be loaded, or raised while building its model or data
+    (the message names the plugin and keeps its own)."""
+
+
 class StrategyError(LRSearchError, ValueError):
     """Strategy parameters break a constraint (bounds, run length)."""
 

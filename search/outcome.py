@@ -13,10 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.errors import DatasetError, ModelError, SpecError, StrategyError
+from search.errors import DatasetError, ModelError, PluginError, SpecError, StrategyError
 
-#: Errors that say the study's inputs are unusable (data, model, objective, parameters).
-_BAD_INPUT: tuple[type[Exception], ...] = (DatasetError, ModelError, SpecError, StrategyError)
+#: Errors that say the study's inputs are unusable (data, model, plugin, objective, params).
+_BAD_INPUT: tuple[type[Exception], ...] = (
+    DatasetError,
+    ModelError,
+    PluginError,
+    SpecError,
+    StrategyError,
+)
 
 
 class FailureKind(enum.StrEnum):

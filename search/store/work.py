@@ -24,17 +24,19 @@ class Claimable:
     optuna_study_name: str
     started_at: datetime | None
     timeout_s: float | None
+    plugin: str | None = None  # the task plugin its trials need (None: the built-in task)
 
 
 def claimable_studies(session: Session, limit: int = CANDIDATES_READ) -> list[Claimable]:
     """Queued or running studies with trials left to claim, oldest first: only the columns
-    a pick needs (the spec is not loaded, only its timeout)."""
+    a pick needs (the spec is not loaded, only its timeout and task plugin)."""
     stmt = (
         select(
             Study.id,
             Study.optuna_study_name,
             Study.started_at,
             Study.spec["timeout_s"].as_float(),
+            Study.spec[("task", "plugin")].as_string(),
         )
         .where(Study.status.in_(RUNNABLE), Study.trials_claimed < Study.n_trials)
         .order_by(Study.created_at)

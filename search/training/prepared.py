@@ -8,7 +8,7 @@ where its dead attempt stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from search.checkpoints import TrialCheckpoint
@@ -27,6 +27,7 @@ class PreparedFit:
     val_data: Any = None
     base_lr: Any | None = None  # the schedule's base-rate variable (reused graphs only)
     loop: Any | None = None  # an EpochLoop (reused graphs only); else model.fit
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)  # more of model.fit's arguments
 
     def lr_callbacks(self) -> list[Any]:
         """The stock LR callbacks (unwrapped from DrivenCallback on reused graphs)."""

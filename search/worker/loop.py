@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from search import store
+from search.plugins import installed_plugins
 from search.store.notify import Wakeup
 from search.worker.config import (
     BACKOFF_FIRST_S,
@@ -45,6 +46,8 @@ class Worker:
         self.stop = stop or threading.Event()
         self.resources = WorkerResources(config, self.stop)
         self.trials = TrialRunner(self.resources)
+        #: Task plugins installed here: a study needing another one is left to other workers.
+        self.plugins = frozenset(installed_plugins())
         self.sweeper = Sweeper(self.resources)
         self._wakeup = Wakeup(self.resources.engine)
 
@@ -106,8 +109,12 @@ class Worker:
         expired = [r for r in rows if _past_timeout(r.started_at, r.timeout_s)]
         if expired:
             self.sweeper.expire([(r.id, r.optuna_study_name) for r in expired])
-        live = [r for r in rows if r not in expired]
+        live = [r for r in rows if r not in expired and self._can_run(r.plugin)]
         return [r.id for r in sorted(live, key=lambda r: running.get(r.optuna_study_name, 0))]
+
+    def _can_run(self, plugin: str | None) -> bool:
+        """Whether this worker has what the study's trials need (its task plugin)."""
+        return plugin is None or plugin in self.plugins
 
     def _claim(self, study_id: str) -> int | None:
         """Not retried: a claim whose answer was lost may have counted; the sweep heals it."""
@@ -141,6 +148,7 @@ def run_worker(
     idle_exit_s: float | None = None,
     poll_s: float = 1.0,
     checkpoint_every_s: float = 30.0,
+    data_roots: list[Path] | None = None,
 ) -> int:
     """`lrsearch worker`: loop until SIGTERM/SIGINT, finishing the current epoch first."""
     stop = threading.Event()
@@ -155,6 +163,7 @@ def run_worker(
         max_trials,
         idle_exit_s,
         checkpoint_every_s=checkpoint_every_s,
+        data_roots=list(data_roots or []),
     )
     # Started before the database is up (a compose stack, a DB restart): wait for it.
     worker = store.retry_transient(

@@ -8,24 +8,25 @@ import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from search import store
 from search.checkpoints import CheckpointHandle, checkpoint_number
-from search.data import Dataset, load_dataset
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.space import default_trials, run_shape
+from search.space import default_trials
 from search.spec import StudySpec, parse_spec
 from search.store import optuna_private as private
 from search.store.trial_writes import set_user_attrs
 from search.study_policy import make_pruner, make_sampler
-from search.worker.config import DATASETS_KEPT, STUDIES_KEPT
+from search.worker.config import STUDIES_KEPT
 from search.worker.heartbeat import Heartbeat, StopCheck
 from search.worker.resources import WorkerResources, quietly
 from search.worker.retries import retry, retry_note, will_retry
+from search.worker.workloads import InProcess, StudyUnusable, Workloads, workload_run
 
 log = logging.getLogger("lrsearch.worker.trial_run")
 _FINISHED = optuna.exceptions.UpdateFinishedTrialError
@@ -38,24 +39,22 @@ class _Opened:
 
     study: optuna.Study
     spec: StudySpec
-    dataset: Dataset | None
+    workload: Any  # a Dataset or a StreamedTask (search.worker.workloads); None: load_error
     load_error: Exception | None
 
 
 class TrialRunner:
     """Runs trials for one worker; keeps its recent studies, datasets and compiled models."""
 
-    def __init__(self, resources: WorkerResources) -> None:
+    def __init__(self, resources: WorkerResources, in_process: InProcess | None = None) -> None:
         self.resources = resources
-        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
+        self.workloads = Workloads(resources, in_process)
         self._studies: OrderedDict[str, optuna.Study] = OrderedDict()
         self._trainer: Any = None
 
     def run(self, study_id: str, slot: int) -> None:
         """Run the trial of a claimed slot to its end (a deleted study: nothing to run)."""
-        opened = self.resources.persist(
-            functools.partial(self._open, study_id, slot), "open study"
-        )
+        opened = self._open(study_id, slot)
         if opened is None:
             return
         # `ask` is never retried: a retry after a lost answer could create a second trial.
@@ -67,21 +66,51 @@ class TrialRunner:
     # -- opening ----------------------------------------------------------------------------
 
     def _open(self, study_id: str, slot: int) -> _Opened | None:
-        """Read the study and its data (safe to repeat); None when the study was deleted."""
+        """Read the study (safe to repeat), then its workload; None when the study was
+        deleted, or failed here because it cannot run (its plugin is unusable)."""
+        read = self.resources.persist(functools.partial(self._read, study_id), "open study")
+        if read is None:
+            return None
+        spec, name, tenant_id = read
+        study = self.resources.persist(
+            functools.partial(self._loaded_study, name, spec), "open study"
+        )
+        try:
+            workload, load_error = self._workload(study, spec, tenant_id), None
+        except StudyUnusable as exc:
+            self._fail_study(study_id, str(exc))
+            return None
+        except (DatasetError, OSError, ValueError) as exc:  # a file deleted under a study
+            workload, load_error = None, exc
+        seed = None if spec.seed is None else spec.seed * 100_003 + slot
+        study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
+        if slot == 1 and workload is not None:
+            run = workload_run(spec, workload)
+            for params in default_trials(spec, run)[: spec.n_trials]:
+                self.resources.persist(
+                    functools.partial(study.enqueue_trial, params, skip_if_exists=True),
+                    "enqueue defaults",
+                )
+        return _Opened(study, spec, workload, load_error)
+
+    def _read(self, study_id: str) -> tuple[StudySpec, str, str] | None:
         with self.resources.sessions() as session:
             row = store.get_study(session, study_id)
             if row is None:
                 return None
-            spec, name = parse_spec(row.spec), row.optuna_study_name
-        dataset, load_error = self._try_dataset(spec.task.dataset)
-        seed = None if spec.seed is None else spec.seed * 100_003 + slot
-        study = self._loaded_study(name, spec)
-        study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
-        if slot == 1 and dataset is not None:
-            run = run_shape(spec, len(dataset.x_train))
-            for params in default_trials(spec, run)[: spec.n_trials]:
-                study.enqueue_trial(params, skip_if_exists=True)
-        return _Opened(study, spec, dataset, load_error)
+            return parse_spec(row.spec), row.optuna_study_name, row.tenant_id
+
+    def _workload(self, study: optuna.Study, spec: StudySpec, tenant_id: str) -> Any:
+        """Arrays or a streamed task; TensorFlow is set up first (a plugin's preflight and
+        data pipelines need it)."""
+        self._get_trainer()
+        return self.workloads.load(study, spec, tenant_id)
+
+    def _fail_study(self, study_id: str, reason: str) -> None:
+        """The study cannot run anywhere as specified: it fails with the reason."""
+        log.warning("study %s cannot run: %s", study_id, reason)
+        with self.resources.sessions() as session:
+            store.finish_study(session, study_id, "failed", reason[:2000])
 
     def _loaded_study(self, name: str, spec: StudySpec) -> optuna.Study:
         """The study as this worker last loaded it: its Optuna cache of finished trials stays
@@ -97,20 +126,6 @@ class TrialRunner:
         self._studies.move_to_end(name)
         return study
 
-    def _try_dataset(self, ref: str) -> tuple[Dataset | None, Exception | None]:
-        """The dataset, or the error that fails this trial (a file deleted under a study)."""
-        try:
-            return self._dataset(ref), None
-        except (DatasetError, OSError, ValueError) as exc:
-            return None, exc
-
-    def _dataset(self, ref: str) -> Dataset:
-        if ref not in self._datasets:
-            self._datasets[ref] = load_dataset(ref, self.resources.config.data_dir)
-            while len(self._datasets) > DATASETS_KEPT:
-                self._datasets.popitem(last=False)
-        return self._datasets[ref]
-
     # -- training and telling ---------------------------------------------------------------
 
     def _train_and_tell(self, opened: _Opened, trial: optuna.Trial, study_id: str) -> None:
@@ -120,9 +135,9 @@ class TrialRunner:
         try:
             if opened.load_error is not None:
                 raise opened.load_error
-            assert opened.dataset is not None
+            assert opened.workload is not None
             trainer = self._get_trainer()
-            value = trainer.run(trial, opened.spec, opened.dataset, stop_check, handle)
+            value = trainer.run(trial, opened.spec, opened.workload, stop_check, handle)
         except optuna.TrialPruned:
             self._tell(study, trial, handle, state=optuna.trial.TrialState.PRUNED)
         except TrialStopped as exc:
@@ -210,5 +225,6 @@ class TrialRunner:
             from search.training.trainer import Trainer
 
             configure_devices()
-            self._trainer = Trainer(persist=self.resources.persist)
+            models_dir = Path(self.resources.config.data_dir) / "models"
+            self._trainer = Trainer(persist=self.resources.persist, models_dir=models_dir)
         return self._trainer
