@@ -6,6 +6,7 @@ Every bound is checked here so that a worker never meets a spec it cannot run;
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,9 @@ from search.errors import FieldError, SpecError
 from search.strategies import PARAM_BOUNDS, STRATEGY_IDS, get_strategy
 
 MAX_MODEL_JSON_CHARS = 1_000_000
+ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
+#: A plugin's entry point name: a Python-ish identifier, dots and dashes allowed.
+PLUGIN_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
 
 
 class _Strict(BaseModel):
@@ -56,18 +60,68 @@ class KerasJsonModel(_Strict):
     config: str = Field(min_length=2, max_length=MAX_MODEL_JSON_CHARS)
 
 
-ModelSpec = Annotated[MlpModel | CnnModel | KerasJsonModel, Field(discriminator="kind")]
+class KerasFileModel(_Strict):
+    """A `.keras` file uploaded with `POST /v1/models`; loaded in safe mode, uncompiled.
+
+    `weights: file` starts every trial from the file's weights (fine-tuning), `fresh` from
+    newly initialised (seeded) ones.
+    """
+
+    kind: Literal["keras_file"] = "keras_file"
+    id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    weights: Literal["file", "fresh"] = "file"
+
+
+ModelSpec = Annotated[
+    MlpModel | CnnModel | KerasJsonModel | KerasFileModel, Field(discriminator="kind")
+]
+MODEL_KINDS = ("mlp", "cnn", "keras_json", "keras_file")
+DEFAULT_DATASET = "digits"
+#: Largest `task.plugin_args`, as JSON characters (the plugin's own model validates it).
+MAX_PLUGIN_ARGS_CHARS = 100_000
 
 
 class TaskSpec(_Strict):
-    """What to train: data, model, epochs, batch size and optimizer."""
+    """What to train: data, model, epochs, batch size and optimizer.
 
-    dataset: str = Field("digits", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    With `plugin`, an installed task plugin (entry point group `lrsearch.tasks`) gives the
+    model, the data, the loss and the metrics, so `dataset` and `model` do not apply.
+    """
+
+    dataset: str = Field(DEFAULT_DATASET, min_length=1, max_length=64, pattern=ID_PATTERN)
     model: ModelSpec = Field(default_factory=lambda: MlpModel())
+    plugin: str | None = Field(None, min_length=1, max_length=100, pattern=PLUGIN_NAME_PATTERN)
+    plugin_args: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=65536)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+
+    @model_validator(mode="after")
+    def _plugin_owns_data_and_model(self) -> TaskSpec:
+        errors = _plugin_errors(self)
+        if errors:
+            raise SpecError(errors)
+        return self
+
+
+def _plugin_errors(task: TaskSpec) -> list[FieldError]:
+    """With a plugin, a dataset or model other than the defaults is a mistake to point out
+    (the defaults themselves are accepted: a stored spec carries them)."""
+    if task.plugin is None:
+        if task.plugin_args:
+            return [FieldError("task.plugin_args", "only applies with task.plugin")]
+        return []
+    errors = []
+    if task.dataset != DEFAULT_DATASET:
+        errors.append(FieldError("task.dataset", "does not apply with task.plugin"))
+    if task.model != MlpModel():
+        errors.append(FieldError("task.model", "does not apply with task.plugin"))
+    if len(json.dumps(task.plugin_args, default=str)) > MAX_PLUGIN_ARGS_CHARS:
+        errors.append(
+            FieldError("task.plugin_args", f"at most {MAX_PLUGIN_ARGS_CHARS} characters as JSON")
+        )
+    return errors
 
 
 _MAXIMIZED = ("accuracy", "auc", "precision", "recall")
@@ -198,4 +252,4 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("mlp", "cnn", "keras_json")
+    return part in MODEL_KINDS

@@ -24,13 +24,14 @@ from search.checkpoints import CheckpointStore
 from search.errors import FieldError, QuotaExceeded, SpecError
 from search.keras_json import model_json_problems
 from search.space import check_spec_against_run, run_shape
-from search.spec import KerasJsonModel, StudySpec, field_path, parse_spec
+from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, parse_spec
 from search.store.notify import announce
 
 MODEL_CONFIG_FIELD = "task.model.config"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
 MAX_REPORTED = 20
 DIGITS = "digits"
+DIGITS_INPUT = (8, 8)  # the built-in dataset's example shape
 
 
 def create_study(
@@ -57,7 +58,9 @@ def validate_spec(
     listing every bad field."""
     spec = parse_payload(payload)
     _check_model_json(spec)
-    _check_dataset_and_run(session, tenant_id, spec, data_dir)
+    model_shape = _check_model_file(session, tenant_id, spec)
+    if spec.task.plugin is None:  # a plugin's data and run length are known on a worker
+        _check_dataset_and_run(session, tenant_id, spec, data_dir, model_shape)
     return spec
 
 
@@ -176,22 +179,57 @@ def _check_model_json(spec: StudySpec) -> None:
 # --- the spec against the catalog ----------------------------------------------------------
 
 
+def _check_model_file(
+    session: Session, tenant_id: str, spec: StudySpec
+) -> list[int | None] | None:
+    """A keras_file model must be one of the tenant's model files; its declared input shape
+    (None when unknown) is returned for the dataset check."""
+    model = spec.task.model
+    if not isinstance(model, KerasFileModel):
+        return None
+    row = store.get_model(session, model.id, tenant_id)
+    if row is None:
+        message = f"unknown model file {model.id!r}: upload one with POST /v1/models"
+        raise SpecError([FieldError("task.model.id", message)])
+    return None if row.input_shape is None else list(row.input_shape)
+
+
 def _check_dataset_and_run(
-    session: Session, tenant_id: str, spec: StudySpec, data_dir: Path
+    session: Session,
+    tenant_id: str,
+    spec: StudySpec,
+    data_dir: Path,
+    model_input: list[int | None] | None = None,
 ) -> None:
-    """The dataset must be "digits" or the tenant's upload, and the ranges must fit the run."""
+    """The dataset must be "digits" or the tenant's, the ranges must fit the run, and a
+    model file's declared input must take the dataset's examples."""
     ref = spec.task.dataset
     if ref == DIGITS:
-        n_train = _digits_n_train(str(data_dir))
+        n_train, input_shape = _digits_n_train(str(data_dir)), list(DIGITS_INPUT)
     else:
         dataset = store.get_dataset(session, ref, tenant_id)
         if dataset is None:
             message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
             raise SpecError([FieldError("task.dataset", message)])
-        n_train = dataset.n_train
+        n_train, input_shape = dataset.n_train, list(dataset.input_shape)
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
+    if model_input is not None and not _takes(model_input, input_shape):
+        errors.append(
+            FieldError(
+                "task.model.id",
+                f"the model takes inputs of shape {tuple(model_input)}; the dataset's examples "
+                f"have shape {tuple(input_shape)}",
+            )
+        )
     if errors:
         raise SpecError(errors)
+
+
+def _takes(model_input: list[int | None], data_input: list[int]) -> bool:
+    """A declared input shape accepts the data's (None matches any size)."""
+    return len(model_input) == len(data_input) and all(
+        m is None or m == d for m, d in zip(model_input, data_input, strict=True)
+    )
 
 
 @functools.lru_cache(maxsize=1)

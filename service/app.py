@@ -17,29 +17,36 @@ from search import store
 from service.answers import AnswerCache, ReadCoalescer
 from service.deps import RateLimiter
 from service.errors import install_error_handlers, problem_response
-from service.routes import datasets, health, plots, studies, trials
+from service.routes import datasets, health, models, plots, studies, trials
 from service.settings import Settings
 
 JSON_BODY_LIMIT = 4 * 1024 * 1024  # a keras_json model may be up to 1M characters
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and small fields around the file
 UPLOAD_PATH = "/v1/datasets"
+MODEL_UPLOAD_PATH = "/v1/models"
 
 
 class BodyLimit:
     """Refuse oversized bodies with a 413 problem: by Content-Length before reading, and by
-    counting bytes while reading (chunked uploads). Uploads get `upload_limit`, all else
-    `default_limit`."""
+    counting bytes while reading (chunked uploads). Uploads get their path's limit in
+    `upload_limits` (or `upload_limit` for dataset uploads), all else `default_limit`."""
 
-    def __init__(self, app: ASGIApp, default_limit: int, upload_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_limit: int,
+        upload_limit: int,
+        upload_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
-        self.upload_limit = upload_limit
+        self.upload_limits = {UPLOAD_PATH: upload_limit, **(upload_limits or {})}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"] == UPLOAD_PATH else self.default_limit
+        limit = self.upload_limits.get(scope["path"], self.default_limit)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             response = problem_response(413, f"the request body is larger than {limit} bytes")
@@ -120,9 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trials.router, prefix="/v1")
     app.include_router(plots.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 8})
+    app.include_router(models.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 4})
     app.add_middleware(
         BodyLimit,
         default_limit=JSON_BODY_LIMIT,
         upload_limit=settings.max_upload_bytes + FORM_OVERHEAD,
+        upload_limits={MODEL_UPLOAD_PATH: settings.max_model_bytes + FORM_OVERHEAD},
     )
     return app

@@ -49,6 +49,10 @@ DatasetId = Annotated[
     str,
     PathParam(pattern=ID_PATTERN, max_length=64, description="A dataset id from POST /datasets"),
 ]
+ModelId = Annotated[
+    str,
+    PathParam(pattern=ID_PATTERN, max_length=64, description="A model id from POST /models"),
+]
 TrialNumber = Annotated[int, PathParam(ge=0, le=MAX_INT32, description="Trial number, from 0")]
 Cursor = Annotated[
     str | None,

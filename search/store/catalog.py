@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from search.store.schema import RUNNABLE, StoredDataset, Study, Tenant
+from search.store.schema import RUNNABLE, StoredDataset, StoredModel, Study, Tenant
 
 # --- tenants -------------------------------------------------------------------------------
 
@@ -103,4 +103,39 @@ def list_datasets(session: Session, tenant_id: str) -> list[StoredDataset]:
 def count_datasets(session: Session, tenant_id: str) -> int:
     """How many datasets the tenant stores (its quota)."""
     stmt = select(func.count()).where(StoredDataset.tenant_id == tenant_id)
+    return int(session.scalar(stmt) or 0)
+
+
+# --- model files -----------------------------------------------------------------------------
+
+
+def get_model(session: Session, model_id: str, tenant_id: str) -> StoredModel | None:
+    """The tenant's model file, or None when absent or another tenant's."""
+    stmt = select(StoredModel).where(StoredModel.id == model_id, StoredModel.tenant_id == tenant_id)
+    return session.scalar(stmt)
+
+
+def list_models(session: Session, tenant_id: str) -> list[StoredModel]:
+    """The tenant's model files, newest first (bounded by the per-tenant quota)."""
+    stmt = (
+        select(StoredModel)
+        .where(StoredModel.tenant_id == tenant_id)
+        .order_by(StoredModel.created_at.desc(), StoredModel.id.desc())
+    )
+    return list(session.scalars(stmt))
+
+
+def count_models(session: Session, tenant_id: str) -> int:
+    """How many model files the tenant stores (its quota)."""
+    stmt = select(func.count()).where(StoredModel.tenant_id == tenant_id)
+    return int(session.scalar(stmt) or 0)
+
+
+def active_studies_using_model(session: Session, tenant_id: str, model_id: str) -> int:
+    """How many queued or running studies of the tenant train this model file."""
+    stmt = select(func.count()).where(
+        Study.tenant_id == tenant_id,
+        Study.status.in_(RUNNABLE),
+        Study.spec[("task", "model", "id")].as_string() == model_id,
+    )
     return int(session.scalar(stmt) or 0)

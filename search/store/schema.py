@@ -142,3 +142,23 @@ class StoredDataset(Base):
     n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: A dataset registered by path (search.data.references): where its files are and how
+    #: to read them; None for an upload, stored at `path` under the data directory.
+    source: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+
+
+class StoredModel(Base):
+    """An uploaded `.keras` model file, stored at `data_dir / path`."""
+
+    __tablename__ = "lrsearch_models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("lrsearch_tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(255))
+    class_name: Mapped[str] = mapped_column(String(64))
+    keras_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    input_shape: Mapped[list[int | None] | None] = mapped_column(JsonType, nullable=True)
+    est_params: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

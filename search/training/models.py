@@ -1,19 +1,22 @@
 """Build the Keras model a task asks for, sized to its dataset.
 
 Keras is imported inside the functions so that importing this module (the API does, to
-validate) never loads TensorFlow. User JSON is loaded in Keras safe mode and Lambda layers
-are refused before Keras sees them: a Lambda carries Python code.
+validate) never loads TensorFlow. User JSON and `.keras` files are loaded in Keras safe mode
+and Lambda layers are refused before Keras sees them: a Lambda carries Python code.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from search.data import Dataset
+from search.data import Task
 from search.errors import ModelError
-from search.spec import CnnModel, KerasJsonModel, MlpModel
+from search.spec import CnnModel, KerasFileModel, KerasJsonModel, MlpModel
+
+ModelChoice = MlpModel | CnnModel | KerasJsonModel | KerasFileModel
 
 if TYPE_CHECKING:
     import keras
@@ -21,22 +24,47 @@ if TYPE_CHECKING:
 _CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
 
 
+class Shaped(Protocol):
+    """What a model is sized by: a Dataset, or the shape of data streamed from files."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def n_classes(self) -> int | None: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def n_outputs(self) -> int: ...
+
+
 def build_model(
-    spec: MlpModel | CnnModel | KerasJsonModel, dataset: Dataset, seed: int | None = 0
+    spec: ModelChoice,
+    dataset: Shaped,
+    seed: int | None = 0,
+    models_dir: Path | None = None,
 ) -> keras.Model:
-    """An uncompiled model for `dataset`; the same seed gives the same initial weights."""
+    """An uncompiled model for `dataset`; the same seed gives the same initial weights.
+    A `keras_file` model is read from `models_dir` (the data directory's models/)."""
     import keras
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     if isinstance(spec, KerasJsonModel):
         return _from_json(spec.config, dataset)
+    if isinstance(spec, KerasFileModel):
+        return _from_file(spec, dataset, models_dir)
     inputs = keras.Input(shape=dataset.input_shape, name="features")
     x = _cnn_body(spec, dataset, inputs) if isinstance(spec, CnnModel) else _mlp_body(spec, inputs)
     return keras.Model(inputs, _output_layer(dataset)(x), name=spec.kind)
 
 
-def loss_and_metrics(dataset: Dataset, model: keras.Model) -> tuple[Any, list[str]]:
+def loss_and_metrics(dataset: Shaped, model: keras.Model) -> tuple[Any, list[str]]:
     """Loss and metrics for compile(); logits vs probabilities read from the last layer."""
     import keras
 
@@ -57,7 +85,7 @@ def _mlp_body(spec: MlpModel, inputs: Any) -> Any:
     return x
 
 
-def _cnn_body(spec: CnnModel, dataset: Dataset, inputs: Any) -> Any:
+def _cnn_body(spec: CnnModel, dataset: Shaped, inputs: Any) -> Any:
     import keras
 
     shape = dataset.input_shape
@@ -80,7 +108,7 @@ def _cnn_body(spec: CnnModel, dataset: Dataset, inputs: Any) -> Any:
     return x
 
 
-def _output_layer(dataset: Dataset) -> Any:
+def _output_layer(dataset: Shaped) -> Any:
     import keras
 
     if dataset.task == "classification":
@@ -88,7 +116,29 @@ def _output_layer(dataset: Dataset) -> Any:
     return keras.layers.Dense(dataset.n_outputs, name="output")
 
 
-def _from_json(config: str, dataset: Dataset) -> keras.Model:
+def _from_file(spec: KerasFileModel, dataset: Shaped, models_dir: Path | None) -> keras.Model:
+    """A `.keras` file loaded in safe mode, uncompiled; with `weights: fresh`, a clone of it
+    (same architecture, newly initialised weights, seeded by the caller)."""
+    import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    path = Path(models_dir or ".") / f"{spec.id}.keras"
+    if not path.is_file():
+        raise ModelError(f"model file {spec.id!r} is not in this worker's data directory")
+    try:
+        with SafeModeScope(True):
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            if spec.weights == "fresh":
+                model = keras.models.clone_model(model)
+    except Exception as exc:  # Keras raises ValueError, TypeError, OSError... for bad files
+        raise ModelError(f"cannot load model file {spec.id!r}: {_first_line(exc)}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"model file {spec.id!r} holds a {type(model).__name__}, not a model")
+    _check_fits(model, dataset)
+    return model
+
+
+def _from_json(config: str, dataset: Shaped) -> keras.Model:
     """`model.to_json()` output -> model, refusing Lambda and anything that does not fit."""
     import keras
     from keras.src.saving.serialization_lib import SafeModeScope
@@ -129,7 +179,7 @@ def _class_names(tree: Any) -> Iterator[str]:
             stack.extend(node)
 
 
-def _check_fits(model: keras.Model, dataset: Dataset) -> None:
+def _check_fits(model: keras.Model, dataset: Shaped) -> None:
     """One input of the example shape (None matches any size), one output of the right width."""
     if not model.built or not model.inputs:
         try:

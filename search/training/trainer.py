@@ -20,7 +20,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -36,6 +37,9 @@ from search.training.monitor import EpochMonitor, StopCheck, direct
 from search.training.prepared import PreparedFit
 from search.training.report_writer import Persist, ReportWriter
 
+if TYPE_CHECKING:
+    from search.training.streamed import StreamedTask
+
 
 @dataclass
 class _Compiled:
@@ -48,15 +52,24 @@ class Trainer:
     """Runs trials; keeps a few compiled models so a study is not N cold starts."""
 
     def __init__(
-        self, *, reuse: bool = True, cache_size: int = 2, persist: Persist[Any] = direct
+        self,
+        *,
+        reuse: bool = True,
+        cache_size: int = 2,
+        persist: Persist[Any] = direct,
+        models_dir: Path | None = None,
     ) -> None:
         self.reuse = reuse
         self.cache_size = cache_size
         self.persist = persist
+        self.models_dir = models_dir  # where `keras_file` models are (data_dir/models)
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
 
     def objective(
-        self, spec: StudySpec, dataset: Dataset, should_stop: StopCheck | None = None
+        self,
+        spec: StudySpec,
+        dataset: Dataset | StreamedTask,
+        should_stop: StopCheck | None = None,
     ) -> Callable[[optuna.Trial], float]:
         """An Optuna objective for `study.optimize` (in-memory studies, tests, benchmarks)."""
         return lambda trial: self.run(trial, spec, dataset, should_stop)
@@ -65,16 +78,18 @@ class Trainer:
         self,
         trial: optuna.Trial,
         spec: StudySpec,
-        dataset: Dataset,
+        dataset: Dataset | StreamedTask,
         should_stop: StopCheck | None = None,
         checkpoint: CheckpointHandle | None = None,
     ) -> float:
         """Train one trial; raise TrialPruned, TrialDiverged or TrialStopped when it ends early.
 
-        With `checkpoint`, finished epochs are saved there (see `save_if_due`) and an existing
-        checkpoint is resumed from (the outcome's `resumed_from_epoch` says where).
+        `dataset` is arrays (trained through the epoch loop) or a `StreamedTask` (pipelines
+        through `model.fit`). With `checkpoint`, finished epochs are saved there (see
+        `save_if_due`) and an existing checkpoint is resumed from (the outcome's
+        `resumed_from_epoch` says where).
         """
-        run = run_shape(spec, len(dataset.x_train))
+        run = workload_run(spec, dataset)
         with batched_params(trial):  # one storage write for all of them
             strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
         outcome = TrialOutcome(strategy_id, params)
@@ -100,7 +115,7 @@ class Trainer:
         self,
         trial: optuna.Trial,
         spec: StudySpec,
-        dataset: Dataset,
+        dataset: Dataset | StreamedTask,
         run: RunShape,
         outcome: TrialOutcome,
         should_stop: StopCheck | None,
@@ -147,6 +162,7 @@ class Trainer:
                 verbose=0,
                 shuffle=False,
                 callbacks=callbacks,
+                **prepared.fit_kwargs,
             )
         return monitor.finish()
 
@@ -169,9 +185,15 @@ class Trainer:
         monitor.replay(saved.epoch)
         return saved
 
-    def _prepare(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> PreparedFit:
+    def _prepare(
+        self, spec: StudySpec, dataset: Dataset | StreamedTask, export: dict[str, Any]
+    ) -> PreparedFit:
         from search.training.keras_export import build_schedule_and_callbacks
 
+        if not isinstance(dataset, Dataset):
+            from search.training.streamed import prepare_streamed
+
+            return prepare_streamed(spec, dataset, export)
         if not self.reuse:
             return self._fresh(spec, dataset, export)
         compiled = self._compiled(spec, dataset)
@@ -193,7 +215,7 @@ class Trainer:
         from search.training.models import build_model, loss_and_metrics
 
         keras.backend.clear_session()
-        model = build_model(spec.task.model, dataset, spec.seed)
+        model = build_model(spec.task.model, dataset, spec.seed, self.models_dir)
         learning_rate, callbacks = build_schedule_and_callbacks(export)
         loss, metrics = loss_and_metrics(dataset, model)
         model.compile(
@@ -209,20 +231,27 @@ class Trainer:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        compiled = _compile(spec, dataset)
+        compiled = _compile(spec, dataset, self.models_dir)
         self._cache[key] = compiled
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return compiled
 
 
-def _compile(spec: StudySpec, dataset: Dataset) -> _Compiled:
+def workload_run(spec: StudySpec, dataset: Dataset | StreamedTask) -> RunShape:
+    """The run every trial of this study makes: epochs x batches per epoch."""
+    if isinstance(dataset, Dataset):
+        return run_shape(spec, len(dataset.x_train))
+    return RunShape(spec.task.epochs, dataset.steps_per_epoch)
+
+
+def _compile(spec: StudySpec, dataset: Dataset, models_dir: Path | None) -> _Compiled:
     from search.training.epoch_loop import EpochLoop
     from search.training.keras_export import make_optimizer, optimizer_config
     from search.training.lr_graph import SwitchSchedule
     from search.training.models import build_model, loss_and_metrics
 
-    model = build_model(spec.task.model, dataset, spec.seed)
+    model = build_model(spec.task.model, dataset, spec.seed, models_dir)
     schedule = SwitchSchedule()
     optimizer = make_optimizer(optimizer_config(spec.task.optimizer, spec.task.momentum), schedule)
     loss, metrics = loss_and_metrics(dataset, model)

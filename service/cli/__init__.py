@@ -2,9 +2,9 @@
 
 Subcommands live in `COMMANDS` (name -> (add arguments, handler)) so new ones slot in without
 touching the parser plumbing; their modules go by command group: `server` (db, token, api,
-worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot) and
-`datasets`. Client commands talk to a running API; their exit codes are EXIT_* (`exit_codes`),
-for shell scripts.
+worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot), `datasets`
+and `models`. Client commands talk to a running API; their exit codes are EXIT_*
+(`exit_codes`), for shell scripts.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from service.cli.exit_codes import (
     EXIT_STUDY_FAILED,
     EXIT_USAGE,
 )
+from service.cli.models import add_models, cmd_models
 from service.cli.server import (
     add_api_command,
     add_dashboard,
@@ -77,6 +78,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "best": ("print the best schedule (json, export or python)", add_best, cmd_best),
     "cancel": ("cancel a queued or running study", add_cancel, cmd_cancel),
     "datasets": ("upload or list datasets", add_datasets, cmd_datasets),
+    "models": ("upload or list .keras model files", add_models, cmd_models),
     "plot": ("save a plot of a study as PNG", add_plot, cmd_plot),
     "dashboard": ("run optuna-dashboard on the service's database", add_dashboard,
                   cmd_dashboard),

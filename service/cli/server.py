@@ -112,10 +112,17 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 def settings_env(settings: Settings) -> dict[str, str]:
     """LRSEARCH_* variables that rebuild exactly these settings in another process."""
     return {
-        f"LRSEARCH_{name.upper()}": str(value)
+        f"LRSEARCH_{name.upper()}": _env_value(value)
         for name, value in settings.model_dump().items()
         if value is not None
     }
+
+
+def _env_value(value: Any) -> str:
+    """A setting as its variable holds it (a list of paths: joined with ':')."""
+    if isinstance(value, list):
+        return os.pathsep.join(str(v) for v in value)
+    return str(value)
 
 
 def add_worker(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +145,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         max_trials=args.max_trials,
         idle_exit_s=args.idle_exit,
         checkpoint_every_s=settings.checkpoint_every_s,
+        data_roots=settings.data_roots,
     )
     return 0
 

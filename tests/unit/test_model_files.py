@@ -1,0 +1,121 @@
+"""search.model_files: a `.keras` archive checked without Keras (what it may contain, how
+big it may inflate, how many weights it may have). The archives are written here with
+zipfile in the layout `model.save()` uses; tests/integration/test_model_files.py uploads
+files Keras itself saved."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import pytest
+
+from search.errors import ModelError
+from search.model_files import MAX_CONFIG_BYTES, check_keras_file, declared_input_shape
+
+LIMIT = 64 * 1024 * 1024
+
+
+def _layer(cls: str, config: dict[str, Any], module: str = "keras.layers") -> dict[str, Any]:
+    return {"module": module, "class_name": cls, "config": config, "registered_name": None}
+
+
+def sequential(*layers: dict[str, Any]) -> dict[str, Any]:
+    inputs = _layer("InputLayer", {"batch_shape": [None, 8], "dtype": "float32"})
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "sequential", "layers": [inputs, *layers]},
+        "registered_name": None,
+        "compile_config": {"loss": {"module": "my_losses", "class_name": "MyLoss"}},
+    }
+
+
+DENSE = _layer("Dense", {"units": 3, "activation": "softmax"})
+
+
+def archive(
+    config: Any, members: dict[str, bytes] | None = None, *, compression: int = zipfile.ZIP_STORED
+) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", config if isinstance(config, bytes) else json.dumps(config))
+        members = {"model.weights.h5": b"\0" * 4096, **(members or {})}
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def problems(data: bytes, **kwargs: Any) -> str:
+    with pytest.raises(ModelError) as refused:
+        check_keras_file(data, max_uncompressed=kwargs.pop("limit", LIMIT), **kwargs)
+    return str(refused.value)
+
+
+def test_a_plain_model_is_accepted_with_what_the_api_records() -> None:
+    info = check_keras_file(archive(sequential(DENSE)), max_uncompressed=LIMIT)
+    assert info.class_name == "Sequential" and info.keras_version == "3.15.1"
+    assert info.input_shape == [8] and info.weights_bytes == 4096 and info.est_params == 1024
+    # compile_config is never loaded (compile=False), so its custom loss does not count
+
+
+def test_lambda_and_foreign_classes_are_refused() -> None:
+    lam = _layer("Lambda", {"function": {"class_name": "__lambda__", "config": {"code": "x"}}})
+    assert "Lambda layers are not allowed" in problems(archive(sequential(lam)))
+    foreign = _layer("Evil", {}, module="evil_package.layers")
+    assert "only Keras's own classes" in problems(archive(sequential(foreign)))
+    custom = {**DENSE, "registered_name": "my_pkg>MyDense"}
+    assert "custom registered class" in problems(archive(sequential(custom)))
+
+
+def test_the_parameter_budget_is_read_from_the_declared_weights() -> None:
+    data = archive(sequential(DENSE), {"model.weights.h5": b"\0" * 40_000})
+    message = problems(data, max_params=5_000)
+    assert "about 10,000 weights" in message and "at most 5,000" in message
+    check_keras_file(data, max_uncompressed=LIMIT, max_params=20_000)  # under it: fine
+
+
+def test_zip_bombs_are_refused_from_their_declared_sizes() -> None:
+    bomb = archive(
+        sequential(DENSE), {"assets/zeros.bin": b"\0" * 5_000_000}, compression=zipfile.ZIP_DEFLATED
+    )
+    assert "refused as a zip bomb" in problems(bomb)
+    assert "inflates to" in problems(archive(sequential(DENSE)), limit=1000)
+
+
+def test_config_json_is_read_under_a_cap() -> None:
+    big = json.dumps(sequential(DENSE)).encode() + b" " * (MAX_CONFIG_BYTES + 1)
+    assert "config.json is" in problems(archive(big))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not a zip at all", "expected the zip archive"),
+        (b"PK\x03\x04 truncated", "corrupt zip"),
+        (archive(b"{not json"), "config.json is not valid JSON"),
+        (archive([1, 2]), "a JSON object"),
+        (archive(sequential(DENSE), {"payload.py": b"import os"}), "unexpected member"),
+        (archive(sequential(DENSE), {"assets/../../etc/x": b""}), "unexpected member"),
+        (archive({"class_name": "Dense"}), "class_name Functional, Sequential or Model"),
+    ],
+)
+def test_bad_files_say_why(data: bytes, reason: str) -> None:
+    assert reason in problems(data)
+
+
+def test_missing_config_is_refused() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("model.weights.h5", b"")
+    assert "config.json is missing" in problems(buffer.getvalue())
+
+
+def test_declared_input_shape_only_when_unambiguous() -> None:
+    assert declared_input_shape(sequential(DENSE)) == [8]
+    assert declared_input_shape({"config": {"layers": [DENSE]}}) is None
+    two = {"config": {"layers": [sequential()["config"]["layers"][0]] * 2}}
+    assert declared_input_shape(two) is None
