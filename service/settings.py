@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -49,3 +52,27 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Queued plus running studies allowed per tenant."
     )
     max_datasets: int = Field(default=100, ge=1, description="Stored datasets allowed per tenant.")
+    max_model_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Largest .keras model file accepted (bytes)."
+    )
+    max_models: int = Field(default=50, ge=1, description="Stored model files allowed per tenant.")
+    max_model_params: int = Field(
+        default=50_000_000, ge=1, description="Most weights an uploaded model file may have."
+    )
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories (shared storage, mounted at the same path on the workers) "
+        "whose files a tenant may register as datasets by path. Env: a JSON list, or paths "
+        "separated by the OS path separator (':').",
+    )
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        """`/a:/b` as well as `["/a", "/b"]` (pydantic-settings parses the JSON form)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [p for p in text.split(os.pathsep) if p]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: A study fails when this many trials in a row failed the same way (none completed or
@@ -29,7 +29,8 @@ class WorkerConfig:
     `db_retry_s` bounds how long one storage call is retried while the database is away;
     a slot claimed but never turned into a trial is given back after `slot_leak_s`
     (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken); a running
-    trial is checkpointed at most every `checkpoint_every_s` (0: every epoch).
+    trial is checkpointed at most every `checkpoint_every_s` (0: every epoch); datasets
+    registered by path are read only from under `data_roots` (as the API checked them).
     """
 
     database_url: str
@@ -42,6 +43,7 @@ class WorkerConfig:
     db_retry_s: float = 120.0
     slot_leak_s: float | None = None
     checkpoint_every_s: float = 30.0
+    data_roots: list[Path] = field(default_factory=list)  # datasets by path (shared storage)
 
     @property
     def leak_after_s(self) -> float:

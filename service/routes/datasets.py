@@ -1,7 +1,10 @@
-"""Dataset uploads: validated by the readers, stored as normalised NPZ under a server id.
+"""Datasets: uploads, validated by the readers and stored as normalised NPZ under a server
+id; and datasets by path, files on shared storage under LRSEARCH_DATA_ROOTS, registered
+after their paths are checked (search.data.references) and their headers read.
 
-No user-supplied file name ever reaches the file system: the stored path is
-`datasets/{id}.npz` with a random id; the upload's name is only kept as a label.
+No user-supplied file name of an upload ever reaches the file system: the stored path is
+`datasets/{id}.npz` with a random id; the upload's name is only kept as a label. A dataset
+by path is never copied, nor deleted with its row.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from search import store
+from search.data.ref_headers import RefInfo, read_headers
+from search.data.references import ReferenceRequest, resolve_files
 from search.errors import DatasetError
 from service.deps import DatasetId, SessionDep, SettingsDep, TenantDep
 from service.errors import (
@@ -47,6 +52,7 @@ class DatasetOut(BaseModel):
     input_shape: list[int]
     size_bytes: int
     created_at: str
+    reference: dict[str, Any] | None = None  # a dataset by path: its format and files
 
 
 class DatasetList(BaseModel):
@@ -87,6 +93,65 @@ def upload_dataset(
     return dataset_json(row)
 
 
+@router.post(
+    "/datasets/by-reference",
+    status_code=201,
+    response_model=DatasetOut,
+    responses=problem_responses(429),
+)
+def register_dataset(
+    request: ReferenceRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: TenantDep,
+) -> dict[str, Any]:
+    """Register files on shared storage under LRSEARCH_DATA_ROOTS (nothing is copied; only
+    headers are read here, the workers stream the data)."""
+    if store.count_datasets(session, caller.tenant_id) >= settings.max_datasets:
+        raise TooManyRequests(
+            f"at most {settings.max_datasets} datasets per tenant; delete one first",
+            slug="quota-exceeded",
+        )
+    if request.name is not None and not _storable(request.name):
+        raise InvalidRequest("name", "must be printable text (no NUL or control characters)")
+    info = _referenced(request, settings)
+    label = request.name or Path(request.train[0]).name[:200] or "dataset"
+    row = store.StoredDataset(
+        id=store.new_id(),
+        tenant_id=caller.tenant_id,
+        name=label,
+        format=request.format,
+        path="",
+        n_train=info.n_train,
+        n_val=info.n_val,
+        input_shape=info.input_shape,
+        task=info.task,
+        n_classes=info.n_classes,
+        size_bytes=info.size_bytes,
+        source=info.source,
+    )
+    session.add(row)
+    session.commit()
+    return dataset_json(row)
+
+
+def _referenced(request: ReferenceRequest, settings: Settings) -> RefInfo:
+    """The files resolved inside the roots, then their headers; errors name the field."""
+    glob_ok = request.format == "tfrecord"
+    try:
+        train = resolve_files(request.train, settings.data_roots, glob_ok=glob_ok)
+    except DatasetError as exc:
+        raise InvalidRequest("train", str(exc)) from None
+    try:
+        val = resolve_files(request.val, settings.data_roots, glob_ok=glob_ok)
+    except DatasetError as exc:
+        raise InvalidRequest("val", str(exc)) from None
+    try:
+        return read_headers(request, train, val)
+    except (DatasetError, OSError) as exc:
+        raise InvalidRequest("train", str(exc)) from None
+
+
 @router.get("/datasets", response_model=DatasetList)
 def list_datasets(session: SessionDep, caller: TenantDep) -> dict[str, Any]:
     """The caller's datasets, newest first (at most the per-tenant quota)."""
@@ -108,10 +173,11 @@ def delete_dataset(
     users = store.active_studies_using(session, caller.tenant_id, dataset_id)
     if users:
         raise Conflict(f"{users} queued or running studies use dataset {dataset_id}")
-    path = settings.data_dir / row.path
+    path = settings.data_dir / row.path if row.source is None else None  # by path: not ours
     session.delete(row)
     session.commit()
-    path.unlink(missing_ok=True)
+    if path is not None:
+        path.unlink(missing_ok=True)
     return Response(status_code=204)
 
 
@@ -128,7 +194,14 @@ def dataset_json(row: store.StoredDataset) -> dict[str, Any]:
         "input_shape": list(row.input_shape),
         "size_bytes": row.size_bytes,
         "created_at": row.created_at.isoformat(),
+        "reference": None if row.source is None else _reference_json(row.source),
     }
+
+
+def _reference_json(source: dict[str, Any]) -> dict[str, Any]:
+    """What a dataset by path shows: its format, its files, how validation is split off."""
+    keys = ("format", "train", "val", "split_every", "target", "label")
+    return {k: source.get(k) for k in keys if source.get(k) is not None}
 
 
 def _storable(text: str) -> bool:
