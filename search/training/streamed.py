@@ -4,12 +4,15 @@ storage, and `tune()`'s own model and datasets.
 Why a second path beside the epoch loop: the epoch loop holds the data as tensors (fast for
 small arrays), which a dataset larger than memory cannot be. Here every trial builds its
 model and its pipelines and runs a plain `model.fit`, with the same per-epoch monitor and LR
-callbacks as every other trial (`search.training.trainer`), so batches stream from disk.
+callbacks as every other trial (`search.training.trainer`), so batches stream from disk;
+the compiled model is reused across trials (`CompiledStreams`), as with arrays.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +22,12 @@ import tensorflow as tf
 
 from search.errors import ModelError
 from search.spec import StudySpec
-from search.training.keras_export import build_schedule_and_callbacks, make_optimizer
+from search.training.keras_export import (
+    build_schedule_and_callbacks,
+    make_optimizer,
+    optimizer_config,
+)
+from search.training.lr_graph import DrivenCallback, SwitchSchedule
 from search.training.prepared import PreparedFit
 
 Datasets = tuple[tf.data.Dataset, tf.data.Dataset]
@@ -47,26 +55,99 @@ class StreamedTask:
     infinite: bool = False
 
 
-def prepare_streamed(spec: StudySpec, task: StreamedTask, export: dict[str, Any]) -> PreparedFit:
-    """Build, compile (lrsearch's optimizer at the trial's rate) and wire the pipelines."""
+class CompiledStreams:
+    """Compiled models of streamed tasks, reused across the trials of one task.
+
+    Why: building, compiling and tracing a model costs more than training a small one for a
+    few epochs. As with arrays (`search.training.lr_graph`), one compiled model per task
+    plays every strategy: a trial puts the weights and the optimizer state back to their
+    seeded initial values and loads its schedule into the variables `fit` reads, so the
+    traced train step is reused.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[int, str, int | None], _Reused] = OrderedDict()
+
+    def get(self, spec: StudySpec, task: StreamedTask) -> _Reused:
+        opt = json.dumps(optimizer_config(spec.task.optimizer, spec.task.momentum))
+        key = (id(task), opt, spec.seed)
+        if key not in self._kept:
+            self._kept[key] = _Reused.build(spec, task)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return self._kept[key]
+
+
+@dataclass
+class _Reused:
+    task: StreamedTask  # held, so its id() in the cache key is never reused
+    model: Any
+    schedule: SwitchSchedule
+    variables: list[Any]
+    initial: list[Any]
+
+    @classmethod
+    def build(cls, spec: StudySpec, task: StreamedTask) -> _Reused:
+        model = _built(spec, task)
+        schedule = SwitchSchedule()
+        optimizer = make_optimizer(
+            optimizer_config(spec.task.optimizer, spec.task.momentum), schedule
+        )
+        loss, metrics = task.loss_and_metrics(model)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        optimizer.build(model.trainable_variables)
+        variables = [*model.weights, *optimizer.variables]
+        return cls(task, model, schedule, variables, [tf.identity(v) for v in variables])
+
+    def restart(self, export: dict[str, Any]) -> list[Any]:
+        """Weights and optimizer state as when built; the trial's schedule loaded; its LR
+        callbacks driving the shared schedule."""
+        for var, value in zip(self.variables, self.initial, strict=True):
+            var.assign(value)
+        self.schedule.load(export)
+        _, callbacks = build_schedule_and_callbacks(export)
+        return [DrivenCallback(cb, self.schedule) for cb in callbacks]
+
+
+def prepare_streamed(
+    spec: StudySpec,
+    task: StreamedTask,
+    export: dict[str, Any],
+    cache: CompiledStreams | None = None,
+) -> PreparedFit:
+    """The trial's model compiled with lrsearch's optimizer at the trial's rate (reused from
+    `cache`, else built and compiled for this trial alone), and its pipelines."""
+    base_lr = None
+    if cache is not None:
+        reused = cache.get(spec, task)
+        model, callbacks, base_lr = reused.model, reused.restart(export), reused.schedule.base_lr
+    else:
+        model = _built(spec, task)
+        learning_rate, callbacks = build_schedule_and_callbacks(export)
+        loss, metrics = task.loss_and_metrics(model)
+        model.compile(
+            optimizer=make_optimizer(export["optimizer"], learning_rate),
+            loss=loss,
+            metrics=metrics,
+        )
+    train, val = task.datasets(spec.task.batch_size, spec.seed)
+    kwargs: dict[str, Any] = {}
+    if task.infinite:
+        kwargs["steps_per_epoch"] = task.steps_per_epoch
+    else:  # a known length lets fit plan its epochs, and checks the run's steps
+        train = train.apply(tf.data.experimental.assert_cardinality(task.steps_per_epoch))
+    return PreparedFit(model, callbacks, train, val, base_lr=base_lr, fit_kwargs=kwargs)
+
+
+def _built(spec: StudySpec, task: StreamedTask) -> Any:
     if spec.seed is not None:
         keras.utils.set_random_seed(int(spec.seed))
     model = task.build_model(spec.seed)
     if not isinstance(model, keras.Model):
         raise ModelError(f"{task.name}: the model is a {type(model).__name__}, not a keras.Model")
-    learning_rate, callbacks = build_schedule_and_callbacks(export)
-    loss, metrics = task.loss_and_metrics(model)
-    model.compile(
-        optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics
-    )
-    train, val = task.datasets(spec.task.batch_size, spec.seed)
-    if task.infinite:
-        return PreparedFit(
-            model, callbacks, train, val, fit_kwargs={"steps_per_epoch": task.steps_per_epoch}
-        )
-    # A known length lets fit plan its epochs, and checks the steps the run was sized with.
-    train = train.apply(tf.data.experimental.assert_cardinality(task.steps_per_epoch))
-    return PreparedFit(model, callbacks, train, val)
+    return model
 
 
 def count_batches(train: tf.data.Dataset) -> int:
@@ -98,6 +179,7 @@ def first_batch(data: tf.data.Dataset) -> tuple[Any, Any]:
 
 
 __all__ = [
+    "CompiledStreams",
     "Datasets",
     "StreamedTask",
     "count_batches",

@@ -63,6 +63,7 @@ class Trainer:
         self.cache_size = cache_size
         self.persist = persist
         self.models_dir = models_dir  # where `keras_file` models are (data_dir/models)
+        self._streams: Any = None  # search.training.streamed.CompiledStreams, made on first use
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
 
     def objective(
@@ -191,9 +192,11 @@ class Trainer:
         from search.training.keras_export import build_schedule_and_callbacks
 
         if not isinstance(dataset, Dataset):
-            from search.training.streamed import prepare_streamed
+            from search.training.streamed import CompiledStreams, prepare_streamed
 
-            return prepare_streamed(spec, dataset, export)
+            if self.reuse and self._streams is None:
+                self._streams = CompiledStreams(self.cache_size)
+            return prepare_streamed(spec, dataset, export, self._streams)
         if not self.reuse:
             return self._fresh(spec, dataset, export)
         compiled = self._compiled(spec, dataset)
