@@ -1,0 +1,99 @@
+"""`lrsearch serve` as a real subprocess for the tests that talk to it over HTTP only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.cli.server import stop_processes
+from service.demo import free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running `lrsearch serve`: its URL, its process, its log and its environment."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes serve started (its children running `service.cli worker`)."""
+        pids = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(
+                    line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+                )
+                cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(fields.get("PPid", "0")) == self.process.pid and b"worker" in cmdline:
+                pids.append(int(status.parent.name))
+        return pids
+
+
+@contextmanager
+def serve(data_dir: Path, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Served]:
+    """Start `lrsearch serve --workers N` on a free loopback port with its own SQLite file;
+    stop it (and its workers) afterwards."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    full_env = {
+        **(env or os.environ),
+        "LRSEARCH_DATA_DIR": str(data_dir),
+        "LRSEARCH_DATABASE_URL": f"sqlite:///{data_dir / 'lrsearch.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LRSEARCH_TF_THREADS": "1",
+    }
+    full_env.pop("DATABASE_URL", None)
+    log = data_dir / "serve.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout_s=120, server=process, log=log)
+        yield Served(url, process, log, full_env)
+    finally:
+        stop_processes([process])
+
+
+def wait_final(
+    http: httpx.Client, study_id: str, timeout_s: float, on_poll: Callable[[], Any] | None = None
+) -> dict[str, Any]:
+    """Poll a study until it is completed, failed or cancelled; its final document."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        study: dict[str, Any] = http.get(f"/v1/studies/{study_id}").json()
+        if study["status"] in ("completed", "failed", "cancelled"):
+            return study
+        if on_poll is not None:
+            on_poll()
+        time.sleep(0.5)
+    raise AssertionError(f"study {study_id} did not finish within {timeout_s:.0f}s")
