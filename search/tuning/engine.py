@@ -37,16 +37,20 @@ from search.worker.trial_run import TrialRunner
 DEFAULT_TENANT = "default"
 #: Studies a tenant may hold at once do not limit tune(): it runs only its own.
 _NO_QUOTA = 1_000_000_000
+#: How often tune() looks whether trials run by other workers have finished.
+OTHERS_POLL_S = 0.5
 
 
 def tune(
-    build_model: Callable[[], Any],
-    train: Any,
-    val: Any,
+    build_model: Callable[[], Any] | None = None,
+    train: Any = None,
+    val: Any = None,
     *,
     epochs: int,
-    loss: Any,
+    loss: Any = None,
     metrics: Sequence[Any] = (),
+    plugin: str | None = None,
+    plugin_args: dict[str, Any] | None = None,
     n_trials: int = 20,
     strategies: Sequence[str] | None = None,
     objective: str = "val_loss",
@@ -66,18 +70,26 @@ def tune(
     progress: bool = True,
 ) -> TuneResult:
     """Search the learning-rate strategy for `build_model()` (an uncompiled keras.Model,
-    built anew for every trial) on `train` / `val` (tf.data.Datasets of batches, or (x, y)
-    arrays batched by `batch_size`), compiled with `loss` and `metrics`.
+    built once per trial setup) on `train` / `val` (tf.data.Datasets of batches, or (x, y)
+    arrays batched by `batch_size`), compiled with `loss` and `metrics`; or for an installed
+    task `plugin` with its `plugin_args` (then the other four do not apply).
 
     Runs in this process on a temporary SQLite study, or on `storage` (a database URL,
-    e.g. the service's: the study then shows in its API and dashboard). Returns the study's
-    trials and its best trial (`result.best.export`, `result.best.apply()`); raises
-    TuningFailed when the study failed without a best trial, SpecError for bad arguments.
+    e.g. the service's: the study then shows in its API and dashboard, and with a plugin the
+    service's workers that offer it train trials too). Returns the study's trials and its
+    best trial (`result.best.export`, `result.best.apply()`); raises TuningFailed when the
+    study failed without a best trial, SpecError for bad arguments.
     """
+    own_code = (build_model, train, val, loss)
+    if plugin is None and any(part is None for part in own_code):
+        raise TypeError("tune() needs build_model, train, val and loss (or a plugin)")
+    if plugin is not None and any(part is not None for part in own_code):
+        raise TypeError("with a plugin, the plugin gives the model, the data and the loss")
     payload: dict[str, Any] = {
         "name": name,
         "task": {
-            "plugin": IN_PROCESS,
+            "plugin": plugin or IN_PROCESS,
+            "plugin_args": dict(plugin_args or {}),
             "epochs": epochs,
             "batch_size": batch_size,
             "optimizer": optimizer,
@@ -93,17 +105,19 @@ def tune(
         "timeout_s": timeout_s,
     }
     studies.parse_payload(payload)  # bad arguments fail before any data is touched
-    from search.training.in_process import in_process_task
+    task = None
+    if build_model is not None:
+        from search.training.in_process import in_process_task
 
-    task = in_process_task(
-        build_model,
-        train,
-        val,
-        loss=loss,
-        metrics=metrics,
-        batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
-    )
+        task = in_process_task(
+            build_model,
+            train,
+            val,
+            loss=loss,
+            metrics=metrics,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+        )
     with _place(storage) as (url, data_dir), _quiet_optuna():
         result = _run(url, data_dir, tenant, payload, task, progress, storage)
     if result.best is None and result.status != "cancelled":
@@ -157,7 +171,8 @@ def _run(
                 data_dir=data_dir,
                 max_active=_NO_QUOTA,
             ).id
-        runner = TrialRunner(resources, in_process=lambda _spec: task)
+        in_process = None if task is None else (lambda _spec: task)
+        runner = TrialRunner(resources, in_process=in_process)
         _trials(resources, runner, study_id, payload, show)
         with resources.sessions() as session:
             return read_result(session, study_id, storage)
@@ -191,13 +206,28 @@ def _trials(
             runner.run(study_id, slot)
             sweeper.maybe_finish(study_id)
             bar.update(*_done_and_best(resources, study_id))
+        _wait_for_others(resources, sweeper, study_id, bar)
     except KeyboardInterrupt:
         with resources.sessions() as session:
             store.finish_study(session, study_id, "cancelled", "interrupted (Ctrl-C)")
         raise
     finally:
         bar.close()
-    sweeper.maybe_finish(study_id)
+
+
+def _wait_for_others(
+    resources: WorkerResources, sweeper: Sweeper, study_id: str, bar: TuneProgress
+) -> None:
+    """Until the study is final: trials other workers took (a plugin study on a shared
+    database) finish there; the sweep looks after any whose worker died."""
+    while True:
+        sweeper.maybe_finish(study_id)
+        with resources.sessions() as session:
+            status = store.study_status(session, study_id)
+        if status not in store.RUNNABLE:
+            return
+        bar.update(*_done_and_best(resources, study_id))
+        time.sleep(OTHERS_POLL_S)
 
 
 def _done_and_best(resources: WorkerResources, study_id: str) -> tuple[int, float | None]:

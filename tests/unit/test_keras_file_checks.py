@@ -14,39 +14,9 @@ import pytest
 
 from search.errors import ModelError
 from search.model_files import MAX_CONFIG_BYTES, check_keras_file, declared_input_shape
+from tests.keras_files import DENSE, _layer, archive, sequential
 
 LIMIT = 64 * 1024 * 1024
-
-
-def _layer(cls: str, config: dict[str, Any], module: str = "keras.layers") -> dict[str, Any]:
-    return {"module": module, "class_name": cls, "config": config, "registered_name": None}
-
-
-def sequential(*layers: dict[str, Any]) -> dict[str, Any]:
-    inputs = _layer("InputLayer", {"batch_shape": [None, 8], "dtype": "float32"})
-    return {
-        "module": "keras",
-        "class_name": "Sequential",
-        "config": {"name": "sequential", "layers": [inputs, *layers]},
-        "registered_name": None,
-        "compile_config": {"loss": {"module": "my_losses", "class_name": "MyLoss"}},
-    }
-
-
-DENSE = _layer("Dense", {"units": 3, "activation": "softmax"})
-
-
-def archive(
-    config: Any, members: dict[str, bytes] | None = None, *, compression: int = zipfile.ZIP_STORED
-) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as z:
-        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
-        z.writestr("config.json", config if isinstance(config, bytes) else json.dumps(config))
-        members = {"model.weights.h5": b"\0" * 4096, **(members or {})}
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
 
 
 def problems(data: bytes, **kwargs: Any) -> str:
