@@ -210,6 +210,7 @@ def _npz(source: dict[str, Any], split: str, batch: int, seed: int | None) -> tf
     def load(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         bx, by = tf.numpy_function(gather, [idx], [tf.float32, tf.as_dtype(y.dtype)])
         bx.set_shape([None, *x.shape[1:]])
+        by.set_shape([None, *y.shape[1:]])
         return bx, tf.cast(by, y_type)
 
     return order.batch(batch).map(load).prefetch(2)

@@ -72,8 +72,9 @@ def test_studies_name_model_files_they_can_use(app_client: TestClient) -> None:
 
 def test_refused_files_say_why_on_field_file(client_factory: ClientFactory) -> None:
     lam = _layer("Lambda", {"function": {"class_name": "__lambda__", "config": {}}})
-    bomb = archive(sequential(DENSE), {"assets/zeros": b"\0" * 3_000_000},
-                   compression=zipfile.ZIP_DEFLATED)
+    bomb = archive(
+        sequential(DENSE), {"assets/zeros": b"\0" * 3_000_000}, compression=zipfile.ZIP_DEFLATED
+    )
     big_weights = archive(sequential(DENSE), {"model.weights.h5": b"\0" * 8_000})
     with client_factory(max_model_params=1_000, max_model_bytes=1_000_000) as client:
         for data, reason in (
@@ -106,12 +107,17 @@ def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("keras")
     digits = load_digits()
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
     _, accuracy = model.evaluate(digits.x_val, digits.y_val, verbose=0)
     assert accuracy > 0.9
@@ -137,10 +143,17 @@ def test_trials_start_from_the_files_weights_or_fresh_ones(
         tiny_lr = {"initial_lr": {"low": 1e-9, "high": 2e-9, "log": True}}
         ids = {}
         for weights in ("file", "fresh"):
-            spec = {"task": {"model": {"kind": "keras_file", "id": model_id, "weights": weights},
-                             "epochs": 1, "batch_size": 256},
-                    "objective": {"metric": "val_accuracy"}, "strategies": ["constant"],
-                    "ranges": tiny_lr, "n_trials": 1}
+            spec = {
+                "task": {
+                    "model": {"kind": "keras_file", "id": model_id, "weights": weights},
+                    "epochs": 1,
+                    "batch_size": 256,
+                },
+                "objective": {"metric": "val_accuracy"},
+                "strategies": ["constant"],
+                "ranges": tiny_lr,
+                "n_trials": 1,
+            }
             ids[weights] = api.post("/v1/studies", json=spec).json()["id"]
         worker = Worker(WorkerConfig(sqlite_url, tmp_path / "data"))
         assert worker.run_one() and worker.run_one()

@@ -27,10 +27,14 @@ DIGITS = load_digits()
 
 
 def small_mlp() -> Any:
-    return keras.Sequential([
-        keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 LOGITS = {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
@@ -48,9 +52,18 @@ def test_tune_on_datasets_returns_the_best_schedule_ready_to_apply() -> None:
     train = tf.data.Dataset.from_tensor_slices((DIGITS.x_train, DIGITS.y_train))
     train = train.shuffle(2000, seed=0, reshuffle_each_iteration=True).batch(64)
     val = tf.data.Dataset.from_tensor_slices((DIGITS.x_val, DIGITS.y_val)).batch(256)
-    result = tune(small_mlp, train, val, epochs=3, n_trials=4, strategies=["cosine", "plateau"],
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  objective="val_accuracy", progress=False, **LOGITS)
+    result = tune(
+        small_mlp,
+        train,
+        val,
+        epochs=3,
+        n_trials=4,
+        strategies=["cosine", "plateau"],
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        objective="val_accuracy",
+        progress=False,
+        **LOGITS,
+    )
     assert isinstance(result, TuneResult) and result.status == "completed"
     assert len(result.trials) == 4 and result.storage is None
     assert result.progress["complete"] + result.progress["pruned"] == 4
@@ -70,8 +83,15 @@ def test_tune_on_datasets_returns_the_best_schedule_ready_to_apply() -> None:
 
 @pytest.mark.slow
 def test_tune_runs_an_installed_plugin(installed: Path) -> None:
-    result = tune(plugin="tiny-counted", plugin_args={"rows": 300}, epochs=2, n_trials=2,
-                  batch_size=32, strategies=["constant", "exponential"], progress=False)
+    result = tune(
+        plugin="tiny-counted",
+        plugin_args={"rows": 300},
+        epochs=2,
+        n_trials=2,
+        batch_size=32,
+        strategies=["constant", "exponential"],
+        progress=False,
+    )
     assert result.status == "completed" and result.best is not None
     assert [len(t.lr) for t in result.trials if t.state == "complete"] != []
     with pytest.raises(TuningFailed) as failed:
@@ -82,9 +102,19 @@ def test_tune_runs_an_installed_plugin(installed: Path) -> None:
 
 @pytest.mark.slow
 def test_a_shared_study_is_the_apis_study(client_factory: ClientFactory, db_url: str) -> None:
-    result = tune(small_mlp, (DIGITS.x_train, DIGITS.y_train), (DIGITS.x_val, DIGITS.y_val),
-                  epochs=2, n_trials=2, batch_size=128, strategies=["constant"],
-                  storage=db_url, name="from-a-notebook", progress=False, **LOGITS)
+    result = tune(
+        small_mlp,
+        (DIGITS.x_train, DIGITS.y_train),
+        (DIGITS.x_val, DIGITS.y_val),
+        epochs=2,
+        n_trials=2,
+        batch_size=128,
+        strategies=["constant"],
+        storage=db_url,
+        name="from-a-notebook",
+        progress=False,
+        **LOGITS,
+    )
     assert result.storage == db_url and result.best is not None
     with client_factory() as api:
         study = api.get(f"/v1/studies/{result.study_id}").json()
@@ -102,8 +132,16 @@ def test_a_model_function_that_fails_stops_the_study_with_its_error() -> None:
 
     data = (np.zeros((40, 8, 8), np.float32), np.zeros(40, np.int64))
     with pytest.raises(TuningFailed) as failed:
-        tune(broken, data, data, epochs=1, n_trials=5, strategies=["constant"], progress=False,
-             **LOGITS)
+        tune(
+            broken,
+            data,
+            data,
+            epochs=1,
+            n_trials=5,
+            strategies=["constant"],
+            progress=False,
+            **LOGITS,
+        )
     assert failed.value.result.status == "failed"
     assert "no GPU named 'tpu9' here" in str(failed.value)
     assert len(failed.value.result.trials) == 3  # three alike failures end it, not five
