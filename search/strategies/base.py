@@ -185,15 +185,22 @@ class Strategy(ABC):
         run: RunShape,
         monitor: str = "val_loss",
         optimizer: dict[str, Any] | None = None,
+        direction: str | None = None,
     ) -> Export:
-        """The Keras config and a Python snippet that rebuilds the optimizer and callbacks."""
+        """The Keras config and a Python snippet that rebuilds the optimizer and callbacks.
+
+        With the objective's `direction`, a callback that watches `monitor` in mode "auto"
+        gets "min" or "max": Keras cannot tell the direction of a custom metric by itself."""
         self.check(params, run)
         optimizer = optimizer or {"class_name": "Adam", "config": {}}
+        callbacks = self.keras_callbacks(params, run, monitor)
+        if direction is not None:
+            mode = "max" if direction == "maximize" else "min"
+            for callback in callbacks:
+                if callback.get("config", {}).get("mode") == "auto":
+                    callback["config"]["mode"] = mode
         export = Export(
-            self.keras_schedule(params, run),
-            self.keras_callbacks(params, run, monitor),
-            float(params["initial_lr"]),
-            optimizer,
+            self.keras_schedule(params, run), callbacks, float(params["initial_lr"]), optimizer
         )
         return Export(
             export.schedule, export.callbacks, export.initial_lr, optimizer, python_snippet(export)

@@ -128,7 +128,7 @@ class Trainer:
         strategy = get_strategy(str(outcome.strategy))
         opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
         outcome.export = strategy.export(
-            outcome.params, run, spec.objective.metric, opt_cfg
+            outcome.params, run, spec.objective.metric, opt_cfg, spec.objective.direction
         ).as_dict()
         outcome.export.update(strategy=outcome.strategy, params=outcome.params)
         prepared = self._prepare(spec, dataset, outcome.export)

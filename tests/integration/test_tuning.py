@@ -82,6 +82,35 @@ def test_tune_on_datasets_returns_the_best_schedule_ready_to_apply() -> None:
 
 
 @pytest.mark.slow
+def test_plateau_watches_a_custom_metric_in_the_objectives_direction() -> None:
+    """Keras cannot tell whether a metric it does not know goes up or down: the export says."""
+
+    class Spread(keras.metrics.Mean):  # a custom metric: Keras knows no direction for it
+        def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+            return super().update_state(keras.ops.std(y_pred, axis=-1))
+
+    metric = Spread(name="spread")
+    result = tune(
+        small_mlp,
+        (DIGITS.x_train, DIGITS.y_train),
+        (DIGITS.x_val, DIGITS.y_val),
+        epochs=2,
+        n_trials=2,
+        batch_size=128,
+        strategies=["plateau"],
+        metrics=[metric],
+        objective="val_spread",
+        progress=False,
+        **LOGITS,
+    )
+    assert [t.state for t in result.trials] == ["complete", "complete"]
+    assert result.best is not None
+    [callback] = result.best.export["callbacks"]
+    assert callback["config"]["mode"] == "min" and callback["config"]["monitor"] == "val_spread"
+    assert "mode='min'" in result.best.export["python"]
+
+
+@pytest.mark.slow
 def test_tune_runs_an_installed_plugin(installed: Path) -> None:
     result = tune(
         plugin="tiny-counted",
