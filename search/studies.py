@@ -179,9 +179,7 @@ def _check_model_json(spec: StudySpec) -> None:
 # --- the spec against the catalog ----------------------------------------------------------
 
 
-def _check_model_file(
-    session: Session, tenant_id: str, spec: StudySpec
-) -> list[int | None] | None:
+def _check_model_file(session: Session, tenant_id: str, spec: StudySpec) -> list[int | None] | None:
     """A keras_file model must be one of the tenant's model files; its declared input shape
     (None when unknown) is returned for the dataset check."""
     model = spec.task.model
@@ -249,9 +247,7 @@ def _insert_study(
     """Create the Optuna study before the row, so a worker never sees a row without it."""
     study_id = store.new_id()
     optuna_name = f"lrsearch-{study_id}"
-    optuna.create_study(
-        storage=storage, study_name=optuna_name, direction=spec.objective.direction
-    )
+    optuna.create_study(storage=storage, study_name=optuna_name, direction=spec.objective.direction)
     study = store.Study(
         id=study_id,
         tenant_id=tenant_id,

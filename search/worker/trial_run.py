@@ -145,12 +145,16 @@ class TrialRunner:
         except TrialDiverged:  # the trainer stored why
             self._tell(study, trial, handle, state=_FAIL)
         except _FINISHED:
-            log.warning("trial %s was failed by a sweep while it ran; its retry goes on",
-                        trial.number)
+            log.warning(
+                "trial %s was failed by a sweep while it ran; its retry goes on", trial.number
+            )
         except Exception as exc:
             if store.is_transient(exc):
-                log.error("trial %s: database away for too long (%s); left for the sweep",
-                          trial.number, exc)
+                log.error(
+                    "trial %s: database away for too long (%s); left for the sweep",
+                    trial.number,
+                    exc,
+                )
                 return
             bad_input = exc is opened.load_error
             kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)

@@ -80,8 +80,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "datasets": ("upload or list datasets", add_datasets, cmd_datasets),
     "models": ("upload or list .keras model files", add_models, cmd_models),
     "plot": ("save a plot of a study as PNG", add_plot, cmd_plot),
-    "dashboard": ("run optuna-dashboard on the service's database", add_dashboard,
-                  cmd_dashboard),
+    "dashboard": ("run optuna-dashboard on the service's database", add_dashboard, cmd_dashboard),
 }
 
 
