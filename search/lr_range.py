@@ -27,6 +27,8 @@ SMOOTHING = 0.9
 #: The searched initial-rate range, as divisors of the edge of stability.
 HIGH_DIVISOR = 1.0
 LOW_DIVISOR = 300.0
+#: A curve whose smoothed loss never fell below this share of its start shows no edge.
+LEARNED = 0.9
 #: The widest a range may be: the study's default range (what no test would change).
 FLOOR, CEILING = 1e-5, 1.0
 
@@ -93,8 +95,9 @@ def read(rates: list[float], losses: list[float]) -> RangeResult:
             break
         if value < best:
             best, edge = value, rate
-    if edge is None or edge <= rates[0] * 1.0001 or not math.isfinite(best):
-        return RangeResult(rates, losses, None, smoothed=smoothed)
+    start = smoothed[0] if smoothed else math.inf
+    if edge is None or not math.isfinite(best) or not best < LEARNED * start:
+        return RangeResult(rates, losses, None, smoothed=smoothed)  # it never learned
     high = min(CEILING, edge / HIGH_DIVISOR)
     low = max(FLOOR, min(high / 10, edge / LOW_DIVISOR))
     return RangeResult(rates, losses, edge, low, high, smoothed)

@@ -28,11 +28,11 @@ INIT_SEED = "lrsearch:init_seed"
 SEED_STRIDE = 7919
 
 
-def replicate_slots(n_trials: int) -> int:
-    """How many of a study's slots re-run candidates (0 for small studies)."""
-    if n_trials < MIN_TRIALS_FOR_REPLICATES:
+def replicate_slots(n_trials: int, share: float = REPLICATE_SHARE) -> int:
+    """How many of a study's slots re-run candidates (0 for small studies or share 0)."""
+    if n_trials < MIN_TRIALS_FOR_REPLICATES or share <= 0:
         return 0
-    return max(1, round(n_trials * REPLICATE_SHARE))
+    return max(1, round(n_trials * share))
 
 
 def candidates_to_rerun(n_replicates: int) -> int:

@@ -20,6 +20,7 @@ Outside this list (imported by module): `trial_writes` (a trial's batched writes
 
 from __future__ import annotations
 
+from search.store.best import LR_RANGE, Best, best_trial, best_value
 from search.store.budget import (
     SLOT_RELEASED,
     claim_slot,
@@ -85,10 +86,9 @@ from search.store.trials import (
     Progress,
     StoredTrial,
     ValueCursor,
-    best_trial,
-    best_value,
     get_trial,
     study_progress,
+    study_system_attr,
     trials_page,
     value_cursor,
 )
@@ -105,6 +105,7 @@ __all__ = [
     "CANDIDATES_READ",
     "DIALECT_INSERTS",
     "FINAL",
+    "LR_RANGE",
     "MIGRATIONS_DIR",
     "OPTUNA_STATES",
     "READ_INDEXES",
@@ -114,6 +115,7 @@ __all__ = [
     "STUDY_STATUSES",
     "ApiToken",
     "Base",
+    "Best",
     "Claimable",
     "JsonType",
     "Progress",
@@ -160,6 +162,7 @@ __all__ = [
     "study_progress",
     "study_status",
     "study_status_counts",
+    "study_system_attr",
     "study_with_trials_version",
     "trial_state_counts",
     "trials_page",

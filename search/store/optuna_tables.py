@@ -40,6 +40,12 @@ optuna_user_attrs = sa.Table(
     sa.Column("key", String(512)),
     sa.Column("value_json", Text),
 )
+optuna_study_system_attrs = sa.Table(
+    "study_system_attributes", _optuna_md,
+    sa.Column("study_id", Integer),
+    sa.Column("key", String(512)),
+    sa.Column("value_json", Text),
+)
 optuna_system_attrs = sa.Table(
     "trial_system_attributes", _optuna_md,
     sa.Column("trial_id", Integer),

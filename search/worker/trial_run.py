@@ -17,11 +17,11 @@ from search.checkpoints import CheckpointHandle, checkpoint_number
 from search.data import Dataset, load_dataset
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.space import default_trials, run_shape
 from search.spec import StudySpec, parse_spec
 from search.store import optuna_private as private
 from search.store.trial_writes import set_user_attrs
 from search.study_policy import make_pruner, make_sampler
+from search.worker import study_prep
 from search.worker.config import DATASETS_KEPT, STUDIES_KEPT
 from search.worker.heartbeat import Heartbeat, StopCheck
 from search.worker.resources import WorkerResources, quietly
@@ -77,11 +77,14 @@ class TrialRunner:
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
         study = self._loaded_study(name, spec)
         study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
-        if slot == 1 and dataset is not None:
-            run = run_shape(spec, len(dataset.x_train))
-            for params in default_trials(spec, run)[: spec.n_trials]:
-                study.enqueue_trial(params, skip_if_exists=True)
-        return _Opened(study, spec, dataset, load_error)
+        searched = spec
+        if dataset is not None:
+            trainer = self._get_trainer()
+            searched = study_prep.searched_spec(self.resources, study, spec, dataset, trainer)
+            if slot == 1:
+                study_prep.enqueue_first_trials(study, spec, searched, dataset)
+            study_prep.queue_replicate(self.resources, study, searched, slot)
+        return _Opened(study, searched, dataset, load_error)
 
     def _loaded_study(self, name: str, spec: StudySpec) -> optuna.Study:
         """The study as this worker last loaded it: its Optuna cache of finished trials stays

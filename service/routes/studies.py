@@ -175,8 +175,8 @@ def _best_body(state: State, study_id: str, caller: Caller) -> bytes:
         study, version = versioned_study_or_404(session, study_id, caller.tenant_id)
         body: bytes | None = state.answers.get(study.id, "best", version)
         if body is None:
-            record = store.best_trial(session, study)
-            body = b"" if record is None else json_bytes(best_json(record))
+            found = store.best_trial(session, study)
+            body = b"" if found is None else json_bytes(best_json(*found))
             state.answers.put(study.id, "best", version, body, size=len(body) + 64)
     return body
 
