@@ -11,7 +11,8 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `budget`: a study's trial slots as workers claim, give back and close them;
 - `catalog`: tenants, studies and datasets as the API lists them;
 - `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
-- `trial_counts`: the answer cache's version, service metrics, what the sweep heals.
+- `trial_counts`: the answer cache's version, service metrics, what the sweep heals;
+- `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ from search.store.engines import (
     session_factory,
     upgrade,
 )
+from search.store.queue_depth import (
+    queue_depth,
+    runnable_trial_slots,
+    runnable_trial_slots_sql,
+    runnable_trial_slots_stmt,
+)
 from search.store.schema import (
     FINAL,
     OPTUNA_STATES,
@@ -71,7 +78,6 @@ from search.store.trial_counts import (
     TrialsVersion,
     has_retry,
     orphan_running_trials,
-    queue_depth,
     running_trial_counts,
     study_status_counts,
     study_with_trials_version,
@@ -140,6 +146,9 @@ __all__ = [
     "release_slot",
     "retry_transient",
     "runnable_studies",
+    "runnable_trial_slots",
+    "runnable_trial_slots_sql",
+    "runnable_trial_slots_stmt",
     "running_trial_counts",
     "session_factory",
     "study_progress",
