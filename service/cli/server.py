@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from types import FrameType
@@ -28,15 +29,62 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # --- db / token -----------------------------------------------------------------------------
 
 
+DB_WAIT_POLL_S = 1.0  # between two reads of the schema's revision by `db wait`
+EXIT_DB_NOT_READY = 1  # `db wait` gave up: the schema did not reach this code's head in time
+
+
 def add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["upgrade"], help="upgrade: create or migrate tables")
+    parser.add_argument(
+        "action", choices=["upgrade", "wait"],
+        help="upgrade: create or migrate tables; wait: until they are at this version's "
+        "head (another process migrates), exit 1 after --timeout",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0,
+        help="wait: give up after this many seconds (default 300)",
+    )
 
 
-def cmd_db(_args: argparse.Namespace, settings: Settings) -> int:
-    """Create or migrate lrsearch's and Optuna's tables."""
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or migrate lrsearch's and Optuna's tables, or wait until another process has."""
+    if args.action == "wait":
+        return wait_for_schema(settings.database_url, args.timeout)
     store.upgrade(settings.database_url)
     print("database is up to date")
     return 0
+
+
+def wait_for_schema(url: str, timeout_s: float) -> int:
+    """Poll until the schema is at this code's head (a Kubernetes init container runs it
+    while the migration Job upgrades); EXIT_OK, or EXIT_DB_NOT_READY after `timeout_s`.
+
+    Reads only: an unreachable database is one more reason to wait, never to migrate."""
+    head, seen = store.head_revision(), ""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = _schema_state(url)
+        if state == head:
+            print(f"database schema is at head ({head})")
+            return EXIT_OK
+        if state != seen:
+            log.info("waiting for the database schema: %s, want %s", state, head)
+            seen = state
+        if time.monotonic() >= deadline:
+            print(f"error: the database schema did not reach {head} within {timeout_s:g}s "
+                  f"({state}); has `lrsearch db upgrade` run?", file=sys.stderr)
+            return EXIT_DB_NOT_READY
+        time.sleep(DB_WAIT_POLL_S)
+
+
+def _schema_state(url: str) -> str:
+    """The revision, "no lrsearch tables yet", or why the database cannot be read now."""
+    try:
+        revision = store.current_revision(url)
+    except Exception as exc:
+        if not store.is_transient(exc):
+            raise
+        return f"database unreachable ({type(exc).__name__})"
+    return revision or "no lrsearch tables yet"
 
 
 def add_token(parser: argparse.ArgumentParser) -> None:
