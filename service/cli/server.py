@@ -18,7 +18,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search import store
-from service.cli.exit_codes import EXIT_OK
+from service.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from service.settings import Settings
 
 log = logging.getLogger("lrsearch.cli")
@@ -172,8 +172,15 @@ def add_worker(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run trials of queued studies (imports TensorFlow; never done by the API process)."""
+    from search.training.devices import Placement, configure_devices
     from search.worker.loop import run_worker
 
+    try:
+        if Placement.from_env().requested:  # placed on a GPU: fail now, not in a trial
+            configure_devices()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     run_worker(
         database_url=settings.database_url,
         data_dir=settings.data_dir,
@@ -188,13 +195,39 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--gpus", type=_gpu_indexes, default=(),
+        help="GPU indexes to place the workers on, round-robin, e.g. 0,1 (LRSEARCH_GPU_INDEX "
+        "of each worker; default: every worker sees every GPU)",
+    )
+    parser.add_argument(
+        "--gpu-memory-mb", type=int,
+        help="GPU memory limit of each worker in MiB (LRSEARCH_GPU_MEMORY_MB), so that "
+        "several workers share a GPU safely (default: memory growth)",
+    )
     _add_api(parser)
+
+
+def _gpu_indexes(text: str) -> tuple[int, ...]:
+    try:
+        indexes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indexes such as 0,1") from None
+    if not indexes or min(indexes) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indexes such as 0,1")
+    return indexes
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the DB, start K worker processes and serve the API here; stop workers on exit."""
+    from search.training.devices import placements
+
+    if args.gpu_memory_mb is not None and args.gpu_memory_mb < 1:
+        print("error: --gpu-memory-mb must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     store.upgrade(settings.database_url)
-    workers = [_spawn_worker(settings) for _ in range(max(0, args.workers))]
+    places = placements(max(0, args.workers), args.gpus, args.gpu_memory_mb)
+    workers = [_spawn_worker(settings, place.env()) for place in places]
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return cmd_api(args, settings)
@@ -205,11 +238,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         stop_processes(workers)
 
 
-def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn_worker(settings: Settings, placement: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "LRSEARCH_DATABASE_URL": settings.database_url,
         "LRSEARCH_DATA_DIR": str(settings.data_dir),
+        **placement,
     }
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
 
