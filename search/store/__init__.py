@@ -12,7 +12,9 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `catalog`: tenants, studies and datasets as the API lists them;
 - `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
 - `trial_counts`: the answer cache's version, service metrics, what the sweep heals;
-- `work`: what a worker reads to choose its work (claimable and active studies, a status).
+- `work`: what a worker reads to choose its work (claimable and active studies, a status);
+- `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA);
+- `best`: the study's best (the best mean over seeds once candidates were re-run).
 
 Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
 `optuna_private` (the only module that touches Optuna's private names).
@@ -47,6 +49,9 @@ from search.store.engines import (
     READ_INDEXES,
     SQLITE_TIMEOUT_S,
     alembic_config,
+    at_head,
+    current_revision,
+    head_revision,
     is_transient,
     make_engine,
     normalise_url,
@@ -54,6 +59,12 @@ from search.store.engines import (
     retry_transient,
     session_factory,
     upgrade,
+)
+from search.store.queue_depth import (
+    queue_depth,
+    runnable_trial_slots,
+    runnable_trial_slots_sql,
+    runnable_trial_slots_stmt,
 )
 from search.store.schema import (
     FINAL,
@@ -76,7 +87,6 @@ from search.store.trial_counts import (
     TrialsVersion,
     has_retry,
     orphan_running_trials,
-    queue_depth,
     running_trial_counts,
     study_status_counts,
     study_with_trials_version,
@@ -131,6 +141,7 @@ __all__ = [
     "active_studies_using",
     "alembic_config",
     "as_utc",
+    "at_head",
     "best_trial",
     "best_value",
     "claim_slot",
@@ -138,12 +149,14 @@ __all__ = [
     "close_budget",
     "count_active_studies",
     "count_datasets",
+    "current_revision",
     "finish_study",
     "get_dataset",
     "get_or_create_tenant",
     "get_study",
     "get_trial",
     "has_retry",
+    "head_revision",
     "is_transient",
     "list_datasets",
     "list_studies",
@@ -157,6 +170,9 @@ __all__ = [
     "release_slot",
     "retry_transient",
     "runnable_studies",
+    "runnable_trial_slots",
+    "runnable_trial_slots_sql",
+    "runnable_trial_slots_stmt",
     "running_trial_counts",
     "session_factory",
     "study_progress",

@@ -598,6 +598,8 @@ def test_health_ready_and_metrics(app_client: TestClient, db_url: str) -> None:
     assert 'lrsearch_studies{status="queued"} 2' in lines
     assert "lrsearch_queue_depth 14" in lines
     assert "# TYPE lrsearch_queue_depth gauge" in lines
+    assert "lrsearch_runnable_trial_slots 14" in lines  # no trial is running
+    assert "# TYPE lrsearch_runnable_trial_slots gauge" in lines
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(app_client: TestClient) -> None:
