@@ -14,16 +14,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The rates the test sweeps, per step, exponentially (fastai's defaults).
-START_LR = 1e-7
+#: The rates the test sweeps, per step, exponentially (fastai sweeps from 1e-7; below 1e-6
+#: nothing trains in so few steps, and short tests need the resolution higher up).
+START_LR = 1e-6
 END_LR = 10.0
 #: Steps of the test: at most this many, and never more than a third of one trial's steps.
 MAX_STEPS = 100
 MIN_STEPS = 20
 #: The test stops once the smoothed loss exceeds this many times its minimum.
 BLOW_UP = 4.0
-#: Exponential smoothing of the per-step loss (bias-corrected, as fastai does).
-SMOOTHING = 0.9
+#: Exponential smoothing of the per-step loss (bias-corrected, as fastai does), over about
+#: this share of the test's steps: a fixed factor lags a short test past its own edge.
+SMOOTHING_WINDOW = 1 / 15
+SMOOTHING_RANGE = (0.5, 0.9)
 #: The searched initial-rate range, as divisors of the edge of stability.
 HIGH_DIVISOR = 1.0
 LOW_DIVISOR = 300.0
@@ -104,11 +107,13 @@ def read(rates: list[float], losses: list[float]) -> RangeResult:
 
 
 def _smooth(losses: list[float]) -> list[float]:
+    low, high = SMOOTHING_RANGE
+    beta = min(high, max(low, 1 - 1 / max(1.0, len(losses) * SMOOTHING_WINDOW)))
     out, average = [], 0.0
     for i, value in enumerate(losses, start=1):
         if not math.isfinite(value):
             out.append(math.inf)
             break
-        average = SMOOTHING * average + (1 - SMOOTHING) * value
-        out.append(average / (1 - SMOOTHING**i))
+        average = beta * average + (1 - beta) * value
+        out.append(average / (1 - beta**i))
     return out

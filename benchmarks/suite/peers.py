@@ -24,6 +24,8 @@ from typing import Any
 
 import optuna
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 from search.data import Dataset
 from search.space import repair, run_shape
 from search.spec import StudySpec
