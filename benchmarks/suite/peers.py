@@ -24,8 +24,6 @@ from typing import Any
 
 import optuna
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 from search.data import Dataset
 from search.space import repair, run_shape
 from search.spec import StudySpec
@@ -33,6 +31,7 @@ from search.strategies import RunShape, get_strategy
 
 from .retrain import STEPS_PER_EXECUTION
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the log
 KT_RANDOM = "Keras Tuner RandomSearch"
 KT_HYPERBAND = "Keras Tuner Hyperband"
 OPTUNA_MEDIAN = "Optuna TPE + MedianPruner"
