@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="record lrsearch under this name (a dev variant)")
     p.add_argument("--lrsearch-spec", default="{}",
                    help="JSON merged into lrsearch's study spec (a dev variant)")
+    p.add_argument("--skip-beat", action="store_true",
+                   help="do not retrain lrsearch's earlier choices (epochs to beat the peers)")
     p.add_argument("--variant", default="",
                    help="report: read the records labelled so as lrsearch's")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", internal
@@ -141,7 +143,8 @@ def _plan(args: argparse.Namespace) -> units.Plan:
     groups = {"baselines": units.BASELINES, "peers": units.peers.SEARCHING_PEERS,
               "lrsearch": (units.LRSEARCH,)}
     names = [n for g in args.contenders.split(",") if g for n in groups[g]] or units.CONTENDERS
-    return units.Plan(frozenset(names), args.label, json.loads(args.lrsearch_spec))
+    return units.Plan(frozenset(names), args.label, json.loads(args.lrsearch_spec),
+                      epochs_to_beat=not args.skip_beat)
 
 
 def _missing(existing: list[dict[str, Any]], task: tasks.Task, seed: int,

@@ -72,6 +72,7 @@ class Plan:
     contenders: frozenset[str] = frozenset(CONTENDERS)
     label: str = LRSEARCH
     extra: dict[str, Any] = field(default_factory=dict)
+    epochs_to_beat: bool = True  # retrains earlier choices: off for quick dev variants
 
     def wanted(self, seed: int) -> set[str]:
         names = {self.label if c == LRSEARCH else c for c in self.contenders}
@@ -115,7 +116,8 @@ def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str,
     assert result.export is not None
     curves = retrain.curves(spec, data, result.export)
     mine = {**record(task, seed, LRSEARCH, curves, result), "choices": _choices(spec, data, trials)}
-    mine["epochs_to_beat"] = epochs_to_beat(task, [*records, mine], seed, {})
+    if plan.epochs_to_beat:
+        mine["epochs_to_beat"] = epochs_to_beat(task, [*records, mine], seed, {})
     keep({**mine, "contender": plan.label, "extra": plan.extra})
     log(f"{task.name} seed {seed}: {plan.label} done in {result.wall_s:.0f}s")
 
