@@ -103,6 +103,12 @@ SEEDED_SHARE = 0.25
 FAMILY_COVERAGE = 2
 
 
+def reference_trial(spec: StudySpec) -> dict[str, Any]:
+    """The reference: the optimizer's Keras default rate held constant (as enqueued)."""
+    base = KERAS_DEFAULT_LR.get(spec.task.optimizer, 1e-3)
+    return {"strategy": "constant", "constant.initial_lr": base}
+
+
 def default_trials(
     spec: StudySpec,
     run: RunShape,

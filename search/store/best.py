@@ -16,7 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from search import selection
-from search.store.optuna_tables import optuna_system_attrs, optuna_trials, optuna_values
+from search.store.optuna_tables import (
+    optuna_system_attrs,
+    optuna_trials,
+    optuna_user_attrs,
+    optuna_values,
+)
 from search.store.schema import Study
 from search.store.trials import (
     StoredTrial,
@@ -43,7 +48,8 @@ class Best:
 
     def describe(self) -> dict[str, Any]:
         rule = (
-            "mean over seeds of a candidate re-run on fresh seeds"
+            "mean over seeds of a candidate re-run on fresh seeds (the reference, the"
+            " optimizer's default rate, is kept unless beaten by more than one standard error)"
             if self.seeds > 1
             else ("the best single trial (no candidate was re-run on other seeds)")
         )
@@ -104,7 +110,16 @@ def _replicated(session: Session, study: Study) -> Best | None:
         )
     ).all()
     runs = [selection.Run(int(r.number), _finite(r)) for r in found] + replicates
-    choice = selection.choose(runs, maximize=study.direction == "maximize")
+    reference = session.execute(
+        select(optuna_trials.c.number)
+        .join(optuna_user_attrs, optuna_user_attrs.c.trial_id == optuna_trials.c.trial_id)
+        .where(
+            optuna_trials.c.study_id == study_id,
+            optuna_user_attrs.c.key == selection.REFERENCE,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+    choice = selection.choose(runs, study.direction == "maximize", reference)
     if choice is None:
         return None
     numbers = tuple(

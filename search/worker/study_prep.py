@@ -16,7 +16,7 @@ import optuna
 from search import selection
 from search.data import Dataset
 from search.lr_range import RangeResult
-from search.space import default_trials, run_shape
+from search.space import default_trials, reference_trial, run_shape
 from search.spec import ParamRange, StudySpec
 from search.store import LR_RANGE
 from search.store import optuna_private as private
@@ -81,8 +81,10 @@ def enqueue_first_trials(
     """Slot 1 queues the seeded starting points (search.space.default_trials)."""
     run = run_shape(spec, len(dataset.x_train))
     budget = spec.n_trials - selection.replicate_slots(spec.n_trials, spec.replicate_share)
+    reference = reference_trial(user_spec)
     for params in default_trials(user_spec, run, searched=spec, budget=budget):
-        study.enqueue_trial(params, skip_if_exists=True)
+        marks = {selection.REFERENCE: True} if params == reference else None
+        study.enqueue_trial(params, user_attrs=marks, skip_if_exists=True)
 
 
 def queue_replicate(
@@ -121,13 +123,16 @@ def _replicate_plan(resources: WorkerResources, study: optuna.Study, n_rep: int)
     plan = storage.get_study_system_attrs(study_id).get(REPLICATE_PLAN)
     if plan:
         return [int(n) for n in plan]
+    done = study.get_trials(deepcopy=False, states=(_COMPLETE,))
     runs = [
         selection.Run(t.number, float(t.value))
-        for t in study.get_trials(deepcopy=False, states=(_COMPLETE,))
+        for t in done
         if t.value is not None and selection.REPLICATE_OF not in t.system_attrs
     ]
+    reference = next((t.number for t in done if t.user_attrs.get(selection.REFERENCE)), None)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    top = selection.top_numbers(runs, selection.candidates_to_rerun(n_rep), maximize)
+    k = selection.candidates_to_rerun(n_rep)
+    top = selection.top_numbers(runs, k, maximize, reference)
     if top:
         storage.set_study_system_attr(study_id, REPLICATE_PLAN, top)
         top = [int(n) for n in storage.get_study_system_attrs(study_id)[REPLICATE_PLAN]]

@@ -63,3 +63,45 @@ def test_top_candidates_are_originals_ranked_by_value() -> None:
     runs = [Run(0, 0.5), Run(1, 0.2), Run(2, 0.3), Run(3, 0.1, replicate_of=1)]
     assert top_numbers(runs, 2, maximize=False) == [1, 2]
     assert top_numbers(runs, 2, maximize=True) == [0, 2]
+
+
+def test_the_reference_is_rerun_first_when_a_challenger_fits_beside_it() -> None:
+    runs = [Run(0, 0.5), Run(1, 0.2), Run(2, 0.3)]
+    assert top_numbers(runs, 2, maximize=False, reference=0) == [0, 1]
+    assert top_numbers(runs, 1, maximize=False, reference=0) == [1]  # no room: the best
+    assert top_numbers(runs, 2, maximize=False, reference=7) == [1, 2]  # it did not finish
+
+
+def test_the_reference_stays_unless_beaten_by_more_than_the_noise() -> None:
+    close = [
+        Run(0, 0.110),
+        Run(1, 0.100),
+        Run(4, 0.120, 0),
+        Run(5, 0.115, 1),
+        Run(6, 0.100, 0),
+        Run(7, 0.098, 1),
+    ]  # means 0.110 vs 0.1043, sds ~0.01
+    kept = choose(close, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0
+    assert choose(close, maximize=False) is not None
+    assert choose(close, maximize=False).number == 1  # type: ignore[union-attr]
+    clear = [
+        Run(0, 0.140),
+        Run(1, 0.080),
+        Run(4, 0.150, 0),
+        Run(5, 0.082, 1),
+        Run(6, 0.145, 0),
+        Run(7, 0.079, 1),
+    ]
+    beaten = choose(clear, maximize=False, reference=0)
+    assert beaten is not None and beaten.number == 1
+    up = [
+        Run(0, 0.90),
+        Run(1, 0.95),
+        Run(4, 0.91, 0),
+        Run(5, 0.96, 1),
+        Run(6, 0.89, 0),
+        Run(7, 0.94, 1),
+    ]
+    score = choose(up, maximize=True, reference=0)
+    assert score is not None and score.number == 1  # accuracy: higher is better, clearly
