@@ -14,19 +14,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The rates the test sweeps, per step, exponentially (fastai's defaults).
-START_LR = 1e-7
+#: The rates the test sweeps, per step, exponentially (fastai sweeps from 1e-7; below 1e-6
+#: nothing trains in so few steps, and short tests need the resolution higher up).
+START_LR = 1e-6
 END_LR = 10.0
 #: Steps of the test: at most this many, and never more than a third of one trial's steps.
 MAX_STEPS = 100
 MIN_STEPS = 20
 #: The test stops once the smoothed loss exceeds this many times its minimum.
 BLOW_UP = 4.0
-#: Exponential smoothing of the per-step loss (bias-corrected, as fastai does).
-SMOOTHING = 0.9
+#: Exponential smoothing of the per-step loss (bias-corrected, as fastai does), over about
+#: this share of the test's steps: a fixed factor lags a short test past its own edge.
+SMOOTHING_WINDOW = 1 / 15
+SMOOTHING_RANGE = (0.5, 0.9)
 #: The searched initial-rate range, as divisors of the edge of stability.
 HIGH_DIVISOR = 1.0
 LOW_DIVISOR = 300.0
+#: A curve whose smoothed loss never fell below this share of its start shows no edge.
+LEARNED = 0.9
 #: The widest a range may be: the study's default range (what no test would change).
 FLOOR, CEILING = 1e-5, 1.0
 
@@ -79,9 +84,14 @@ class RangeResult:
         def floats(values: list[Any]) -> list[float]:
             return [math.nan if v is None else float(v) for v in values]
 
-        return cls(floats(attrs.get("rates", [])), floats(attrs.get("losses", [])),
-                   attrs.get("edge"), attrs.get("low"), attrs.get("high"),
-                   floats(attrs.get("smoothed", [])))
+        return cls(
+            floats(attrs.get("rates", [])),
+            floats(attrs.get("losses", [])),
+            attrs.get("edge"),
+            attrs.get("low"),
+            attrs.get("high"),
+            floats(attrs.get("smoothed", [])),
+        )
 
 
 def read(rates: list[float], losses: list[float]) -> RangeResult:
@@ -93,19 +103,22 @@ def read(rates: list[float], losses: list[float]) -> RangeResult:
             break
         if value < best:
             best, edge = value, rate
-    if edge is None or edge <= rates[0] * 1.0001 or not math.isfinite(best):
-        return RangeResult(rates, losses, None, smoothed=smoothed)
+    start = smoothed[0] if smoothed else math.inf
+    if edge is None or not math.isfinite(best) or not best < LEARNED * start:
+        return RangeResult(rates, losses, None, smoothed=smoothed)  # it never learned
     high = min(CEILING, edge / HIGH_DIVISOR)
     low = max(FLOOR, min(high / 10, edge / LOW_DIVISOR))
     return RangeResult(rates, losses, edge, low, high, smoothed)
 
 
 def _smooth(losses: list[float]) -> list[float]:
+    low, high = SMOOTHING_RANGE
+    beta = min(high, max(low, 1 - 1 / max(1.0, len(losses) * SMOOTHING_WINDOW)))
     out, average = [], 0.0
     for i, value in enumerate(losses, start=1):
         if not math.isfinite(value):
             out.append(math.inf)
             break
-        average = SMOOTHING * average + (1 - SMOOTHING) * value
-        out.append(average / (1 - SMOOTHING**i))
+        average = beta * average + (1 - beta) * value
+        out.append(average / (1 - beta**i))
     return out

@@ -79,6 +79,7 @@ class TrialOutcome:
     resumed_from_epoch: int | None = None
     fail_reason: str | None = None
     fail_kind: FailureKind | None = None
+    seed: int = 0  # of its initial weights and batch order: the study's, or a replicate's
 
     def to_attrs(self) -> dict[str, Any]:
         """The user attributes to store: every field that has a value (None is left out)."""
@@ -93,6 +94,7 @@ class TrialOutcome:
             "resumed_from_epoch": self.resumed_from_epoch,
             "fail_reason": self.fail_reason,
             "fail_kind": None if self.fail_kind is None else self.fail_kind.value,
+            "seed": self.seed,
         }
         return {key: value for key, value in attrs.items() if value is not None}
 
@@ -111,6 +113,7 @@ class TrialOutcome:
             resumed_from_epoch=_int(attrs.get("resumed_from_epoch")),
             fail_reason=reason,
             fail_kind=_kind(attrs, reason),
+            seed=_int(attrs.get("seed")) or 0,
         )
 
 

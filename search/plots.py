@@ -141,8 +141,13 @@ def _draw_history(axes: Any, trials: Sequence[PlotTrial], options: PlotOptions) 
     numbers = [n for n, _ in points]
     values = [float(v) for _, v in points if v is not None]
     axes.scatter(numbers, values, s=14, alpha=0.6, label="trial value")
-    axes.step(numbers, best_so_far(values, options.direction), where="post", color="C3",
-              label="best so far")
+    axes.step(
+        numbers,
+        best_so_far(values, options.direction),
+        where="post",
+        color="C3",
+        label="best so far",
+    )
     axes.set_xlabel("trial number")
     axes.set_ylabel(options.metric)
     axes.set_title("optimization history")

@@ -24,20 +24,27 @@ MIN_TRIALS_FOR_REPLICATES = 8
 #: System attributes of a replicate trial: the number of the trial it re-runs, and its seed.
 REPLICATE_OF = "lrsearch:replicate_of"
 INIT_SEED = "lrsearch:init_seed"
+#: User attribute of the reference trial: the optimizer's default rate, held constant.
+REFERENCE = "lrsearch:reference"
+#: A candidate replaces the reference only when its mean is better by more than this many
+#: standard errors of the difference (the one-standard-error rule: keep the simpler, known
+#: choice when the evidence against it is within the noise of re-runs).
+STANDARD_ERRORS = 1.0
 #: Added to the study's seed for a replicate's weights and batch order (k = 1, 2, ...).
 SEED_STRIDE = 7919
 
 
-def replicate_slots(n_trials: int) -> int:
-    """How many of a study's slots re-run candidates (0 for small studies)."""
-    if n_trials < MIN_TRIALS_FOR_REPLICATES:
+def replicate_slots(n_trials: int, share: float = REPLICATE_SHARE) -> int:
+    """How many of a study's slots re-run candidates (0 for small studies or share 0)."""
+    if n_trials < MIN_TRIALS_FOR_REPLICATES or share <= 0:
         return 0
-    return max(1, round(n_trials * REPLICATE_SHARE))
+    return max(1, round(n_trials * share))
 
 
 def candidates_to_rerun(n_replicates: int) -> int:
-    """The top-k candidates the replicates go to: two extra seeds each, where the budget
-    allows (three seeds are the fewest with a spread worth reporting)."""
+    """The candidates the replicates go to (the reference among them): two extra seeds
+    each, where the budget allows (three seeds are the fewest with a spread worth
+    reporting, and the reference needs one challenger)."""
     return max(1, n_replicates // 2)
 
 
@@ -91,20 +98,34 @@ def candidates(runs: Iterable[Run]) -> list[Candidate]:
     return [Candidate(n, tuple(groups[n])) for n in order]
 
 
-def choose(runs: Iterable[Run], maximize: bool) -> Candidate | None:
-    """The best candidate: among those re-run on several seeds, the best mean; when none
-    was re-run, the best single run."""
+def choose(runs: Iterable[Run], maximize: bool, reference: int | None = None) -> Candidate | None:
+    """The best candidate: among those re-run on several seeds, the best mean, unless the
+    re-run reference is within STANDARD_ERRORS of it; when none was re-run, the best run."""
     pool = candidates(runs)
     replicated = [c for c in pool if c.seeds > 1]
     pick = replicated or pool
     if not pick:
         return None
     sign = -1.0 if maximize else 1.0
-    return min(pick, key=lambda c: (sign * c.mean, c.number))
+    best = min(pick, key=lambda c: (sign * c.mean, c.number))
+    ref = next((c for c in replicated if c.number == reference), None)
+    if ref is not None and ref is not best and sign * (ref.mean - best.mean) <= _noise(ref, best):
+        return ref
+    return best
 
 
-def top_numbers(runs: Sequence[Run], k: int, maximize: bool) -> list[int]:
-    """The k best original trials by value: the candidates the replicates re-run."""
+def _noise(a: Candidate, b: Candidate) -> float:
+    """STANDARD_ERRORS standard errors of the difference of two candidates' means."""
+    var = sum((c.sd or 0.0) ** 2 / c.seeds for c in (a, b))
+    return STANDARD_ERRORS * math.sqrt(var)
+
+
+def top_numbers(
+    runs: Sequence[Run], k: int, maximize: bool, reference: int | None = None
+) -> list[int]:
+    """The candidates the replicates re-run: the reference (when it completed and k leaves
+    room for a challenger), then the best other original trials by value, k in all."""
     originals = [r for r in runs if r.replicate_of is None and math.isfinite(r.value)]
     ranked = sorted(originals, key=lambda r: (-r.value if maximize else r.value, r.number))
-    return [r.number for r in ranked[:k]]
+    first = [r.number for r in originals if r.number == reference and k > 1]
+    return (first + [r.number for r in ranked if r.number != reference])[:k]

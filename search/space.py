@@ -84,44 +84,84 @@ def check_spec_against_run(spec: StudySpec, run: RunShape) -> list[FieldError]:
 
 #: Keras's default rate of each optimizer: the reference a study is compared with.
 KERAS_DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1e-2}
-#: Peak rates tried with the warm-up + cosine recipe, as multiples of the optimizer's default:
-#: a coarse range test over a decade in half-decade steps, the larger first (short runs favour
-#: large peaks). Measured in-process on digits (200-epoch budget, seeds not used by
-#: benchmarks/search_quality.py): mean best val_loss MLP 0.0820 vs 0.0877 with (30, 3) over
-#: six seeds, CNN 0.0234 vs 0.0398 over three.
-RECIPE_PEAKS: tuple[float, ...] = (30.0, 10.0, 3.0)
-#: Share of the run spent warming up in the recipe: the most the default range allows, as a
-#: peak 30x Adam's default needs it (measured on digits: better than 10% at that peak).
-RECIPE_WARMUP = 0.2
+#: Seeded starting points after the reference (the optimizer's default rate held constant), in
+#: the order they are used: (strategy, multiple of the default rate, its other parameters as
+#: shares of the run). Linear decay to zero and warm-up + cosine are the schedules users
+#: reach for first; a decade apart, they also act as a coarse range test. Chosen on the dev
+#: tasks of benchmarks/search_suite.py (see benchmarks/RESULTS.md).
+SEEDS: tuple[tuple[str, float, dict[str, float]], ...] = (
+    ("linear", 3.0, {"warmup": 0.05}),
+    ("cosine", 10.0, {"warmup": 0.2}),
+    ("wsd", 3.0, {"warmup": 0.05, "decay_share": 0.2}),
+    ("cosine", 30.0, {"warmup": 0.2}),
+    ("cosine", 3.0, {"warmup": 0.2}),
+)
+#: The seeded points take at most this share of the trials that explore.
+SEEDED_SHARE = 0.25
+#: Each requested family gets one trial of its own when the exploring trials left after the
+#: seeds are at least this many times the families not yet tried.
+FAMILY_COVERAGE = 2
 
 
-def default_trials(spec: StudySpec, run: RunShape) -> list[dict[str, Any]]:
-    """Well-known starting points to enqueue first, each kept only if it lies in the space.
-
-    Linear warm-up then cosine decay to zero at three peak rates half a decade apart (a
-    coarse LR range test that costs no extra training), then the optimizer's Keras default rate held
-    constant: the reference users have today, so every study shows what it gained over it.
-    """
+def reference_trial(spec: StudySpec) -> dict[str, Any]:
+    """The reference: the optimizer's Keras default rate held constant (as enqueued)."""
     base = KERAS_DEFAULT_LR.get(spec.task.optimizer, 1e-3)
-    warmup = int(run.total_steps * RECIPE_WARMUP)
-    candidates: list[tuple[str, dict[str, Any]]] = [
-        (
-            "cosine",
-            {
-                "initial_lr": base * peak,
-                "decay_steps": run.total_steps - warmup,
-                "alpha": 0.0,
-                "warmup_steps": warmup,
-            },
-        )
-        for peak in RECIPE_PEAKS
+    return {"strategy": "constant", "constant.initial_lr": base}
+
+
+def default_trials(
+    spec: StudySpec,
+    run: RunShape,
+    *,
+    searched: StudySpec | None = None,
+    budget: int | None = None,
+) -> list[dict[str, Any]]:
+    """The trials to queue first: the reference, seeded points, then one per family.
+
+    The reference (the optimizer's Keras default rate, constant) is checked against the
+    user's space only, so every study shows what it gained over what users run today; the
+    seeds must lie in the space searched (`searched`: the range test may have moved the
+    initial rate's range). Seeds take at most a quarter of `budget` (the exploring trials);
+    when enough trials are left, each requested family not yet seeded gets one trial whose
+    parameters the sampler draws.
+    """
+    searched = searched or spec
+    budget = spec.n_trials if budget is None else budget
+    base = KERAS_DEFAULT_LR.get(spec.task.optimizer, 1e-3)
+    out = []
+    if "constant" in spec.strategies and _in_space(spec, run, "constant", {"initial_lr": base}):
+        out.append(("constant", {"initial_lr": base}))
+    room = max(1, int(budget * SEEDED_SHARE))
+    for sid, multiple, shares in SEEDS:
+        if len(out) >= room:
+            break
+        params = _seed_params(sid, base * multiple, shares, run)
+        if sid in spec.strategies and _in_space(searched, run, sid, params):
+            out.append((sid, params))
+    trials = [
+        {"strategy": sid, **{f"{sid}.{k}": v for k, v in params.items()}} for sid, params in out
     ]
-    candidates.append(("constant", {"initial_lr": base}))
-    return [
-        {"strategy": sid, **{f"{sid}.{k}": v for k, v in params.items()}}
-        for sid, params in candidates
-        if sid in spec.strategies and _in_space(spec, run, sid, params)
-    ]
+    seeded = {sid for sid, _ in out}
+    missing = [s for s in spec.strategies if s not in seeded]
+    if missing and budget - len(trials) >= FAMILY_COVERAGE * len(missing):
+        trials += [{"strategy": s} for s in missing]
+    return trials[:budget]
+
+
+def _seed_params(
+    strategy_id: str, lr: float, shares: dict[str, float], run: RunShape
+) -> dict[str, Any]:
+    warmup = int(run.total_steps * shares.get("warmup", 0.0))
+    if strategy_id == "cosine":
+        return {
+            "initial_lr": lr,
+            "decay_steps": run.total_steps - warmup,
+            "alpha": 0.0,
+            "warmup_steps": warmup,
+        }
+    if strategy_id == "wsd":
+        return {"initial_lr": lr, "warmup_steps": warmup, "decay_share": shares["decay_share"]}
+    return {"initial_lr": lr, "warmup_steps": warmup}
 
 
 def _in_space(spec: StudySpec, run: RunShape, strategy_id: str, params: Params) -> bool:

@@ -162,6 +162,18 @@ class StudySpec(_Strict):
     sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
     pruner: Literal["none", "median", "hyperband", "successive_halving"] = "median"
     seed: int | None = Field(0, ge=0, le=2**31 - 1)
+    range_test: bool = Field(
+        True,
+        description="run a learning-rate range test first and search the initial rate in the"
+        " range it finds (skipped when ranges.initial_lr is given)",
+    )
+    replicate_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=0.5,
+        description="share of the trials that re-run the best candidates on fresh seeds;"
+        " /best is then the best mean over seeds",
+    )
 
     @field_validator("strategies")
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.selection import REPLICATE_OF
 from search.spec import StudySpec
 from search.store import optuna_private as private
 from search.store.optuna_private import RELATIVE_PARAMS_KEY, SYSTEM_ATTR_MAX_LENGTH
@@ -76,11 +77,28 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     epochs = spec.task.epochs
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
+    inner: optuna.pruners.BasePruner
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs)
-    if spec.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 3))
-    return DecayAwarePruner.for_epochs(epochs)
+        inner = optuna.pruners.HyperbandPruner(
+            min_resource=max(1, epochs // 3), max_resource=epochs
+        )
+    elif spec.pruner == "successive_halving":
+        inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 3))
+    else:
+        inner = DecayAwarePruner.for_epochs(epochs)
+    return SparingReplicates(inner)
+
+
+class SparingReplicates(optuna.pruners.BasePruner):
+    """Never prunes a replicate (search.selection): its whole run is the measurement."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if REPLICATE_OF in trial.system_attrs:
+            return False
+        return self.inner.prune(study, trial)
 
 
 class SnapshotTPESampler(optuna.samplers.TPESampler):

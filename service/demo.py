@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,10 @@ def start_server(
     workers: int,
     database_url: str | None = None,
     tf_threads: str = "1",
+    serve_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`lrsearch serve` on loopback, logging to data_dir/serve.log, on `database_url` or
-    its own SQLite file under data_dir."""
+    its own SQLite file under data_dir; `serve_args` are more flags (e.g. --gpus 0)."""
     env = {
         **os.environ,
         "LRSEARCH_DATA_DIR": str(data_dir),
@@ -69,6 +71,7 @@ def start_server(
         "127.0.0.1",
         "--port",
         str(port),
+        *serve_args,
     ]
     log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

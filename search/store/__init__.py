@@ -12,7 +12,9 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `catalog`: tenants, studies and datasets as the API lists them;
 - `optuna_tables`, `trials`: Optuna's tables, read-only (progress, pages, the best trial);
 - `trial_counts`: the answer cache's version, service metrics, what the sweep heals;
-- `work`: what a worker reads to choose its work (claimable and active studies, a status).
+- `work`: what a worker reads to choose its work (claimable and active studies, a status);
+- `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA);
+- `best`: the study's best (the best mean over seeds once candidates were re-run).
 
 Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
 `optuna_private` (the only module that touches Optuna's private names).
@@ -20,6 +22,7 @@ Outside this list (imported by module): `trial_writes` (a trial's batched writes
 
 from __future__ import annotations
 
+from search.store.best import LR_RANGE, Best, best_trial, best_value
 from search.store.budget import (
     SLOT_RELEASED,
     claim_slot,
@@ -50,6 +53,9 @@ from search.store.engines import (
     READ_INDEXES,
     SQLITE_TIMEOUT_S,
     alembic_config,
+    at_head,
+    current_revision,
+    head_revision,
     is_transient,
     make_engine,
     normalise_url,
@@ -57,6 +63,12 @@ from search.store.engines import (
     retry_transient,
     session_factory,
     upgrade,
+)
+from search.store.queue_depth import (
+    queue_depth,
+    runnable_trial_slots,
+    runnable_trial_slots_sql,
+    runnable_trial_slots_stmt,
 )
 from search.store.schema import (
     FINAL,
@@ -80,7 +92,6 @@ from search.store.trial_counts import (
     TrialsVersion,
     has_retry,
     orphan_running_trials,
-    queue_depth,
     running_trial_counts,
     study_status_counts,
     study_with_trials_version,
@@ -90,10 +101,9 @@ from search.store.trials import (
     Progress,
     StoredTrial,
     ValueCursor,
-    best_trial,
-    best_value,
     get_trial,
     study_progress,
+    study_system_attr,
     trials_page,
     value_cursor,
 )
@@ -110,6 +120,7 @@ __all__ = [
     "CANDIDATES_READ",
     "DIALECT_INSERTS",
     "FINAL",
+    "LR_RANGE",
     "MIGRATIONS_DIR",
     "OPTUNA_STATES",
     "READ_INDEXES",
@@ -119,6 +130,7 @@ __all__ = [
     "STUDY_STATUSES",
     "ApiToken",
     "Base",
+    "Best",
     "Claimable",
     "JsonType",
     "Progress",
@@ -136,6 +148,7 @@ __all__ = [
     "active_studies_using_model",
     "alembic_config",
     "as_utc",
+    "at_head",
     "best_trial",
     "best_value",
     "claim_slot",
@@ -144,6 +157,7 @@ __all__ = [
     "count_active_studies",
     "count_datasets",
     "count_models",
+    "current_revision",
     "finish_study",
     "get_dataset",
     "get_model",
@@ -151,6 +165,7 @@ __all__ = [
     "get_study",
     "get_trial",
     "has_retry",
+    "head_revision",
     "is_transient",
     "list_datasets",
     "list_models",
@@ -165,11 +180,15 @@ __all__ = [
     "release_slot",
     "retry_transient",
     "runnable_studies",
+    "runnable_trial_slots",
+    "runnable_trial_slots_sql",
+    "runnable_trial_slots_stmt",
     "running_trial_counts",
     "session_factory",
     "study_progress",
     "study_status",
     "study_status_counts",
+    "study_system_attr",
     "study_with_trials_version",
     "trial_state_counts",
     "trials_page",

@@ -15,6 +15,8 @@ import optuna
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -34,7 +36,7 @@ def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme the user wrote."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -141,17 +143,40 @@ def alembic_config(url: str, connection: sa.Connection | None = None) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Create or upgrade our tables, then Optuna's (idempotent; run before serving)."""
+    """Create or upgrade Optuna's tables and their read indexes, then ours (idempotent; run
+    before serving). Ours come last, so our version table at head (`at_head`) means that
+    the whole schema is in place."""
     _ensure_sqlite_dir(url)
+    storage = optuna_storage(url)
+    storage.engine.dispose()
+    _ensure_read_indexes(url)
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
             command.upgrade(alembic_config(url, conn), "head")
     finally:
         engine.dispose()
-    storage = optuna_storage(url)
-    storage.engine.dispose()
-    _ensure_read_indexes(url)
+
+
+def head_revision() -> str | None:
+    """The newest migration of lrsearch's tables this code ships."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision our version table records (None before the first upgrade). Reads only."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            options = {"version_table": ALEMBIC_VERSION_TABLE}
+            return MigrationContext.configure(conn, opts=options).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def at_head(url: str) -> bool:
+    """Whether `upgrade` has finished for this code's migrations (what a pod waits for)."""
+    return current_revision(url) == head_revision()
 
 
 READ_INDEXES = {

@@ -20,7 +20,7 @@ from search.store.optuna_tables import (
     optuna_system_attrs,
     optuna_trials,
 )
-from search.store.schema import OPTUNA_STATES, RUNNABLE, STUDY_STATUSES, Study
+from search.store.schema import OPTUNA_STATES, STUDY_STATUSES, Study
 from search.store.trials import optuna_study_id
 
 
@@ -134,14 +134,6 @@ def study_status_counts(session: Session) -> dict[str, int]:
     counts = dict.fromkeys(STUDY_STATUSES, 0)
     counts.update({status: int(n) for status, n in session.execute(stmt)})
     return counts
-
-
-def queue_depth(session: Session) -> int:
-    """Trial slots not yet claimed by any worker, over runnable studies."""
-    stmt = select(func.coalesce(func.sum(Study.n_trials - Study.trials_claimed), 0)).where(
-        Study.status.in_(RUNNABLE), Study.trials_claimed < Study.n_trials
-    )
-    return int(session.scalar(stmt) or 0)
 
 
 # --- what the worker's sweep heals ---------------------------------------------------------

@@ -19,6 +19,7 @@ from search.store.optuna_tables import (
     optuna_intermediate,
     optuna_params,
     optuna_studies,
+    optuna_study_system_attrs,
     optuna_system_attrs,
     optuna_trials,
     optuna_user_attrs,
@@ -60,6 +61,17 @@ class StoredTrial:
     def outcome(self) -> TrialOutcome:
         """The user attrs the worker stored, typed."""
         return TrialOutcome.from_attrs(self.user_attrs)
+
+
+def study_system_attr(session: Session, study: Study, key: str) -> Any:
+    """One of the Optuna study's system attributes (None when absent)."""
+    attrs = optuna_study_system_attrs.c
+    text = session.execute(
+        select(attrs.value_json).where(
+            attrs.study_id == optuna_study_id(study.optuna_study_name), attrs.key == key
+        )
+    ).scalar_one_or_none()
+    return None if text is None else json.loads(text)
 
 
 def optuna_study_id(name: str) -> sa.ScalarSelect[int]:
@@ -188,16 +200,11 @@ def get_trial(session: Session, study: Study, number: int) -> StoredTrial | None
     return records[0] if records else None
 
 
-def best_trial(session: Session, study: Study) -> StoredTrial | None:
-    """The best COMPLETE trial by the study direction (ties: lowest number), or None."""
-    records = _records(session, session.execute(_best_select(study)).all())
-    return records[0] if records else None
-
-
-def best_value(session: Session, study: Study) -> tuple[int, float | None] | None:
-    """(number, value) of the best COMPLETE trial, without loading its attributes."""
+def best_single(session: Session, study: Study) -> tuple[int, float | None] | None:
+    """(number, value) of the best COMPLETE trial by the study direction (ties: lowest
+    number), without loading its attributes (the study's best: search.store.best)."""
     row = session.execute(_best_select(study)).first()
-    return None if row is None else (int(row.number), _stored_value(row.value, row.value_type))
+    return None if row is None else (int(row.number), stored_value(row.value, row.value_type))
 
 
 def _best_select(study: Study) -> sa.Select[Any]:
@@ -226,7 +233,7 @@ def _records(session: Session, rows: Sequence[sa.Row[Any]]) -> list[StoredTrial]
             trial_id=row.trial_id,
             number=row.number,
             state=str(row.state).lower(),
-            value=_stored_value(row.value, row.value_type),
+            value=stored_value(row.value, row.value_type),
             datetime_start=_as_utc(row.datetime_start),
             datetime_complete=_as_utc(row.datetime_complete),
             user_attrs=attrs.get(row.trial_id, {}),
@@ -269,12 +276,12 @@ def _intermediate(session: Session, ids: list[int]) -> dict[int, list[tuple[int,
         .order_by(optuna_intermediate.c.trial_id, optuna_intermediate.c.step)
     )
     for row in session.execute(stmt):
-        value = _stored_value(row.intermediate_value, row.intermediate_value_type)
+        value = stored_value(row.intermediate_value, row.intermediate_value_type)
         out.setdefault(row.trial_id, []).append((row.step, math.nan if value is None else value))
     return out
 
 
-def _stored_value(value: float | None, value_type: Any) -> float | None:
+def stored_value(value: float | None, value_type: Any) -> float | None:
     if value_type is None:
         return None
     special = _SPECIAL.get(str(value_type))

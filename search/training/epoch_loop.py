@@ -60,10 +60,13 @@ class EpochLoop:
         self._initial = [tf.identity(v) for v in self._variables]  # copies, taken now
         self._restart = tf.function(self._assign_initial, autograph=False)
 
-    def restart(self) -> None:
+    def restart(self, weights: list[np.ndarray] | None = None) -> None:
         """Weights and optimizer state back to their values when the loop was made, in one
-        graph call (a new trial starts where a freshly built, seeded model would)."""
+        graph call (a new trial starts where a freshly built, seeded model would); with
+        `weights`, the model then starts from those instead (another seed's initial weights)."""
         self._restart()
+        if weights is not None:
+            self.model.set_weights(weights)
 
     def _assign_initial(self) -> None:
         for var, value in zip(self._variables, self._initial, strict=True):
@@ -112,9 +115,7 @@ class EpochLoop:
 
     def _train_batch(self, idx: tf.Tensor) -> tf.Tensor:
         if not hasattr(self, "_one_batch"):
-            self._one_batch = tf.function(
-                self._batch_step, autograph=False, reduce_retracing=True
-            )
+            self._one_batch = tf.function(self._batch_step, autograph=False, reduce_retracing=True)
         return self._one_batch(idx)
 
     def _batch_step(self, idx: tf.Tensor) -> tf.Tensor:

@@ -11,10 +11,11 @@ the compiled model is reused across trials (`CompiledStreams`), as with arrays.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -67,13 +68,13 @@ class CompiledStreams:
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple[int, str, int | None], _Reused] = OrderedDict()
+        self._kept: OrderedDict[tuple[int, str, int | None], Reused] = OrderedDict()
 
-    def get(self, spec: StudySpec, task: StreamedTask) -> _Reused:
+    def get(self, spec: StudySpec, task: StreamedTask) -> Reused:
         opt = json.dumps(optimizer_config(spec.task.optimizer, spec.task.momentum))
         key = (id(task), opt, spec.seed)
         if key not in self._kept:
-            self._kept[key] = _Reused.build(spec, task)
+            self._kept[key] = Reused.build(spec, task)
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         self._kept.move_to_end(key)
@@ -81,16 +82,21 @@ class CompiledStreams:
 
 
 @dataclass
-class _Reused:
+class Reused:
+    """A streamed task's compiled model, and what puts it back to a trial's start. It also
+    plays the epoch loop's part in the range test (`restart`, `step_losses`)."""
+
     task: StreamedTask  # held, so its id() in the cache key is never reused
+    spec: StudySpec
     model: Any
     schedule: SwitchSchedule
     variables: list[Any]
     initial: list[Any]
+    _weights: dict[int, list[Any]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, spec: StudySpec, task: StreamedTask) -> _Reused:
-        model = _built(spec, task)
+    def build(cls, spec: StudySpec, task: StreamedTask) -> Reused:
+        model = _built(task, spec.seed)
         schedule = SwitchSchedule()
         optimizer = make_optimizer(
             optimizer_config(spec.task.optimizer, spec.task.momentum), schedule
@@ -99,32 +105,63 @@ class _Reused:
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         optimizer.build(model.trainable_variables)
         variables = [*model.weights, *optimizer.variables]
-        return cls(task, model, schedule, variables, [tf.identity(v) for v in variables])
+        return cls(task, spec, model, schedule, variables, [tf.identity(v) for v in variables])
 
-    def restart(self, export: dict[str, Any]) -> list[Any]:
-        """Weights and optimizer state as when built; the trial's schedule loaded; its LR
-        callbacks driving the shared schedule."""
+    def restart(self, weights: list[Any] | None = None) -> None:
+        """Weights and optimizer state as when built (or the weights given)."""
         for var, value in zip(self.variables, self.initial, strict=True):
             var.assign(value)
+        if weights is not None:
+            self.model.set_weights(weights)
+
+    def trial_start(self, export: dict[str, Any], seed: int) -> list[Any]:
+        """Restart for a trial of `seed` (a replicate's seed builds its own initial weights,
+        once), load its schedule; its LR callbacks, driving the shared schedule."""
+        weights = None
+        if seed != (self.spec.seed or 0):
+            if seed not in self._weights:
+                self._weights[seed] = _built(self.task, seed).get_weights()
+            weights = self._weights[seed]
+        self.restart(weights)
         self.schedule.load(export)
         _, callbacks = build_schedule_and_callbacks(export)
         return [DrivenCallback(cb, self.schedule) for cb in callbacks]
+
+    def step_losses(self, seed: int, steps: int) -> list[float]:
+        """Train the next `steps` batches of the training pipeline (epoch after epoch) and
+        return each batch's loss (the range test; it stops at the first non-finite one)."""
+        losses: list[float] = []
+        while len(losses) < steps:
+            train, _ = self.task.datasets(self.spec.task.batch_size, seed)
+            before = len(losses)
+            for batch in train.take(steps - len(losses)):
+                logs = self.model.train_on_batch(*batch[:3], return_dict=True)
+                loss = float(logs["loss"])
+                losses.append(loss if math.isfinite(loss) else float("nan"))
+                if not math.isfinite(loss):
+                    return losses
+            if len(losses) == before:
+                break  # an empty pipeline
+        return losses
 
 
 def prepare_streamed(
     spec: StudySpec,
     task: StreamedTask,
     export: dict[str, Any],
+    seed: int,
     cache: CompiledStreams | None = None,
 ) -> PreparedFit:
     """The trial's model compiled with lrsearch's optimizer at the trial's rate (reused from
-    `cache`, else built and compiled for this trial alone), and its pipelines."""
+    `cache`, else built and compiled for this trial alone), from the initial weights of
+    `seed`, and its pipelines shuffled with `seed`."""
     base_lr = None
     if cache is not None:
         reused = cache.get(spec, task)
-        model, callbacks, base_lr = reused.model, reused.restart(export), reused.schedule.base_lr
+        model, callbacks = reused.model, reused.trial_start(export, seed)
+        base_lr = reused.schedule.base_lr
     else:
-        model = _built(spec, task)
+        model = _built(task, seed)
         learning_rate, callbacks = build_schedule_and_callbacks(export)
         loss, metrics = task.loss_and_metrics(model)
         model.compile(
@@ -132,7 +169,7 @@ def prepare_streamed(
             loss=loss,
             metrics=metrics,
         )
-    train, val = task.datasets(spec.task.batch_size, spec.seed)
+    train, val = task.datasets(spec.task.batch_size, seed)
     kwargs: dict[str, Any] = {}
     if task.infinite:
         kwargs["steps_per_epoch"] = task.steps_per_epoch
@@ -141,10 +178,10 @@ def prepare_streamed(
     return PreparedFit(model, callbacks, train, val, base_lr=base_lr, fit_kwargs=kwargs)
 
 
-def _built(spec: StudySpec, task: StreamedTask) -> Any:
-    if spec.seed is not None:
-        keras.utils.set_random_seed(int(spec.seed))
-    model = task.build_model(spec.seed)
+def _built(task: StreamedTask, seed: int | None) -> Any:
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    model = task.build_model(seed)
     if not isinstance(model, keras.Model):
         raise ModelError(f"{task.name}: the model is a {type(model).__name__}, not a keras.Model")
     return model

@@ -19,7 +19,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +28,12 @@ import optuna
 from search.checkpoints import CheckpointHandle, TrialCheckpoint
 from search.data import Dataset
 from search.errors import TrialDiverged
+from search.lr_range import RangeResult, plan_for
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
+from search.selection import INIT_SEED
 from search.space import run_shape, suggest
 from search.spec import StudySpec
+from search.store import optuna_private as private
 from search.store.trial_writes import batched_params, set_user_attrs
 from search.strategies import RunShape, get_strategy
 from search.training.monitor import EpochMonitor, StopCheck, direct
@@ -46,6 +49,28 @@ class _Compiled:
     model: Any
     schedule: Any
     loop: Any  # search.training.epoch_loop.EpochLoop, which also restarts the model for a new trial
+    seed: int | None = None  # the seed its initial weights were built with
+    models_dir: Path | None = None  # where keras_file models are
+    _weights: dict[int, list[Any]] = field(default_factory=dict)
+
+    def initial_weights(self, spec: StudySpec, dataset: Dataset, seed: int) -> list[Any] | None:
+        """The initial weights of a model built with `seed` (None: the compiled model's own);
+        built once per seed, without compiling (replicates start from new weights)."""
+        if seed == (self.seed or 0):
+            return None
+        if seed not in self._weights:
+            from search.training.models import build_model
+
+            model = build_model(spec.task.model, dataset, seed, self.models_dir)
+            self._weights[seed] = model.get_weights()
+        return self._weights[seed]
+
+
+def trial_seed(trial: optuna.Trial, spec: StudySpec) -> int:
+    """The seed of a trial's initial weights and batch order: the study's, or a replicate's
+    own (search.selection)."""
+    own = private.frozen_view(trial).system_attrs.get(INIT_SEED)
+    return int(own) if own is not None else int(spec.seed or 0)
 
 
 class Trainer:
@@ -63,8 +88,8 @@ class Trainer:
         self.cache_size = cache_size
         self.persist = persist
         self.models_dir = models_dir  # where `keras_file` models are (data_dir/models)
-        self._streams: Any = None  # search.training.streamed.CompiledStreams, made on first use
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
+        self._streams: Any = None  # search.training.streamed.CompiledStreams, made on first use
 
     def objective(
         self,
@@ -94,6 +119,7 @@ class Trainer:
         with batched_params(trial):  # one storage write for all of them
             strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
         outcome = TrialOutcome(strategy_id, params)
+        outcome.seed = trial_seed(trial, spec)
         reports = ReportWriter(trial, self.persist)
         started = time.perf_counter()
         try:
@@ -131,7 +157,7 @@ class Trainer:
             outcome.params, run, spec.objective.metric, opt_cfg, spec.objective.direction
         ).as_dict()
         outcome.export.update(strategy=outcome.strategy, params=outcome.params)
-        prepared = self._prepare(spec, dataset, outcome.export)
+        prepared = self._prepare(spec, dataset, outcome.export, outcome.seed)
         monitor = EpochMonitor(trial, spec, outcome, should_stop, self.persist, reports.report)
         resumed = self._resume(prepared, checkpoint, outcome, monitor)
         if checkpoint is not None:
@@ -150,7 +176,7 @@ class Trainer:
         if loop is not None:
             loop.fit(
                 epochs=spec.task.epochs,
-                seed=spec.seed or 0,
+                seed=outcome.seed,
                 callbacks=callbacks,
                 initial_epoch=initial_epoch,
             )
@@ -187,20 +213,18 @@ class Trainer:
         return saved
 
     def _prepare(
-        self, spec: StudySpec, dataset: Dataset | StreamedTask, export: dict[str, Any]
+        self, spec: StudySpec, dataset: Dataset | StreamedTask, export: dict[str, Any], seed: int
     ) -> PreparedFit:
         from search.training.keras_export import build_schedule_and_callbacks
 
         if not isinstance(dataset, Dataset):
-            from search.training.streamed import CompiledStreams, prepare_streamed
+            from search.training.streamed import prepare_streamed
 
-            if self.reuse and self._streams is None:
-                self._streams = CompiledStreams(self.cache_size)
-            return prepare_streamed(spec, dataset, export, self._streams)
+            return prepare_streamed(spec, dataset, export, seed, self._streams_cache())
         if not self.reuse:
-            return self._fresh(spec, dataset, export)
+            return self._fresh(spec, dataset, export, seed)
         compiled = self._compiled(spec, dataset)
-        compiled.loop.restart()
+        compiled.loop.restart(compiled.initial_weights(spec, dataset, seed))
         compiled.schedule.load(export)
         from search.training.lr_graph import DrivenCallback
 
@@ -210,7 +234,9 @@ class Trainer:
             compiled.model, callbacks, base_lr=compiled.schedule.base_lr, loop=compiled.loop
         )
 
-    def _fresh(self, spec: StudySpec, dataset: Dataset, export: dict[str, Any]) -> PreparedFit:
+    def _fresh(
+        self, spec: StudySpec, dataset: Dataset, export: dict[str, Any], seed: int
+    ) -> PreparedFit:
         """Build, compile and fit from scratch: the naive path, kept for comparison."""
         import keras
 
@@ -218,14 +244,36 @@ class Trainer:
         from search.training.models import build_model, loss_and_metrics
 
         keras.backend.clear_session()
-        model = build_model(spec.task.model, dataset, spec.seed, self.models_dir)
+        model = build_model(spec.task.model, dataset, seed, self.models_dir)
         learning_rate, callbacks = build_schedule_and_callbacks(export)
         loss, metrics = loss_and_metrics(dataset, model)
         model.compile(
             optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics
         )
         val_data = (dataset.x_val, dataset.y_val)
-        return PreparedFit(model, callbacks, _train_data(dataset, spec), val_data)
+        return PreparedFit(model, callbacks, _train_data(dataset, spec, seed), val_data)
+
+    def range_test(self, spec: StudySpec, dataset: Dataset | StreamedTask) -> RangeResult | None:
+        """The learning-rate range test on this study's compiled model (None: the run is too
+        short to afford one); the model is back at its initial state afterwards."""
+        from search.training.range_test import run_range_test
+
+        plan = plan_for(workload_run(spec, dataset).total_steps)
+        if plan is None:
+            return None
+        if not isinstance(dataset, Dataset):
+            reused = self._streams_cache().get(spec, dataset)
+            return run_range_test(reused, reused.schedule, plan, int(spec.seed or 0))
+        compiled = self._compiled(spec, dataset)
+        return run_range_test(compiled.loop, compiled.schedule, plan, int(spec.seed or 0))
+
+    def _streams_cache(self) -> Any:
+        """Compiled models of streamed tasks (None: built per trial, `reuse=False`)."""
+        from search.training.streamed import CompiledStreams
+
+        if self.reuse and self._streams is None:
+            self._streams = CompiledStreams(self.cache_size)
+        return self._streams
 
     def _compiled(self, spec: StudySpec, dataset: Dataset) -> _Compiled:
         key = json.dumps(
@@ -268,16 +316,16 @@ def _compile(spec: StudySpec, dataset: Dataset, models_dir: Path | None) -> _Com
         spec.task.batch_size,
         max(spec.task.batch_size, 1024),
     )
-    return _Compiled(model, schedule, loop)
+    return _Compiled(model, schedule, loop, spec.seed, models_dir)
 
 
-def _train_data(dataset: Dataset, spec: StudySpec) -> Any:
+def _train_data(dataset: Dataset, spec: StudySpec, seed: int) -> Any:
     """Shuffled batches; made per trial so every trial sees the same order for the same seed."""
     import tensorflow as tf
 
     return (
         tf.data.Dataset.from_tensor_slices((dataset.x_train, dataset.y_train))
-        .shuffle(len(dataset.x_train), seed=spec.seed or 0)
+        .shuffle(len(dataset.x_train), seed=seed)
         .batch(spec.task.batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -63,6 +63,8 @@ def tune(
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int | None = 0,
+    range_test: bool = True,
+    replicate_share: float = 0.25,
     timeout_s: float | None = None,
     name: str = "tune",
     storage: str | None = None,
@@ -102,6 +104,8 @@ def tune(
         "sampler": sampler,
         "pruner": pruner,
         "seed": seed,
+        "range_test": range_test,
+        "replicate_share": replicate_share,
         "timeout_s": timeout_s,
     }
     studies.parse_payload(payload)  # bad arguments fail before any data is touched
@@ -236,7 +240,7 @@ def _done_and_best(resources: WorkerResources, study_id: str) -> tuple[int, floa
         assert row is not None
         p = store.study_progress(session, row)
         best = store.best_value(session, row)
-    return p.complete + p.pruned + p.failed, None if best is None else best[1]
+    return p.complete + p.pruned + p.failed, None if best is None else best.value
 
 
 __all__ = ["DEFAULT_TENANT", "tune"]

@@ -1,6 +1,6 @@
 """What `tune()` returns: typed views of the study with the same fields as the API's (and so
-the client's) documents: `BestTrial` is `GET /v1/studies/{id}/best`, `TrialResult` one
-trial of `GET /v1/studies/{id}/trials`."""
+the client's) documents: `BestTrial` is `GET /v1/studies/{id}/best` (its value the mean
+over seeds once candidates were re-run), `TrialResult` one trial of its trials."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class BestTrial:
     strategy: str
     params: dict[str, Any]
     export: dict[str, Any]
+    selection: dict[str, Any] = field(default_factory=dict)  # how it was chosen (seeds...)
 
     def apply(self) -> tuple[Any, list[Any]]:
         """(optimizer, callbacks) rebuilt from the export, for your compile() and fit()."""
@@ -51,6 +52,7 @@ class BestTrial:
             "strategy": self.strategy,
             "params": dict(self.params),
             "export": dict(self.export),
+            "selection": dict(self.selection),
         }
 
 
@@ -104,7 +106,7 @@ def read_result(session: Any, study_id: str, storage: str | None) -> TuneResult:
         error=row.error,
         progress={k: int(v) for k, v in vars(progress).items()},
         trials=[_trial(r) for r in records],
-        best=None if best is None else _best(best),
+        best=None if best is None else _best(*best),
         storage=storage,
     )
 
@@ -123,14 +125,15 @@ def _trial(record: store.StoredTrial) -> TrialResult:
     )
 
 
-def _best(record: store.StoredTrial) -> BestTrial:
+def _best(record: store.StoredTrial, best: store.Best) -> BestTrial:
     outcome = record.outcome
     return BestTrial(
         trial_number=record.number,
-        value=float(record.value if record.value is not None else math.nan),
+        value=float(best.value if best.value is not None else math.nan),
         strategy=str(outcome.strategy),
         params=dict(outcome.params),
         export=export_of(outcome.export),
+        selection=best.describe(),
     )
 
 

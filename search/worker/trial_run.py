@@ -17,16 +17,16 @@ from search import store
 from search.checkpoints import CheckpointHandle, checkpoint_number
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.space import default_trials
 from search.spec import StudySpec, parse_spec
 from search.store import optuna_private as private
 from search.store.trial_writes import set_user_attrs
 from search.study_policy import make_pruner, make_sampler
+from search.worker import study_prep
 from search.worker.config import STUDIES_KEPT
 from search.worker.heartbeat import Heartbeat, StopCheck
 from search.worker.resources import WorkerResources, quietly
 from search.worker.retries import retry, retry_note, will_retry
-from search.worker.workloads import InProcess, StudyUnusable, Workloads, workload_run
+from search.worker.workloads import InProcess, StudyUnusable, Workloads
 
 log = logging.getLogger("lrsearch.worker.trial_run")
 _FINISHED = optuna.exceptions.UpdateFinishedTrialError
@@ -84,14 +84,24 @@ class TrialRunner:
             workload, load_error = None, exc
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
         study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
-        if slot == 1 and workload is not None:
-            run = workload_run(spec, workload)
-            for params in default_trials(spec, run)[: spec.n_trials]:
-                self.resources.persist(
-                    functools.partial(study.enqueue_trial, params, skip_if_exists=True),
-                    "enqueue defaults",
-                )
-        return _Opened(study, spec, workload, load_error)
+        searched = spec
+        if workload is not None:
+            searched = self.resources.persist(
+                functools.partial(self._prepared_spec, study, spec, workload, slot), "open study"
+            )
+        return _Opened(study, searched, workload, load_error)
+
+    def _prepared_spec(
+        self, study: optuna.Study, spec: StudySpec, workload: Any, slot: int
+    ) -> StudySpec:
+        """The range test (once per study), the seeded first trials (slot 1) and the
+        replicates (last slots): the spec trials sample from (safe to repeat)."""
+        trainer = self._get_trainer()
+        searched = study_prep.searched_spec(self.resources, study, spec, workload, trainer)
+        if slot == 1:
+            study_prep.enqueue_first_trials(study, spec, searched, workload)
+        study_prep.queue_replicate(self.resources, study, searched, slot)
+        return searched
 
     def _read(self, study_id: str) -> tuple[StudySpec, str, str] | None:
         with self.resources.sessions() as session:

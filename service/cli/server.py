@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from types import FrameType
@@ -29,15 +30,68 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # --- db / token -----------------------------------------------------------------------------
 
 
+DB_WAIT_POLL_S = 1.0  # between two reads of the schema's revision by `db wait`
+EXIT_DB_NOT_READY = 1  # `db wait` gave up: the schema did not reach this code's head in time
+
+
 def add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["upgrade"], help="upgrade: create or migrate tables")
+    parser.add_argument(
+        "action",
+        choices=["upgrade", "wait"],
+        help="upgrade: create or migrate tables; wait: until they are at this version's "
+        "head (another process migrates), exit 1 after --timeout",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="wait: give up after this many seconds (default 300)",
+    )
 
 
-def cmd_db(_args: argparse.Namespace, settings: Settings) -> int:
-    """Create or migrate lrsearch's and Optuna's tables."""
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or migrate lrsearch's and Optuna's tables, or wait until another process has."""
+    if args.action == "wait":
+        return wait_for_schema(settings.database_url, args.timeout)
     store.upgrade(settings.database_url)
     print("database is up to date")
     return 0
+
+
+def wait_for_schema(url: str, timeout_s: float) -> int:
+    """Poll until the schema is at this code's head (a Kubernetes init container runs it
+    while the migration Job upgrades); EXIT_OK, or EXIT_DB_NOT_READY after `timeout_s`.
+
+    Reads only: an unreachable database is one more reason to wait, never to migrate."""
+    head, seen = store.head_revision(), ""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = _schema_state(url)
+        if state == head:
+            print(f"database schema is at head ({head})")
+            return EXIT_OK
+        if state != seen:
+            log.info("waiting for the database schema: %s, want %s", state, head)
+            seen = state
+        if time.monotonic() >= deadline:
+            print(
+                f"error: the database schema did not reach {head} within {timeout_s:g}s "
+                f"({state}); has `lrsearch db upgrade` run?",
+                file=sys.stderr,
+            )
+            return EXIT_DB_NOT_READY
+        time.sleep(DB_WAIT_POLL_S)
+
+
+def _schema_state(url: str) -> str:
+    """The revision, "no lrsearch tables yet", or why the database cannot be read now."""
+    try:
+        revision = store.current_revision(url)
+    except Exception as exc:
+        if not store.is_transient(exc):
+            raise
+        return f"database unreachable ({type(exc).__name__})"
+    return revision or "no lrsearch tables yet"
 
 
 def add_token(parser: argparse.ArgumentParser) -> None:
@@ -143,8 +197,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if message := worker_extra_missing():
         print(message, file=sys.stderr)
         return EXIT_USAGE
+    from search.training.devices import Placement, configure_devices
     from search.worker import run_worker
 
+    try:
+        if Placement.from_env().requested:  # placed on a GPU: fail now, not in a trial
+            configure_devices()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     run_worker(
         database_url=settings.database_url,
         data_dir=settings.data_dir,
@@ -160,7 +221,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--gpus",
+        type=_gpu_indexes,
+        default=(),
+        help="GPU indexes to place the workers on, round-robin, e.g. 0,1 (LRSEARCH_GPU_INDEX "
+        "of each worker; default: every worker sees every GPU)",
+    )
+    parser.add_argument(
+        "--gpu-memory-mb",
+        type=int,
+        help="GPU memory limit of each worker in MiB (LRSEARCH_GPU_MEMORY_MB), so that "
+        "several workers share a GPU safely (default: memory growth)",
+    )
     _add_api(parser)
+
+
+def _gpu_indexes(text: str) -> tuple[int, ...]:
+    try:
+        indexes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indexes such as 0,1") from None
+    if not indexes or min(indexes) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indexes such as 0,1")
+    return indexes
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,8 +252,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 0 and (message := worker_extra_missing()):
         print(message, file=sys.stderr)
         return EXIT_USAGE
+    from search.training.devices import placements
+
+    if args.gpu_memory_mb is not None and args.gpu_memory_mb < 1:
+        print("error: --gpu-memory-mb must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     store.upgrade(settings.database_url)
-    workers = [_spawn_worker(settings) for _ in range(max(0, args.workers))]
+    places = placements(max(0, args.workers), args.gpus, args.gpu_memory_mb)
+    workers = [_spawn_worker(settings, place.env()) for place in places]
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return cmd_api(args, settings)
@@ -180,11 +270,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         stop_processes(workers)
 
 
-def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn_worker(settings: Settings, placement: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "LRSEARCH_DATABASE_URL": settings.database_url,
         "LRSEARCH_DATA_DIR": str(settings.data_dir),
+        **placement,
     }
     return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
 

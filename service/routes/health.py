@@ -28,6 +28,7 @@ class Ready(BaseModel):
 
     status: Literal["ready"]
 
+
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -50,20 +51,37 @@ def readyz(request: Request) -> dict[str, str]:
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(503))
 def metrics(session: SessionDep) -> PlainTextResponse:
-    """Trial and study counts plus queue depth, three grouped queries in all."""
+    """Trial and study counts, queue depth and runnable slots, four queries in all."""
     lines: list[str] = []
     trials = {k.lower(): n for k, n in store.trial_state_counts(session).items()}
     _gauge(lines, "lrsearch_trials", "Optuna trials by state.", "state", trials)
-    _gauge(lines, "lrsearch_studies", "Studies by status.", "status",
-           store.study_status_counts(session))
-    lines += [
-        "# HELP lrsearch_queue_depth Unclaimed trial slots of queued and running studies.",
-        "# TYPE lrsearch_queue_depth gauge",
-        f"lrsearch_queue_depth {store.queue_depth(session)}",
-    ]
+    _gauge(
+        lines,
+        "lrsearch_studies",
+        "Studies by status.",
+        "status",
+        store.study_status_counts(session),
+    )
+    _scalar(
+        lines,
+        "lrsearch_queue_depth",
+        "Unclaimed trial slots of queued and running studies.",
+        store.queue_depth(session),
+    )
+    _scalar(
+        lines,
+        "lrsearch_runnable_trial_slots",
+        "Unclaimed slots plus running trials of queued and running studies "
+        "(what the workers' autoscaler targets).",
+        store.runnable_trial_slots(session),
+    )
     return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_MEDIA_TYPE)
 
 
 def _gauge(lines: list[str], name: str, help_text: str, label: str, counts: dict[str, int]) -> None:
     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
     lines += [f'{name}{{{label}="{key}"}} {value}' for key, value in sorted(counts.items())]
+
+
+def _scalar(lines: list[str], name: str, help_text: str, value: int) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]

@@ -71,11 +71,16 @@ def create_study(
     if wait is not None:
         raise TooManyRequests(
             f"at most {settings.rate_limit_per_minute} studies per minute",
-            slug="rate-limited", retry_after_s=wait,
+            slug="rate-limited",
+            retry_after_s=wait,
         )
     study = studies.create_study(
-        session, request.app.state.optuna_storage, caller.tenant_id, payload,
-        data_dir=settings.data_dir, max_active=settings.max_running_studies,
+        session,
+        request.app.state.optuna_storage,
+        caller.tenant_id,
+        payload,
+        data_dir=settings.data_dir,
+        max_active=settings.max_running_studies,
     )
     limiter.record(caller.rate_key)
     response.headers["Location"] = f"/v1/studies/{study.id}"
@@ -155,9 +160,7 @@ def delete_study(
     return Response(status_code=204)
 
 
-@router.get(
-    "/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409)
-)
+@router.get("/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409))
 async def best(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """The best complete trial with its export, to reuse its schedule in Keras."""
     state = request.app.state
@@ -175,8 +178,8 @@ def _best_body(state: State, study_id: str, caller: Caller) -> bytes:
         study, version = versioned_study_or_404(session, study_id, caller.tenant_id)
         body: bytes | None = state.answers.get(study.id, "best", version)
         if body is None:
-            record = store.best_trial(session, study)
-            body = b"" if record is None else json_bytes(best_json(record))
+            found = store.best_trial(session, study)
+            body = b"" if found is None else json_bytes(best_json(*found))
             state.answers.put(study.id, "best", version, body, size=len(body) + 64)
     return body
 

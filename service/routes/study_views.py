@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from search import store
@@ -73,6 +73,12 @@ class StudyDetail(BaseModel):
     progress: Progress
     best_value: float | None
     best_trial: int | None
+    best_seeds: int | None = Field(
+        None, description="runs behind best_value (more than 1: the mean over fresh seeds)"
+    )
+    lr_range: dict[str, Any] | None = Field(
+        None, description="the learning-rate range test: edge of stability, searched range"
+    )
     created_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -90,14 +96,26 @@ class BestExport(BaseModel):
     python: str | None
 
 
+class Selection(BaseModel):
+    """What the best's value means: one run, or the mean of a candidate re-run on seeds."""
+
+    rule: str
+    seeds: int
+    sd: float | None
+    values: list[float | None]
+    trials: list[int]
+
+
 class Best(BaseModel):
-    """The best trial, with its export to reuse the schedule in Keras."""
+    """The best trial, with its export to reuse the schedule in Keras. `value` is the mean over
+    `selection.seeds` runs from different initialisations when the candidate was re-run."""
 
     trial_number: int
     value: float | None
     strategy: str | None
     params: dict[str, Any]
     export: BestExport
+    selection: Selection
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -108,11 +126,23 @@ class TrialSummary:
     """What the status shows from the trials: counts and the best (number, value)."""
 
     progress: store.Progress
-    best: tuple[int, float | None] | None
+    best: store.Best | None
+    lr_range: dict[str, Any] | None
 
 
 def trial_summary(session: Session, study: store.Study) -> TrialSummary:
-    return TrialSummary(store.study_progress(session, study), store.best_value(session, study))
+    return TrialSummary(
+        store.study_progress(session, study),
+        store.best_value(session, study),
+        lr_range_json(store.study_system_attr(session, study, store.LR_RANGE)),
+    )
+
+
+def lr_range_json(stored: Any) -> dict[str, Any] | None:
+    """The range test's reading (not its curve: the plot shows that)."""
+    if not isinstance(stored, dict):
+        return None
+    return {k: finite(stored.get(k)) for k in ("edge", "low", "high")}
 
 
 def created_json(study: store.Study) -> dict[str, Any]:
@@ -151,8 +181,10 @@ def detail_json(study: store.Study, summary: TrialSummary) -> dict[str, Any]:
         "error": study.error,
         "n_trials": study.n_trials,
         "progress": dataclasses.asdict(summary.progress),
-        "best_value": finite(best[1]) if best else None,
-        "best_trial": best[0] if best else None,
+        "best_value": finite(best.value) if best else None,
+        "best_trial": best.number if best else None,
+        "best_seeds": best.seeds if best else None,
+        "lr_range": summary.lr_range,
         "created_at": _iso(study.created_at),
         "started_at": _iso(study.started_at),
         "finished_at": _iso(study.finished_at),
@@ -161,14 +193,15 @@ def detail_json(study: store.Study, summary: TrialSummary) -> dict[str, Any]:
     }
 
 
-def best_json(record: store.StoredTrial) -> dict[str, Any]:
+def best_json(record: store.StoredTrial, best: store.Best) -> dict[str, Any]:
     trial = trial_json(record)
     return {
         "trial_number": record.number,
-        "value": trial["value"],
+        "value": finite(best.value),
         "strategy": trial["strategy"],
         "params": trial["params"],
         "export": export_json(record.outcome.export),
+        "selection": jsonable(best.describe()),
     }
 
 

@@ -157,3 +157,31 @@ def test_apply_rebuilds_the_best_schedule_for_a_users_own_fit(trainer, digits) -
     )
     model.fit(digits.x_train, digits.y_train, epochs=4, verbose=0, callbacks=[*callbacks, record])
     assert seen == pytest.approx(trial.user_attrs["lr"], rel=1e-6)
+
+
+def test_the_range_test_leaves_the_model_as_a_fresh_one_and_finds_an_edge() -> None:
+    """The test trains the compiled model; the next trial must start exactly as without it."""
+    spec = parse_spec(
+        {
+            "task": {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 4, "batch_size": 64},
+            "seed": 0,
+        }
+    )
+    data = load_digits()
+    trainer = Trainer()
+    compiled = trainer._compiled(spec, data)
+    before = [w.copy() for w in compiled.model.get_weights()]
+    found = trainer.range_test(spec, data)
+    assert found is not None and found.edge is not None and found.low is not None
+    assert 1e-3 < found.edge < 10 and found.low < found.high  # type: ignore[operator]
+    assert len(found.losses) == len(found.rates) > 20
+    compiled.loop.restart()
+    after = compiled.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    off = parse_spec(
+        {
+            **spec.model_dump(mode="json"),
+            "task": {**spec.task.model_dump(mode="json"), "epochs": 1, "batch_size": 1024},
+        }
+    )
+    assert trainer.range_test(off, data) is None  # 2 steps: too short to afford a test

@@ -9,11 +9,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.space import RECIPE_WARMUP, default_trials, suggest
+from search.selection import REPLICATE_OF
+from search.space import default_trials, suggest
 from search.spec import parse_spec
 from search.store.optuna_private import study_storage, trial_id
 from search.strategies import RunShape, get_strategy
-from search.study_policy import DecayAwarePruner, make_pruner, make_sampler
+from search.study_policy import DecayAwarePruner, SparingReplicates, make_pruner, make_sampler
 
 RUN = RunShape(epochs=10, steps_per_epoch=23)
 
@@ -59,10 +60,14 @@ def test_tpe_is_multivariate_grouped_and_lies_for_parallel_workers() -> None:
 
 
 def test_median_names_the_decay_aware_pruner_timed_by_the_run_length() -> None:
-    pruner = make_pruner(parse_spec({"task": {"epochs": 10}}))
+    wrapper = make_pruner(parse_spec({"task": {"epochs": 10}}))
+    assert isinstance(wrapper, SparingReplicates)
+    pruner = wrapper.inner
     assert isinstance(pruner, DecayAwarePruner)
     assert (pruner.early_step, pruner.warmup_steps) == (1, 5)
     long = make_pruner(parse_spec({"task": {"epochs": 100}}))
+    assert isinstance(long, SparingReplicates)
+    long = long.inner
     assert isinstance(long, DecayAwarePruner)
     assert (long.early_step, long.warmup_steps) == (10, 50)
     assert isinstance(make_pruner(parse_spec({"pruner": "none"})), optuna.pruners.NopPruner)
@@ -95,6 +100,15 @@ def test_the_median_rule_waits_for_enough_completed_trials() -> None:
     assert not pruner.prune(study_with(GOOD), running([2.3, 2.2]))  # one peer is too few
 
 
+def test_a_replicate_is_never_pruned_however_bad() -> None:
+    pruner = make_pruner(parse_spec({"task": {"epochs": 10}}))
+    study = study_with(GOOD + GOOD)
+    hopeless = running([9.0, 9.0, 9.0, 9.0, 9.0, 9.0])
+    assert pruner.prune(study, hopeless)
+    hopeless.system_attrs[REPLICATE_OF] = 0
+    assert not pruner.prune(study, hopeless)
+
+
 def test_maximised_scores_compare_errors() -> None:
     pruner = DecayAwarePruner.for_epochs(10)
     study = study_with([[0.6, 0.9, 0.95], [0.5, 0.85, 0.9]], direction="maximize")
@@ -104,18 +118,17 @@ def test_maximised_scores_compare_errors() -> None:
     assert not pruner.prune(odd, running([-1.0, 40.0]))
 
 
+def _lrs(seeded: list[dict[str, Any]]) -> list[float | None]:
+    return [next((v for k, v in p.items() if k.endswith(".initial_lr")), None) for p in seeded]
+
+
 def test_default_trials_lie_in_the_space_and_run_as_enqueued() -> None:
-    spec = parse_spec({"task": {"epochs": RUN.epochs}})
-    seeded = default_trials(spec, RUN)
-    assert [p["strategy"] for p in seeded] == ["cosine", "cosine", "cosine", "constant"]
-    assert [p.get("cosine.initial_lr", p.get("constant.initial_lr")) for p in seeded] == [
-        pytest.approx(3e-2),
-        pytest.approx(1e-2),
-        pytest.approx(3e-3),
-        pytest.approx(1e-3),
-    ]
-    assert seeded[0]["cosine.warmup_steps"] == int(RUN.total_steps * RECIPE_WARMUP)
-    assert seeded[0]["cosine.warmup_steps"] + seeded[0]["cosine.decay_steps"] == RUN.total_steps
+    spec = parse_spec({"task": {"epochs": RUN.epochs}, "n_trials": 20})
+    seeded = default_trials(spec, RUN, budget=15)
+    assert [p["strategy"] for p in seeded] == ["constant", "linear", "cosine"]  # a quarter
+    assert _lrs(seeded) == [pytest.approx(1e-3), pytest.approx(3e-3), pytest.approx(1e-2)]
+    assert seeded[2]["cosine.warmup_steps"] == int(RUN.total_steps * 0.2)
+    assert seeded[2]["cosine.warmup_steps"] + seeded[2]["cosine.decay_steps"] == RUN.total_steps
     study = optuna.create_study()
     for params in seeded:
         study.enqueue_trial(params)
@@ -127,15 +140,35 @@ def test_default_trials_lie_in_the_space_and_run_as_enqueued() -> None:
         get_strategy(strategy_id).check(clean, RUN)
 
 
+def test_seeded_points_take_at_most_a_quarter_and_large_studies_try_every_family() -> None:
+    small = default_trials(parse_spec({"n_trials": 4}), RUN, budget=4)
+    assert [p["strategy"] for p in small] == ["constant"]
+    spec = parse_spec({"n_trials": 60})
+    large = default_trials(spec, RUN, budget=45)
+    seeded = [p for p in large if len(p) > 1]
+    assert len(seeded) <= 45 // 4
+    families = [p["strategy"] for p in large]
+    assert set(families) == set(spec.strategies)  # every requested family gets a trial
+    assert [p for p in large if len(p) == 1] == [
+        {"strategy": s} for s in spec.strategies if s not in {p["strategy"] for p in seeded}
+    ]
+
+
 def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> None:
-    sgd = default_trials(parse_spec({"task": {"optimizer": "sgd"}}), RUN)
-    assert [p.get("constant.initial_lr") for p in sgd if p["strategy"] == "constant"] == [1e-2]
-    assert all(p.get("cosine.initial_lr", 0) <= 0.1 for p in sgd)  # 0.3 is out of range
-    only_constant = default_trials(parse_spec({"strategies": ["constant", "step"]}), RUN)
-    assert only_constant == [{"strategy": "constant", "constant.initial_lr": 1e-3}]
-    narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
-    narrow_peaks = [p.get("cosine.initial_lr") for p in default_trials(narrow, RUN)]
-    assert narrow_peaks == [pytest.approx(1e-2), pytest.approx(3e-3), None]  # 3e-2 is out
+    sgd = default_trials(parse_spec({"task": {"optimizer": "sgd"}}), RUN, budget=15)
+    assert _lrs(sgd)[:3] == [1e-2, pytest.approx(3e-2), pytest.approx(0.1)]
+    few = default_trials(parse_spec({"strategies": ["constant", "step"]}), RUN, budget=15)
+    assert few == [{"strategy": "constant", "constant.initial_lr": 1e-3}, {"strategy": "step"}]
+    narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 5e-3, "log": True}}})
+    assert _lrs(default_trials(narrow, RUN, budget=15)) == [
+        1e-3,
+        pytest.approx(3e-3),
+        pytest.approx(3e-3),  # cosine at 1e-2 is out: wsd instead
+    ]
+    searched = parse_spec({"ranges": {"initial_lr": {"low": 5e-3, "high": 0.5, "log": True}}})
+    moved = default_trials(parse_spec({}), RUN, searched=searched, budget=15)
+    assert _lrs(moved) == [1e-3, pytest.approx(1e-2), pytest.approx(3e-2)]  # the reference
+    # stays (the user's space), seeds outside the searched range make way for the next ones
 
 
 def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
@@ -146,8 +179,11 @@ def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
     fresh = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=0)
     assert not cached.prune(study, running([2.3, 2.2]))
     assert not fresh.prune(study, running([2.3, 2.2]))
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.1,
-                                 intermediate_values=dict(enumerate(GOOD[0]))))
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE, value=0.1, intermediate_values=dict(enumerate(GOOD[0]))
+        )
+    )
     assert not cached.prune(study, running([2.3, 2.2]))  # still its first read
     assert fresh.prune(study, running([2.3, 2.2]))  # sees two peers now
     next_trial = create_trial(state=TrialState.RUNNING, intermediate_values={0: 2.3, 1: 2.2})
@@ -185,8 +221,9 @@ def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
         storage: Any = study_storage(study)
         original = storage.get_all_trials
 
-        def counting(*args: Any, _orig: Any = original, _calls: list[Any] = calls,
-                     **kw: Any) -> Any:
+        def counting(
+            *args: Any, _orig: Any = original, _calls: list[Any] = calls, **kw: Any
+        ) -> Any:
             _calls.append(kw.get("states"))
             return _orig(*args, **kw)
 
@@ -204,7 +241,8 @@ def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
     for strategy_id, keys in ours:
         assert keys == {"strategy"} | {k for k in keys if k.startswith(f"{strategy_id}.")}
         assert len(keys) > 1  # the chosen strategy's parameters are sampled jointly
-    assert any(any(not k.startswith(f"{s}.") and k != "strategy" for k in keys)
-               for s, keys in theirs)  # Optuna's also sampled the unused strategy's group
+    assert any(
+        any(not k.startswith(f"{s}.") and k != "strategy" for k in keys) for s, keys in theirs
+    )  # Optuna's also sampled the unused strategy's group
     # per ask: the waiting-queue check and one read of all trials, vs one more per group
     assert reads[0] <= 2 * 3 < reads[1], reads

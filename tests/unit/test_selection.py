@@ -1,0 +1,107 @@
+"""A best that holds up: replicate slots, the candidates they re-run, and the choice by mean."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from search.selection import (
+    Run,
+    candidates,
+    candidates_to_rerun,
+    choose,
+    replicate_seed,
+    replicate_slots,
+    top_numbers,
+)
+
+
+def test_small_studies_only_explore_and_larger_ones_keep_a_quarter() -> None:
+    assert [replicate_slots(n) for n in (1, 4, 7)] == [0, 0, 0]
+    assert replicate_slots(8) == 2 and replicate_slots(16) == 4 and replicate_slots(40) == 10
+    assert replicate_slots(16, share=0.0) == 0 and replicate_slots(16, share=0.5) == 8
+    assert candidates_to_rerun(4) == 2 and candidates_to_rerun(1) == 1
+
+
+def test_replicate_seeds_differ_from_the_study_seed_and_each_other() -> None:
+    seeds = {replicate_seed(3, k) for k in (1, 2, 3)}
+    assert len(seeds) == 3 and 3 not in seeds
+    assert replicate_seed(None, 1) == replicate_seed(0, 1)
+
+
+def test_a_lucky_single_run_loses_to_a_candidate_that_holds_up_on_other_seeds() -> None:
+    runs = [
+        Run(0, 0.30),
+        Run(1, 0.10),  # lucky: its re-runs are worse
+        Run(2, 0.12),
+        Run(5, 0.25, replicate_of=1),
+        Run(6, 0.13, replicate_of=2),
+        Run(7, 0.24, replicate_of=1),
+        Run(8, 0.14, replicate_of=2),
+    ]
+    best = choose(runs, maximize=False)
+    assert best is not None and best.number == 2 and best.seeds == 3
+    assert best.mean == pytest.approx((0.12 + 0.13 + 0.14) / 3)
+    assert best.sd == pytest.approx(0.01)
+
+
+def test_without_replicates_the_best_single_run_is_chosen_in_either_direction() -> None:
+    runs = [Run(0, 0.3), Run(1, 0.1), Run(2, 0.2)]
+    lowest, highest = choose(runs, maximize=False), choose(runs, maximize=True)
+    assert lowest is not None and lowest.number == 1 and lowest.sd is None
+    assert highest is not None and highest.number == 0
+    assert choose([], maximize=False) is None
+
+
+def test_non_finite_values_and_orphan_replicates_are_ignored() -> None:
+    runs = [Run(0, math.nan), Run(1, 0.2), Run(2, 0.1, replicate_of=0)]
+    assert [(c.number, c.values) for c in candidates(runs)] == [(1, (0.2,))]
+
+
+def test_top_candidates_are_originals_ranked_by_value() -> None:
+    runs = [Run(0, 0.5), Run(1, 0.2), Run(2, 0.3), Run(3, 0.1, replicate_of=1)]
+    assert top_numbers(runs, 2, maximize=False) == [1, 2]
+    assert top_numbers(runs, 2, maximize=True) == [0, 2]
+
+
+def test_the_reference_is_rerun_first_when_a_challenger_fits_beside_it() -> None:
+    runs = [Run(0, 0.5), Run(1, 0.2), Run(2, 0.3)]
+    assert top_numbers(runs, 2, maximize=False, reference=0) == [0, 1]
+    assert top_numbers(runs, 1, maximize=False, reference=0) == [1]  # no room: the best
+    assert top_numbers(runs, 2, maximize=False, reference=7) == [1, 2]  # it did not finish
+
+
+def test_the_reference_stays_unless_beaten_by_more_than_the_noise() -> None:
+    close = [
+        Run(0, 0.110),
+        Run(1, 0.100),
+        Run(4, 0.120, 0),
+        Run(5, 0.115, 1),
+        Run(6, 0.100, 0),
+        Run(7, 0.098, 1),
+    ]  # means 0.110 vs 0.1043, sds ~0.01
+    kept = choose(close, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0
+    assert choose(close, maximize=False) is not None
+    assert choose(close, maximize=False).number == 1  # type: ignore[union-attr]
+    clear = [
+        Run(0, 0.140),
+        Run(1, 0.080),
+        Run(4, 0.150, 0),
+        Run(5, 0.082, 1),
+        Run(6, 0.145, 0),
+        Run(7, 0.079, 1),
+    ]
+    beaten = choose(clear, maximize=False, reference=0)
+    assert beaten is not None and beaten.number == 1
+    up = [
+        Run(0, 0.90),
+        Run(1, 0.95),
+        Run(4, 0.91, 0),
+        Run(5, 0.96, 1),
+        Run(6, 0.89, 0),
+        Run(7, 0.94, 1),
+    ]
+    score = choose(up, maximize=True, reference=0)
+    assert score is not None and score.number == 1  # accuracy: higher is better, clearly
