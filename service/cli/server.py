@@ -172,19 +172,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """LRSEARCH_* variables that rebuild exactly these settings in another process."""
+    """LRSEARCH_* variables that rebuild exactly these settings in another process (a list
+    of paths joined with ':', as LRSEARCH_DATA_ROOTS reads it)."""
     return {
-        f"LRSEARCH_{name.upper()}": _env_value(value)
-        for name, value in settings.model_dump().items()
-        if value is not None
+        f"LRSEARCH_{name.upper()}": os.pathsep.join(map(str, v)) if isinstance(v, list) else str(v)
+        for name, v in settings.model_dump().items()
+        if v is not None
     }
-
-
-def _env_value(value: Any) -> str:
-    """A setting as its variable holds it (a list of paths: joined with ':')."""
-    if isinstance(value, list):
-        return os.pathsep.join(str(v) for v in value)
-    return str(value)
 
 
 def add_worker(parser: argparse.ArgumentParser) -> None:

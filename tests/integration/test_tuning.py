@@ -61,6 +61,7 @@ def test_tune_on_datasets_returns_the_best_schedule_ready_to_apply() -> None:
         strategies=["cosine", "plateau"],
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         objective="val_accuracy",
+        replicate_share=0.0,  # the best is then one trial (replicates: test_a_shared_study...)
         progress=False,
         **LOGITS,
     )
