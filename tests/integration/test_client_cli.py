@@ -439,6 +439,29 @@ def test_cli_datasets_upload_list_and_api_errors(
     assert code == 3 and "404 Not Found" in err
 
 
+def test_cli_models_upload_list_and_a_refused_file(
+    api: Api, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.keras_files import DENSE, archive, sequential
+
+    good, bad = tmp_path / "net.keras", tmp_path / "bad.keras"
+    good.write_bytes(archive(sequential(DENSE)))
+    bad.write_bytes(b"not a zip")
+    code, out, err = cli(capsys, "--url", api.url, "models", "upload", str(good), "--name", "net")
+    assert code == 0, err
+    model_id = out.strip()
+    assert len(model_id) == 32 and f"kind: keras_file, id: {model_id}" in err
+    code, out, _ = cli(capsys, "models", "list", "--url", api.url)
+    header, row = out.strip().splitlines()
+    assert header.split()[:4] == ["id", "name", "class", "input"]
+    assert row.split()[:4] == [model_id, "net", "Sequential", "8"]
+    code, _, err = cli(capsys, "--url", api.url, "models", "upload", str(bad))
+    assert code == 3 and "file: not a .keras file" in err
+    with Client(api.url) as client:
+        assert [m["id"] for m in client.models()] == [model_id]
+        assert client.model(model_id)["name"] == "net"
+
+
 def test_cli_sends_the_token_from_flag_or_environment(
     start_api: StartApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
