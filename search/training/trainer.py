@@ -60,11 +60,11 @@ class _Compiled:
         return self._weights[seed]
 
 
-def trial_seed(trial: optuna.Trial, spec: StudySpec) -> int:
-    """The seed of a trial's initial weights and batch order: the study's, or a replicate's
-    own (search.selection)."""
+def replicate_seed(trial: optuna.Trial) -> int | None:
+    """A replicate's own seed of initial weights and batch order (search.selection); None
+    for every other trial, which starts from the study's seed."""
     own = private.frozen_view(trial).system_attrs.get(INIT_SEED)
-    return int(own) if own is not None else int(spec.seed or 0)
+    return None if own is None else int(own)
 
 
 class Trainer:
@@ -100,8 +100,7 @@ class Trainer:
         run = run_shape(spec, len(dataset.x_train))
         with batched_params(trial):  # one storage write for all of them
             strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
-        outcome = TrialOutcome(strategy_id, params)
-        outcome.seed = trial_seed(trial, spec)
+        outcome = TrialOutcome(strategy_id, params, seed=replicate_seed(trial))
         reports = ReportWriter(trial, self.persist)
         started = time.perf_counter()
         try:
@@ -139,7 +138,8 @@ class Trainer:
             outcome.params, run, spec.objective.metric, opt_cfg
         ).as_dict()
         outcome.export.update(strategy=outcome.strategy, params=outcome.params)
-        prepared = self._prepare(spec, dataset, outcome.export, outcome.seed)
+        seed = int(spec.seed or 0) if outcome.seed is None else outcome.seed
+        prepared = self._prepare(spec, dataset, outcome.export, seed)
         monitor = EpochMonitor(trial, spec, outcome, should_stop, self.persist, reports.report)
         resumed = self._resume(prepared, checkpoint, outcome, monitor)
         if checkpoint is not None:
@@ -158,7 +158,7 @@ class Trainer:
         if loop is not None:
             loop.fit(
                 epochs=spec.task.epochs,
-                seed=outcome.seed,
+                seed=seed,
                 callbacks=callbacks,
                 initial_epoch=initial_epoch,
             )
