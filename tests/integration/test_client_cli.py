@@ -275,7 +275,10 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "export")
     export = json.loads(out)
     assert export == best["export"]
-    assert set(export) == {"schedule", "callbacks", "initial_lr", "optimizer", "python"}
+    assert set(export) == {
+        "schedule", "callbacks", "initial_lr", "optimizer", "python", "preprocess"
+    }
+    assert export["preprocess"] is None  # the spec asked for none
     from search.training.keras_export import apply
 
     optimizer, callbacks = apply(export)
