@@ -140,7 +140,7 @@ def _draw_lr(axes: Any, trials: Sequence[PlotTrial], options: PlotOptions) -> No
         axes.set_yscale("log")
     else:
         axes.set_ylim(bottom=0)
-    axes.set_xlim(0, max(c.epochs[-1] for _, c in chosen))
+    axes.set_xlim(0, max(math.ceil(c.epochs[-1]) for _, c in chosen))  # whole epochs
     _whole_epochs(axes)
     axes.set_xlabel("epoch")
     axes.set_ylabel("learning rate")

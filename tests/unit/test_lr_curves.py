@@ -96,7 +96,7 @@ def test_the_lr_figure_shows_steps_in_epochs_on_a_linear_axis() -> None:
     assert len(cosine.get_xdata()) == RUN.total_steps and cosine.get_ydata()[0] == 0.0
     assert plateau.get_drawstyle() == "steps-post"
     one = draw("lr", lr_trials(), PlotOptions(k=1, run=RUN)).axes[0]
-    assert len(one.lines) == 1
+    assert len(one.lines) == 1 and one.get_xlim() == (0.0, 20.0)  # to the last whole epoch
 
 
 def test_the_range_figure_marks_the_edge_and_the_searched_range() -> None:
