@@ -173,11 +173,16 @@ def _has_export(best: Any) -> bool:
 
 Check = Callable[[Any], bool]
 CHECKS: dict[str, Check] = {
-    "status": lambda b: {"id", "status", "progress", "best_value", "spec"} <= set(b)
-    and b["progress"]["complete"] >= 100,
+    "status": lambda b: (
+        {"id", "status", "progress", "best_value", "spec"} <= set(b)
+        and b["progress"]["complete"] >= 100
+    ),
     "best": lambda b: {"trial_number", "value"} <= set(b) and _has_export(b),
-    "page": lambda b: len(b["items"]) == 50 and b["next_cursor"] is not None
-    and {"number", "value", "lr", "history"} <= set(b["items"][0]),
+    "page": lambda b: (
+        len(b["items"]) == 50
+        and b["next_cursor"] is not None
+        and {"number", "value", "lr", "history"} <= set(b["items"][0])
+    ),
     "healthz": lambda b: b == {"status": "ok"},
 }
 
@@ -254,8 +259,9 @@ def run(requests: int, concurrency: int, root: Path, processes: int) -> dict[str
         for size in (100, 10000):
             fill(db_url, study_id, stored, size)
             stored = size
-            with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={name}"),
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                ADMIN_DSN.replace("dbname=test", f"dbname={name}"), autocommit=True
+            ) as conn:
                 # The bulk fill is not how trials arrive; settle what autovacuum would do
                 # next (so it does not run during the measurement) and refresh planner stats.
                 conn.execute("VACUUM ANALYZE")

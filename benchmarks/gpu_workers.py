@@ -72,7 +72,9 @@ def gpu_memory_mib() -> list[int]:
         return []
     done = subprocess.run(
         [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if done.returncode != 0:
         return []
@@ -82,9 +84,7 @@ def gpu_memory_mib() -> list[int]:
 def tensorflow_gpus() -> int:
     """How many GPUs TensorFlow itself sees (in a child: this process stays TF-free)."""
     code = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     lines = done.stdout.split()
     return int(lines[-1]) if done.returncode == 0 and lines else 0
 
@@ -166,12 +166,16 @@ def speedups(results: list[dict[str, Any]]) -> dict[int, float]:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     first = {r["model"]: r["trials_per_min"] for r in results if r["workers"] == 1}
-    print(f"{'model':<6}{'workers':>8}{'MiB each':>10}{'trials':>8}{'wall s':>9}"
-          f"{'trials/min':>12}{'x 1 worker':>12}")
+    print(
+        f"{'model':<6}{'workers':>8}{'MiB each':>10}{'trials':>8}{'wall s':>9}"
+        f"{'trials/min':>12}{'x 1 worker':>12}"
+    )
     for r in results:
         ratio = r["trials_per_min"] / first[r["model"]] if r["model"] in first else float("nan")
-        print(f"{r['model']:<6}{r['workers']:>8}{r['memory_mb']:>10}{r['trials']:>8}"
-              f"{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}{ratio:>12.2f}")
+        print(
+            f"{r['model']:<6}{r['workers']:>8}{r['memory_mb']:>10}{r['trials']:>8}"
+            f"{r['wall_s']:>9.1f}{r['trials_per_min']:>12.1f}{ratio:>12.2f}"
+        )
 
 
 def main() -> int:
@@ -190,13 +194,14 @@ def main() -> int:
 
     memory = gpu_memory_mib()
     if not memory or tensorflow_gpus() == 0:
-        print("no GPU found (nvidia-smi reports none, or TensorFlow sees none): nothing to "
-              "measure")
+        print("no GPU found (nvidia-smi reports none, or TensorFlow sees none): nothing to measure")
         return 0
     if args.gpu >= len(memory):
         raise SystemExit(f"--gpu {args.gpu}: the machine has {len(memory)} GPU(s)")
-    print(f"GPU {args.gpu}: {memory[args.gpu]} MiB; digits, {args.epochs} epochs, "
-          f"{args.trials} trials per study, workers {counts}")
+    print(
+        f"GPU {args.gpu}: {memory[args.gpu]} MiB; digits, {args.epochs} epochs, "
+        f"{args.trials} trials per study, workers {counts}"
+    )
     results = []
     for model in MODELS:
         for k in counts:
@@ -208,8 +213,17 @@ def main() -> int:
     best = max(gains, key=lambda k: gains[k])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
-                               "gpu_mib": memory, "results": results}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "args": vars(args),
+                "gpu_mib": memory,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"best_workers={best} speedup={gains[best]:.2f}")
     return 0
 

@@ -45,8 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     args = _parser().parse_args()
-    chosen = tasks.by_name(args.tasks.split(",") if args.tasks else
-                           (list(tasks.QUICK) if args.quick else None), args.split)
+    chosen = tasks.by_name(
+        args.tasks.split(",") if args.tasks else (list(tasks.QUICK) if args.quick else None),
+        args.split,
+    )
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,11 @@ def main() -> None:
         _run_shard(args, chosen, seeds, out)
     records = units.read_records(_shard_paths(out, max(args.jobs, 1)))
     if args.variant:
-        records = [{**r, "contender": units.LRSEARCH} if r["contender"] == args.variant else r
-                   for r in records if r["contender"] != units.LRSEARCH]
+        records = [
+            {**r, "contender": units.LRSEARCH} if r["contender"] == args.variant else r
+            for r in records
+            if r["contender"] != units.LRSEARCH
+        ]
     _report(records, chosen, time.perf_counter() - started)
 
 
@@ -79,14 +84,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "suite.jsonl"))
     p.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     p.add_argument("--list", action="store_true", help="print the suite and exit")
-    p.add_argument("--contenders", default="",
-                   help="comma-separated subset: baselines, peers, lrsearch (default: all)")
-    p.add_argument("--label", default=units.LRSEARCH,
-                   help="record lrsearch under this name (a dev variant)")
-    p.add_argument("--lrsearch-spec", default="{}",
-                   help="JSON merged into lrsearch's study spec (a dev variant)")
-    p.add_argument("--variant", default="",
-                   help="report: read the records labelled so as lrsearch's")
+    p.add_argument(
+        "--contenders",
+        default="",
+        help="comma-separated subset: baselines, peers, lrsearch (default: all)",
+    )
+    p.add_argument(
+        "--label", default=units.LRSEARCH, help="record lrsearch under this name (a dev variant)"
+    )
+    p.add_argument(
+        "--lrsearch-spec",
+        default="{}",
+        help="JSON merged into lrsearch's study spec (a dev variant)",
+    )
+    p.add_argument(
+        "--variant", default="", help="report: read the records labelled so as lrsearch's"
+    )
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", internal
     args, _ = p.parse_known_args()
     if args.list:
@@ -111,8 +124,9 @@ def _run_parallel(args: argparse.Namespace, out: Path) -> None:
         raise SystemExit(f"a shard failed: exit codes {codes}")
 
 
-def _run_shard(args: argparse.Namespace, chosen: list[tasks.Task], seeds: list[int],
-               out: Path) -> None:
+def _run_shard(
+    args: argparse.Namespace, chosen: list[tasks.Task], seeds: list[int], out: Path
+) -> None:
     index, count = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
     path = out if args.shard is None else out.with_suffix(f".shard{index}.jsonl")
     existing = units.read_records(_shard_paths(out, max(args.jobs, 1)))
@@ -127,7 +141,8 @@ def _run_shard(args: argparse.Namespace, chosen: list[tasks.Task], seeds: list[i
 
     uploads: dict[str, str] = {}
     needs_service = units.LRSEARCH in unit_plan.contenders
-    with (service() if needs_service else nullcontext("")) as base, path.open("a") as sink:
+    with service() if needs_service else nullcontext("") as base, path.open("a") as sink:
+
         def emit(rec: dict[str, Any]) -> None:
             sink.write(_json(rec) + "\n")
             sink.flush()
@@ -138,14 +153,16 @@ def _run_shard(args: argparse.Namespace, chosen: list[tasks.Task], seeds: list[i
 
 
 def _plan(args: argparse.Namespace) -> units.Plan:
-    groups = {"baselines": units.BASELINES, "peers": units.peers.SEARCHING_PEERS,
-              "lrsearch": (units.LRSEARCH,)}
+    groups = {
+        "baselines": units.BASELINES,
+        "peers": units.peers.SEARCHING_PEERS,
+        "lrsearch": (units.LRSEARCH,),
+    }
     names = [n for g in args.contenders.split(",") if g for n in groups[g]] or units.CONTENDERS
     return units.Plan(frozenset(names), args.label, json.loads(args.lrsearch_spec))
 
 
-def _missing(existing: list[dict[str, Any]], task: tasks.Task, seed: int,
-             plan: units.Plan) -> bool:
+def _missing(existing: list[dict[str, Any]], task: tasks.Task, seed: int, plan: units.Plan) -> bool:
     have = {r["contender"] for r in existing if r["task"] == task.name and r["seed"] == seed}
     return not plan.wanted(seed) <= have
 
@@ -168,8 +185,10 @@ def _report(records: list[dict[str, Any]], chosen: list[tasks.Task], wall_s: flo
     print(f"\nwall time of this invocation: {wall_s / 60:.1f} min")
     test = report.split_summary(table, [t.name for t in chosen if t.split == "test"])
     if test:
-        print(f"rank_final={test['rank_final']:.2f} rank_best={test['rank_best']:.2f}"
-              f" wins={test['wins']}/{test['tasks']} epochs_ratio={test['epochs_ratio']:.3f}")
+        print(
+            f"rank_final={test['rank_final']:.2f} rank_best={test['rank_best']:.2f}"
+            f" wins={test['wins']}/{test['tasks']} epochs_ratio={test['epochs_ratio']:.3f}"
+        )
     else:
         print("rank_final=n/a rank_best=n/a wins=0/0 epochs_ratio=n/a (no test task run)")
 

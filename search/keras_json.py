@@ -13,8 +13,16 @@ from typing import Any
 _MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 _CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
 _KERAS_INTERNAL = frozenset(
-    {"__keras_tensor__", "__tensor__", "__numpy__", "__tuple__", "__slice__", "__ellipsis__",
-     "__bytes__", "__typespec__"}
+    {
+        "__keras_tensor__",
+        "__tensor__",
+        "__numpy__",
+        "__tuple__",
+        "__slice__",
+        "__ellipsis__",
+        "__bytes__",
+        "__typespec__",
+    }
 )
 
 

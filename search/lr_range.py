@@ -84,9 +84,14 @@ class RangeResult:
         def floats(values: list[Any]) -> list[float]:
             return [math.nan if v is None else float(v) for v in values]
 
-        return cls(floats(attrs.get("rates", [])), floats(attrs.get("losses", [])),
-                   attrs.get("edge"), attrs.get("low"), attrs.get("high"),
-                   floats(attrs.get("smoothed", [])))
+        return cls(
+            floats(attrs.get("rates", [])),
+            floats(attrs.get("losses", [])),
+            attrs.get("edge"),
+            attrs.get("low"),
+            attrs.get("high"),
+            floats(attrs.get("smoothed", [])),
+        )
 
 
 def read(rates: list[float], losses: list[float]) -> RangeResult:

@@ -42,9 +42,7 @@ class FailureKind(enum.StrEnum):
         return cls.BAD_INPUT if isinstance(exc, _BAD_INPUT) else cls.ERROR
 
 
-_INTERRUPTIONS = frozenset(
-    {FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED}
-)
+_INTERRUPTIONS = frozenset({FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED})
 
 #: Reasons written before `fail_kind` existed, by how they began.
 _LEGACY_PREFIXES: tuple[tuple[str, FailureKind], ...] = (

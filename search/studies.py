@@ -234,9 +234,7 @@ def _insert_study(
     """Create the Optuna study before the row, so a worker never sees a row without it."""
     study_id = store.new_id()
     optuna_name = f"lrsearch-{study_id}"
-    optuna.create_study(
-        storage=storage, study_name=optuna_name, direction=spec.objective.direction
-    )
+    optuna.create_study(storage=storage, study_name=optuna_name, direction=spec.objective.direction)
     study = store.Study(
         id=study_id,
         tenant_id=tenant_id,

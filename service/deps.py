@@ -81,9 +81,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def get_caller(
-    request: Request, settings: SettingsDep, credentials: BearerDep
-) -> Caller:
+async def get_caller(request: Request, settings: SettingsDep, credentials: BearerDep) -> Caller:
     """Resolve the bearer token to its tenant; without auth everyone is tenant "default".
 
     Async, with its own short session in one thread hop only when the database must answer

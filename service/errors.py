@@ -145,9 +145,7 @@ class TooManyRequests(Problem):
     status = 429
     slug = "too-many-requests"
 
-    def __init__(
-        self, detail: str, *, slug: str, retry_after_s: int = QUOTA_RETRY_AFTER_S
-    ) -> None:
+    def __init__(self, detail: str, *, slug: str, retry_after_s: int = QUOTA_RETRY_AFTER_S) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
         self.slug = slug
 
@@ -241,8 +239,12 @@ async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     """An unreachable database is a 503 the client can retry; any other DB error is a 500."""
     if store.is_transient(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                    exc.__class__.__name__)
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            exc.__class__.__name__,
+        )
         return problem_response(
             503,
             "the database is unreachable; retry shortly",

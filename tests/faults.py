@@ -52,8 +52,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-
-
 # --- processes -----------------------------------------------------------------------------
 
 
@@ -68,8 +66,13 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         return self
@@ -96,8 +99,9 @@ class Proc:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit within {timeout:.0f}s\n"
-                                 f"{self.log_tail()}") from None
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout:.0f}s\n{self.log_tail()}"
+            ) from None
 
     def stop(self, timeout: float = 60) -> int | None:
         """SIGTERM, then SIGKILL if it does not exit in time; the exit code (None if killed)."""
@@ -184,8 +188,15 @@ class ApiProcess:
 class WorkerProcess(Proc):
     """`python -m service.cli worker` with a short heartbeat and grace period."""
 
-    def __init__(self, group: ProcessGroup, db_url: str, data_dir: Path, log: Path,
-                 grace_s: int, idle_exit_s: float | None = None) -> None:
+    def __init__(
+        self,
+        group: ProcessGroup,
+        db_url: str,
+        data_dir: Path,
+        log: Path,
+        grace_s: int,
+        idle_exit_s: float | None = None,
+    ) -> None:
         argv = [sys.executable, "-m", "service.cli", "worker"]
         if idle_exit_s is not None:
             argv += ["--idle-exit", str(idle_exit_s)]
@@ -242,8 +253,19 @@ class PgCluster:
         self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        )
 
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
         assert self.bin is not None
@@ -253,10 +275,23 @@ class PgCluster:
         subprocess.run(argv, check=True, timeout=timeout, capture_output=True)
 
     def start(self) -> PgCluster:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
-                  "-o", options, "-w", "-t", "60", "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -346,11 +381,17 @@ class Api:
         return list(self.poll(f"/v1/studies/{study_id}/trials?limit=500")["items"])
 
     def wait_final(self, study_id: str, timeout: float) -> dict[str, Any]:
-        return dict(wait_for(
-            lambda: (body := self.study(study_id))["status"] in ("completed", "failed",
-                                                                 "cancelled") and body,
-            timeout, f"study {study_id} to finish", every=0.5,
-        ))
+        return dict(
+            wait_for(
+                lambda: (
+                    (body := self.study(study_id))["status"] in ("completed", "failed", "cancelled")
+                    and body
+                ),
+                timeout,
+                f"study {study_id} to finish",
+                every=0.5,
+            )
+        )
 
     def server_errors(self) -> int:
         """Responses with a 5xx other than the 503 a database outage is documented to give."""
@@ -362,10 +403,22 @@ class Api:
 
 def tiny_spec(n_trials: int, epochs: int, **over: Any) -> dict[str, Any]:
     """A study small enough for a shared 2-core machine: mlp [16] on digits, constant LR."""
-    task = {"dataset": "digits", "model": {"kind": "mlp", "hidden": [16]}, "epochs": epochs,
-            "batch_size": 128, **over.pop("task", {})}
-    return {"name": "fault", "task": task, "strategies": ["constant"], "pruner": "none",
-            "n_trials": n_trials, "seed": 0, **over}
+    task = {
+        "dataset": "digits",
+        "model": {"kind": "mlp", "hidden": [16]},
+        "epochs": epochs,
+        "batch_size": 128,
+        **over.pop("task", {}),
+    }
+    return {
+        "name": "fault",
+        "task": task,
+        "strategies": ["constant"],
+        "pruner": "none",
+        "n_trials": n_trials,
+        "seed": 0,
+        **over,
+    }
 
 
 def npz_bytes(regression: bool = False) -> bytes:
@@ -378,8 +431,9 @@ def npz_bytes(regression: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def running_trial_with_epochs(api: Api, study_id: str, min_epochs: int,
-                              max_epochs: int) -> dict[str, Any] | None:
+def running_trial_with_epochs(
+    api: Api, study_id: str, min_epochs: int, max_epochs: int
+) -> dict[str, Any] | None:
     """A running trial that has reported at least `min_epochs` (and not yet `max_epochs`)."""
     for trial in api.poll(f"/v1/studies/{study_id}/trials?state=running")["items"]:
         if min_epochs <= len(trial["intermediate_values"]) < max_epochs:
@@ -424,7 +478,8 @@ def count_study(outcome: Outcome, api: Api, db_url: str, study_id: str, n_trials
     outcome.lost += max(0, n_trials - finished)
     outcome.double_counted += max(0, finished - n_trials) + duplicate_retries(db_url, study_id)
     outcome.details.setdefault("studies", {})[study_id[:8]] = {
-        "status": body["status"], **{k: progress[k] for k in ("complete", "failed", "retried")}
+        "status": body["status"],
+        **{k: progress[k] for k in ("complete", "failed", "retried")},
     }
 
 
@@ -495,8 +550,11 @@ def _worker_mid_trial(stage: Stage, n_trials: int) -> tuple[Api, str, Proc, dict
     _, api = stage.api()
     study_id = api.create(tiny_spec(n_trials, KILL_EPOCHS))
     worker = stage.worker("worker-a")
-    victim = wait_for(lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
-                      240, "a trial with >= 3 epochs")
+    victim = wait_for(
+        lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
+        240,
+        "a trial with >= 3 epochs",
+    )
     return api, study_id, worker, victim
 
 
@@ -511,23 +569,34 @@ def kill9_mid_trial(stage: Stage) -> Outcome:
     trials = {t["number"]: t for t in api.trials(study_id)}
     dead = trials[victim["number"]]
     retry = next((t for t in trials.values() if t.get("resumed_from_epoch") is not None), None)
-    out.details.update(dead_trial=dead["number"], dead_reason=dead["fail_reason"],
-                       killed_after_epochs=len(victim["intermediate_values"]),
-                       resumed_from_epoch=retry and retry["resumed_from_epoch"],
-                       retry_epochs_run=retry and retry["epochs_run"])
+    out.details.update(
+        dead_trial=dead["number"],
+        dead_reason=dead["fail_reason"],
+        killed_after_epochs=len(victim["intermediate_values"]),
+        resumed_from_epoch=retry and retry["resumed_from_epoch"],
+        retry_epochs_run=retry and retry["epochs_run"],
+    )
     out.expect(final["status"] == "completed", f"study ended {final['status']}")
     out.expect(dead["state"] == "fail", f"dead trial is {dead['state']}")
-    out.expect("worker lost" in str(dead["fail_reason"]) and "retried" in str(
-        dead["fail_reason"]), f"dead trial's reason: {dead['fail_reason']!r}")
+    out.expect(
+        "worker lost" in str(dead["fail_reason"]) and "retried" in str(dead["fail_reason"]),
+        f"dead trial's reason: {dead['fail_reason']!r}",
+    )
     out.expect(final["progress"]["retried"] == 1, f"progress: {final['progress']}")
     out.expect(retry is not None, "no trial resumed from a checkpoint")
     if retry is not None:
         out.expect(retry["state"] == "complete", f"retry is {retry['state']}")
         out.expect(retry["resumed_from_epoch"] >= 2, f"resumed from {retry['resumed_from_epoch']}")
-        out.expect(retry["epochs_run"] == KILL_EPOCHS == len(retry["lr"]) == len(
-            retry["history"]["val_loss"]), f"retry ran {retry['epochs_run']} epochs")
-    out.expect(not list((stage.data_dir / "checkpoints").glob("*/*.npz")),
-               "checkpoints left behind")
+        out.expect(
+            retry["epochs_run"]
+            == KILL_EPOCHS
+            == len(retry["lr"])
+            == len(retry["history"]["val_loss"]),
+            f"retry ran {retry['epochs_run']} epochs",
+        )
+    out.expect(
+        not list((stage.data_dir / "checkpoints").glob("*/*.npz")), "checkpoints left behind"
+    )
     count_study(out, api, stage.db_url, study_id, 3)
     out.server_errors += api.server_errors()
     return out
@@ -545,19 +614,27 @@ def sigterm_mid_trial(stage: Stage) -> Outcome:
     waiting = [t for t in released if t["state"] == "waiting"]
     stage.worker("worker-b")
     final = api.wait_final(study_id, 300)
-    retry = next((t for t in api.trials(study_id) if t.get("resumed_from_epoch") is not None),
-                 None)
-    out.details.update(exit_code=code, dead_reason=dead["fail_reason"],
-                       dead_epochs=dead["epochs_run"],
-                       resumed_from_epoch=retry and retry["resumed_from_epoch"])
+    retry = next((t for t in api.trials(study_id) if t.get("resumed_from_epoch") is not None), None)
+    out.details.update(
+        exit_code=code,
+        dead_reason=dead["fail_reason"],
+        dead_epochs=dead["epochs_run"],
+        resumed_from_epoch=retry and retry["resumed_from_epoch"],
+    )
     out.expect(code == 0, f"worker exited {code}")
-    out.expect(dead["state"] == "fail" and "worker shut down" in str(dead["fail_reason"])
-               and "retried" in str(dead["fail_reason"]), f"released trial: {dead}")
+    out.expect(
+        dead["state"] == "fail"
+        and "worker shut down" in str(dead["fail_reason"])
+        and "retried" in str(dead["fail_reason"]),
+        f"released trial: {dead}",
+    )
     out.expect(len(waiting) == 1, f"{len(waiting)} retries queued")
     out.expect(final["status"] == "completed", f"study ended {final['status']}")
-    out.expect(retry is not None and retry["resumed_from_epoch"] == dead["epochs_run"],
-               f"retry resumed from {retry and retry['resumed_from_epoch']}, "
-               f"dead trial ran {dead['epochs_run']} epochs")
+    out.expect(
+        retry is not None and retry["resumed_from_epoch"] == dead["epochs_run"],
+        f"retry resumed from {retry and retry['resumed_from_epoch']}, "
+        f"dead trial ran {dead['epochs_run']} epochs",
+    )
     out.expect(retry is not None and retry["epochs_run"] == KILL_EPOCHS, "retry epochs")
     count_study(out, api, stage.db_url, study_id, 2)
     out.server_errors += api.server_errors()
@@ -589,15 +666,19 @@ def api_restart(stage: Stage) -> Outcome:
         out.expect(before["datasets"] <= after["datasets"], "a dataset disappeared")
         missing = before["finished"] - after["finished"]
         out.expect(not missing, f"finished trials disappeared: {sorted(missing)}")
-        wait_for(functools.partial(_answered_since, poller, answered + 2), 30,
-                 "the polling client to be answered again")
+        wait_for(
+            functools.partial(_answered_since, poller, answered + 2),
+            30,
+            "the polling client to be answered again",
+        )
     poller.close()
     for study_id, n in ((digits, 4), (uploaded, 2)):
         final = api.wait_final(study_id, 300)
         out.expect(final["status"] == "completed", f"study {study_id} ended {final['status']}")
         count_study(out, api, stage.db_url, study_id, n)
-    out.details.update(api_starts=process.starts, poller_refused=poller.refused,
-                       poller_answered=poller.answered)
+    out.details.update(
+        api_starts=process.starts, poller_refused=poller.refused, poller_answered=poller.answered
+    )
     out.expect(poller.refused > 0, "the polling client never saw the API down")
     out.server_errors += api.server_errors() + poller.server_errors
     return out
@@ -672,10 +753,19 @@ def database_outage(stage: Stage, cluster: PgCluster) -> Outcome:
     during = api.request("GET", f"/v1/studies/{study_id}")
     ready = api.request("GET", "/readyz")
     health = api.request("GET", "/healthz")
-    out.details.update(during_outage={"study": during.status_code, "readyz": ready.status_code,
-                                      "healthz": health.status_code})
-    out.expect(during.status_code == 503 and during.headers.get("content-type", "").startswith(
-        PROBLEM) and "retry-after" in during.headers, f"study during outage: {during.status_code}")
+    out.details.update(
+        during_outage={
+            "study": during.status_code,
+            "readyz": ready.status_code,
+            "healthz": health.status_code,
+        }
+    )
+    out.expect(
+        during.status_code == 503
+        and during.headers.get("content-type", "").startswith(PROBLEM)
+        and "retry-after" in during.headers,
+        f"study during outage: {during.status_code}",
+    )
     out.expect(ready.status_code == 503, f"readyz during outage: {ready.status_code}")
     out.expect(health.status_code == 200, f"healthz during outage: {health.status_code}")
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
@@ -700,9 +790,13 @@ def database_outage(stage: Stage, cluster: PgCluster) -> Outcome:
 def _outage_lines(log: Path) -> int:
     """Lines where the worker logged a failed storage call it retried or tolerated."""
     text = log.read_text(errors="replace")
-    return sum(1 for line in text.splitlines()
-               if "retrying" in line or "heartbeat for trial" in line
-               or "cannot read the study's status" in line)
+    return sum(
+        1
+        for line in text.splitlines()
+        if "retrying" in line
+        or "heartbeat for trial" in line
+        or "cannot read the study's status" in line
+    )
 
 
 def failing_trials(stage: Stage) -> Outcome:
@@ -714,23 +808,36 @@ def failing_trials(stage: Stage) -> Outcome:
     diverging_data = api.upload(npz_bytes(regression=True))
     doomed = api.create(tiny_spec(3, 2, task={"dataset": doomed_data}))
     (stage.data_dir / "datasets" / f"{doomed_data}.npz").unlink()
-    nan = api.create(tiny_spec(2, 3, ranges={"initial_lr": {"low": 1, "high": 10, "log": True}},
-                               task={"dataset": diverging_data, "optimizer": "sgd",
-                                     "batch_size": 20}))
+    nan = api.create(
+        tiny_spec(
+            2,
+            3,
+            ranges={"initial_lr": {"low": 1, "high": 10, "log": True}},
+            task={"dataset": diverging_data, "optimizer": "sgd", "batch_size": 20},
+        )
+    )
     healthy = api.create(tiny_spec(2, 2))
     worker = stage.worker("worker")
     finals = {sid: api.wait_final(sid, 300) for sid in (doomed, nan, healthy)}
     reasons = {sid: [t["fail_reason"] for t in api.trials(sid)] for sid in (doomed, nan)}
     out.details.update(doomed_error=finals[doomed]["error"], nan_reasons=reasons[nan])
-    out.expect(finals[doomed]["status"] == "failed" and "dataset" in str(
-        finals[doomed]["error"]), f"deleted-dataset study: {finals[doomed]['status']}")
-    out.expect(len(reasons[doomed]) == 3 and all("DatasetError" in str(r)
-                                                  for r in reasons[doomed]), str(reasons[doomed]))
-    out.expect(finals[nan]["status"] == "completed" and finals[nan]["progress"]["failed"] == 2,
-               f"NaN study: {finals[nan]['status']} {finals[nan]['progress']}")
+    out.expect(
+        finals[doomed]["status"] == "failed" and "dataset" in str(finals[doomed]["error"]),
+        f"deleted-dataset study: {finals[doomed]['status']}",
+    )
+    out.expect(
+        len(reasons[doomed]) == 3 and all("DatasetError" in str(r) for r in reasons[doomed]),
+        str(reasons[doomed]),
+    )
+    out.expect(
+        finals[nan]["status"] == "completed" and finals[nan]["progress"]["failed"] == 2,
+        f"NaN study: {finals[nan]['status']} {finals[nan]['progress']}",
+    )
     out.expect(all("diverged" in str(r) for r in reasons[nan]), str(reasons[nan]))
-    out.expect(finals[healthy]["status"] == "completed"
-               and finals[healthy]["progress"]["complete"] == 2, "healthy study")
+    out.expect(
+        finals[healthy]["status"] == "completed" and finals[healthy]["progress"]["complete"] == 2,
+        "healthy study",
+    )
     out.expect(worker.alive(), "the worker died")
     out.expect(worker.stop(60) == 0, "the worker did not exit 0")
     for sid, n in ((doomed, 3), (nan, 2), (healthy, 2)):
@@ -744,21 +851,42 @@ def failing_trials(stage: Stage) -> Outcome:
 
 def sequential(*layers: dict[str, Any]) -> str:
     """A Keras 3 `Sequential.to_json()` text built by hand (no Keras import in API tests)."""
-    inputs = {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-              "config": {"batch_shape": [None, 64], "dtype": "float32", "name": "features"}}
-    return json.dumps({"module": "keras", "class_name": "Sequential", "registered_name": None,
-                       "config": {"name": "m", "layers": [inputs, *layers]}})
+    inputs = {
+        "module": "keras.layers",
+        "class_name": "InputLayer",
+        "registered_name": None,
+        "config": {"batch_shape": [None, 64], "dtype": "float32", "name": "features"},
+    }
+    return json.dumps(
+        {
+            "module": "keras",
+            "class_name": "Sequential",
+            "registered_name": None,
+            "config": {"name": "m", "layers": [inputs, *layers]},
+        }
+    )
 
 
 def dense(units: int = 10, **over: Any) -> dict[str, Any]:
     """A serialized Dense layer; `over` replaces top-level keys (module, class_name...)."""
-    return {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
-            "config": {"name": f"dense_{units}", "units": units, "activation": "softmax"}, **over}
+    return {
+        "module": "keras.layers",
+        "class_name": "Dense",
+        "registered_name": None,
+        "config": {"name": f"dense_{units}", "units": units, "activation": "softmax"},
+        **over,
+    }
 
 
-LAMBDA = {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
-          "config": {"name": "l", "function": {"class_name": "__lambda__",
-                                               "config": {"code": "4wEAAAAA"}}}}
+LAMBDA = {
+    "module": "keras.layers",
+    "class_name": "Lambda",
+    "registered_name": None,
+    "config": {
+        "name": "l",
+        "function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAA"}},
+    },
+}
 
 
 def keras_json_spec(model: str | dict[str, Any]) -> dict[str, Any]:
@@ -768,29 +896,46 @@ def keras_json_spec(model: str | dict[str, Any]) -> dict[str, Any]:
 
 
 BAD_SPECS: list[tuple[str, Any, str]] = [
-    ("inverted-range", {"ranges": {"initial_lr": {"low": 0.1, "high": 0.001}}},
-     "ranges.initial_lr"),
+    (
+        "inverted-range",
+        {"ranges": {"initial_lr": {"low": 0.1, "high": 0.001}}},
+        "ranges.initial_lr",
+    ),
     ("trials-1e9", {"n_trials": 1e9}, "n_trials"),
     ("lr-zero", {"ranges": {"initial_lr": {"low": 0, "high": 0.1}}}, "ranges.initial_lr"),
-    ("decay-rate-2", {"strategies": ["exponential"],
-                      "ranges": {"decay_rate": {"low": 0.5, "high": 2}}}, "ranges.decay_rate"),
+    (
+        "decay-rate-2",
+        {"strategies": ["exponential"], "ranges": {"decay_rate": {"low": 0.5, "high": 2}}},
+        "ranges.decay_rate",
+    ),
     ("bool-for-int", {"n_trials": True}, "n_trials"),
-    ("bool-for-float", {"ranges": {"initial_lr": {"low": True, "high": 0.1}}},
-     "ranges.initial_lr"),
+    ("bool-for-float", {"ranges": {"initial_lr": {"low": True, "high": 0.1}}}, "ranges.initial_lr"),
     ("string-for-list", {"strategies": "constant"}, "strategies"),
     ("text-for-number", {"task": {"epochs": "ten"}}, "task.epochs"),
     ("nul-in-name", {"name": "a\x00b"}, "name"),
-    ("nul-in-key", {"ranges": {"initial_lr\x00": {"low": 0.001, "high": 0.1}}},
-     "ranges.initial_lr\x00"),
+    (
+        "nul-in-key",
+        {"ranges": {"initial_lr\x00": {"low": 0.001, "high": 0.1}}},
+        "ranges.initial_lr\x00",
+    ),
     ("dataset-traversal", {"task": {"dataset": "../../etc/passwd"}}, "task.dataset"),
     ("lambda-layer", keras_json_spec(sequential(LAMBDA, dense())), "task.model.config"),
-    ("foreign-module", keras_json_spec(sequential(dense(module="evil.layers"))),
-     "task.model.config"),
-    ("custom-registered", keras_json_spec(sequential(dense(registered_name="My>Dense"))),
-     "task.model.config"),
+    (
+        "foreign-module",
+        keras_json_spec(sequential(dense(module="evil.layers"))),
+        "task.model.config",
+    ),
+    (
+        "custom-registered",
+        keras_json_spec(sequential(dense(registered_name="My>Dense"))),
+        "task.model.config",
+    ),
     ("not-a-model", keras_json_spec(json.dumps(dense())), "task.model.config"),
-    ("unknown-class", keras_json_spec(sequential(dense(class_name="Dense; import os"))),
-     "task.model.config"),
+    (
+        "unknown-class",
+        keras_json_spec(sequential(dense(class_name="Dense; import os"))),
+        "task.model.config",
+    ),
     ("model-not-json", keras_json_spec("{not json"), "task.model.config"),
 ]
 
@@ -808,19 +953,35 @@ def npz_of(**arrays: Any) -> bytes:
     return buf.getvalue()
 
 
-_EMPTY = {"x_train": np.zeros((0, 3)), "y_train": np.zeros(0, dtype=int),
-         "x_val": np.zeros((0, 3)), "y_val": np.zeros(0, dtype=int)}
+_EMPTY = {
+    "x_train": np.zeros((0, 3)),
+    "y_train": np.zeros(0, dtype=int),
+    "x_val": np.zeros((0, 3)),
+    "y_val": np.zeros(0, dtype=int),
+}
 BAD_UPLOADS: list[tuple[str, bytes, str, dict[str, str], str, int]] = [
     ("csv-zero-rows", csv_bytes(["a", "b", "label"], 0), "t.csv", {"target": "label"}, "file", 422),
     ("csv-no-target-column", csv_bytes(["a", "b"], 30), "t.csv", {"target": "label"}, "file", 422),
     ("csv-no-target-field", csv_bytes(["a", "label"], 30), "t.csv", {}, "target", 422),
-    ("csv-too-many-columns", csv_bytes([f"c{i}" for i in range(100_002)] + ["label"], 3), "t.csv",
-     {"target": "label"}, "file", 422),
+    (
+        "csv-too-many-columns",
+        csv_bytes([f"c{i}" for i in range(100_002)] + ["label"], 3),
+        "t.csv",
+        {"target": "label"},
+        "file",
+        422,
+    ),
     ("csv-not-utf8", b"a,label\n\xff\xfe,1\n", "t.csv", {"target": "label"}, "file", 422),
     ("npz-zero-rows", npz_of(**_EMPTY), "z.npz", {}, "file", 422),
     ("npz-garbage", b"PK\x03\x04" + b"\x00" * 64, "g.npz", {}, "file", 422),
-    ("nul-in-name", csv_bytes(["a", "label"], 30), "t.csv", {"target": "label", "name": "x\x00y"},
-     "name", 422),
+    (
+        "nul-in-name",
+        csv_bytes(["a", "label"], 30),
+        "t.csv",
+        {"target": "label", "name": "x\x00y"},
+        "name",
+        422,
+    ),
 ]
 
 

@@ -44,15 +44,27 @@ def service() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def search(base: str, task: Task, data: Dataset, n_trials: int, seed: int,
-           uploads: dict[str, str], timeout_s: float = 3600,
-           extra: dict[str, Any] | None = None) -> tuple[SearchResult, list[Any]]:
+def search(
+    base: str,
+    task: Task,
+    data: Dataset,
+    n_trials: int,
+    seed: int,
+    uploads: dict[str, str],
+    timeout_s: float = 3600,
+    extra: dict[str, Any] | None = None,
+) -> tuple[SearchResult, list[Any]]:
     """Run the study; the result and its finished trials (for the epochs-to-beat measure)."""
     with Client(base, timeout=120) as client:
         dataset_id = uploads.get(task.name) or _upload(client, data)
         uploads[task.name] = dataset_id
-        spec = {"name": f"suite-{task.name}-{seed}", "task": task.spec_task(dataset_id, data),
-                "n_trials": n_trials, "seed": seed, **(extra or {})}
+        spec = {
+            "name": f"suite-{task.name}-{seed}",
+            "task": task.spec_task(dataset_id, data),
+            "n_trials": n_trials,
+            "seed": seed,
+            **(extra or {}),
+        }
         started = time.perf_counter()
         study = client.submit(spec)
         deadline = time.monotonic() + timeout_s
@@ -77,8 +89,12 @@ def _export(best: dict[str, Any]) -> dict[str, Any]:
     """The export `apply()` takes, from `/best` (named `export` there)."""
     if "export" in best:
         return dict(best["export"])
-    return {"schedule": best.get("keras"), "callbacks": best.get("callbacks", []),
-            "initial_lr": best.get("initial_lr"), "optimizer": best.get("optimizer")}
+    return {
+        "schedule": best.get("keras"),
+        "callbacks": best.get("callbacks", []),
+        "initial_lr": best.get("initial_lr"),
+        "optimizer": best.get("optimizer"),
+    }
 
 
 def _upload(client: Client, data: Dataset) -> str:
@@ -89,8 +105,9 @@ def _upload(client: Client, data: Dataset) -> str:
     return str(record["id"])
 
 
-def choices_in_order(trials: list[dict[str, Any]], direction: str = "minimize"
-                     ) -> list[tuple[int, str, dict[str, Any]]]:
+def choices_in_order(
+    trials: list[dict[str, Any]], direction: str = "minimize"
+) -> list[tuple[int, str, dict[str, Any]]]:
     """(epochs spent so far, strategy, params) chosen so far after each finished trial, where the
     choice changed: trials with the same parameters are one candidate, judged by their mean."""
     spent, last = 0, None

@@ -59,8 +59,15 @@ def export_of(spec: StudySpec, strategy_id: str, params: dict[str, Any], run: Ru
     return get_strategy(strategy_id).export(params, run, "val_loss", opt).as_dict()
 
 
-def _fit_trial(spec: StudySpec, data: Dataset, export: dict[str, Any], epochs: int,
-               initial_epoch: int = 0, model: Any = None, extra: list[Any] | None = None) -> Any:
+def _fit_trial(
+    spec: StudySpec,
+    data: Dataset,
+    export: dict[str, Any],
+    epochs: int,
+    initial_epoch: int = 0,
+    model: Any = None,
+    extra: list[Any] | None = None,
+) -> Any:
     import tensorflow as tf
 
     from search.training.keras_export import apply
@@ -70,16 +77,22 @@ def _fit_trial(spec: StudySpec, data: Dataset, export: dict[str, Any], epochs: i
     if model is None:
         model = build_model(spec.task.model, data, seed=None)
         loss, metrics = loss_and_metrics(data, model)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                      steps_per_execution=STEPS_PER_EXECUTION)
+        model.compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=STEPS_PER_EXECUTION
+        )
     train = (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         .shuffle(len(data.x_train))
         .batch(spec.task.batch_size)
     )
-    return model.fit(train, validation_data=(data.x_val, data.y_val), epochs=epochs,
-                     initial_epoch=initial_epoch, callbacks=[*callbacks, *(extra or [])],
-                     verbose=0)
+    return model.fit(
+        train,
+        validation_data=(data.x_val, data.y_val),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[*callbacks, *(extra or [])],
+        verbose=0,
+    )
 
 
 def _final(history: Any) -> float | None:
@@ -106,8 +119,10 @@ def optuna_search(name: str, spec: StudySpec, data: Dataset, n_trials: int, seed
 
     def objective(trial: optuna.Trial) -> float:
         strategy_id = trial.suggest_categorical("strategy", list(spec.strategies))
-        params = {p.name: _optuna_param(trial, f"{strategy_id}.{p.name}", p)
-                  for p in get_strategy(strategy_id).space(run, dict(spec.ranges))}
+        params = {
+            p.name: _optuna_param(trial, f"{strategy_id}.{p.name}", p)
+            for p in get_strategy(strategy_id).space(run, dict(spec.ranges))
+        }
         params = repair(strategy_id, params, run)
         trial.set_user_attr("choice", [strategy_id, params])
         export = export_of(spec, strategy_id, params, run)
@@ -163,8 +178,9 @@ class _Reporter:
 # --- Keras Tuner ------------------------------------------------------------------------------
 
 
-def keras_tuner_search(name: str, spec: StudySpec, data: Dataset, n_trials: int,
-                       seed: int) -> SearchResult:
+def keras_tuner_search(
+    name: str, spec: StudySpec, data: Dataset, n_trials: int, seed: int
+) -> SearchResult:
     """RandomSearch (n_trials) or Hyperband (until the epoch budget is spent), in a tmp dir."""
     import keras
     import keras_tuner as kt
@@ -175,14 +191,24 @@ def keras_tuner_search(name: str, spec: StudySpec, data: Dataset, n_trials: int,
     result = SearchResult(name)
     hypermodel = _hypermodel(spec, data, run, result)
     with tempfile.TemporaryDirectory(prefix="kt-") as tmp:
-        common = {"objective": "val_loss", "seed": seed, "directory": tmp,
-                  "project_name": "lr", "overwrite": True}
+        common = {
+            "objective": "val_loss",
+            "seed": seed,
+            "directory": tmp,
+            "project_name": "lr",
+            "overwrite": True,
+        }
         started = time.perf_counter()
         if name == KT_RANDOM:
             tuner: Any = _no_tensorboard(kt.RandomSearch)(hypermodel, max_trials=n_trials, **common)
         else:
-            tuner = _no_tensorboard(kt.Hyperband)(hypermodel, max_epochs=spec.task.epochs,
-                                                  factor=3, hyperband_iterations=1000, **common)
+            tuner = _no_tensorboard(kt.Hyperband)(
+                hypermodel,
+                max_epochs=spec.task.epochs,
+                factor=3,
+                hyperband_iterations=1000,
+                **common,
+            )
             _stop_at_budget(tuner, lambda: sum(e for e, _ in result.trials) >= budget)
         tuner.search(epochs=spec.task.epochs, verbose=0)
         result.wall_s = time.perf_counter() - started
@@ -196,8 +222,10 @@ def keras_tuner_search(name: str, spec: StudySpec, data: Dataset, n_trials: int,
 
 def _choice(hp: Any, spec: StudySpec, run: RunShape) -> tuple[str, dict[str, Any]]:
     strategy_id = hp.get("strategy")
-    params = {p.name: hp.get(f"{strategy_id}.{p.name}")
-              for p in get_strategy(strategy_id).space(run, dict(spec.ranges))}
+    params = {
+        p.name: hp.get(f"{strategy_id}.{p.name}")
+        for p in get_strategy(strategy_id).space(run, dict(spec.ranges))
+    }
     return strategy_id, repair(strategy_id, params, run)
 
 
@@ -219,14 +247,24 @@ def _hypermodel(spec: StudySpec, data: Dataset, run: RunShape, result: SearchRes
             optimizer, _ = apply(self.export)
             model = build_model(spec.task.model, data, seed=None)
             loss, metrics = loss_and_metrics(data, model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                          steps_per_execution=STEPS_PER_EXECUTION)
+            model.compile(
+                optimizer=optimizer,
+                loss=loss,
+                metrics=metrics,
+                steps_per_execution=STEPS_PER_EXECUTION,
+            )
             return model
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
-            history = _fit_trial(spec, data, self.export, kwargs["epochs"],
-                                 kwargs.get("initial_epoch", 0), model,
-                                 list(kwargs.get("callbacks", [])))
+            history = _fit_trial(
+                spec,
+                data,
+                self.export,
+                kwargs["epochs"],
+                kwargs.get("initial_epoch", 0),
+                model,
+                list(kwargs.get("callbacks", [])),
+            )
             result.trials.append((len(history.history.get("loss", [])), _final(history)))
             return history
 
@@ -238,8 +276,9 @@ def _kt_param(hp: Any, name: str, p: Any) -> Any:
         return hp.Boolean(name)
     if p.kind == "int":
         log = p.log and p.low > 0 and p.high > p.low
-        return hp.Int(name, int(p.low), int(max(p.high, p.low)),
-                      sampling="log" if log else "linear")
+        return hp.Int(
+            name, int(p.low), int(max(p.high, p.low)), sampling="log" if log else "linear"
+        )
     return hp.Float(name, p.low, p.high, sampling="log" if p.log else "linear")
 
 

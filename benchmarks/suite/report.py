@@ -56,23 +56,30 @@ def print_tasks(table: dict[str, dict[str, dict[str, float]]], splits: dict[str,
         results = table[task]
         r_final, r_min = ranks(results, "final"), ranks(results, "min")
         print(f"\n### {task} ({splits[task]})\n")
-        print("| contender | (a) retrained final | (b) retrained min | rank a | rank b |"
-              " epochs | seeds |")
+        print(
+            "| contender | (a) retrained final | (b) retrained min | rank a | rank b |"
+            " epochs | seeds |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|")
         for contender in CONTENDERS:
             if contender not in results:
                 continue
             v = results[contender]
-            print(f"| {contender} | {v['final']:.4f} | {v['min']:.4f} | {r_final[contender]:g} |"
-                  f" {r_min[contender]:g} | {v['epochs']:.0f} | {v['seeds']} |")
+            print(
+                f"| {contender} | {v['final']:.4f} | {v['min']:.4f} | {r_final[contender]:g} |"
+                f" {r_min[contender]:g} | {v['epochs']:.0f} | {v['seeds']} |"
+            )
         if LRSEARCH in results:
             per_seed = ", ".join(f"{x:.4f}" for x in results[LRSEARCH]["finals"])
-            print(f"\nlrsearch final per seed: {per_seed}; epochs to beat the best peer:"
-                  f" {results[LRSEARCH]['beat']}")
+            print(
+                f"\nlrsearch final per seed: {per_seed}; epochs to beat the best peer:"
+                f" {results[LRSEARCH]['beat']}"
+            )
 
 
-def split_summary(table: dict[str, dict[str, dict[str, float]]], tasks: list[str]
-                  ) -> dict[str, Any]:
+def split_summary(
+    table: dict[str, dict[str, dict[str, float]]], tasks: list[str]
+) -> dict[str, Any]:
     """lrsearch's mean ranks, wins, and the epochs ratio over these tasks."""
     complete = [t for t in tasks if t in table and LRSEARCH in table[t]]
     if not complete:
@@ -81,8 +88,10 @@ def split_summary(table: dict[str, dict[str, dict[str, float]]], tasks: list[str
     rank_min = statistics.fmean(ranks(table[t], "min")[LRSEARCH] for t in complete)
     wins = sum(ranks(table[t], "final")[LRSEARCH] == 1 for t in complete)
     within = sum(_within_best(table[t], "min", 0.02) for t in complete)
-    not_worse = sum(table[t][LRSEARCH]["final"] <= table[t].get(CONSTANT, {}).get(
-        "final", math.inf) for t in complete)
+    not_worse = sum(
+        table[t][LRSEARCH]["final"] <= table[t].get(CONSTANT, {}).get("final", math.inf)
+        for t in complete
+    )
     spent, peer_epochs, unreached = 0.0, 0.0, 0
     for t in complete:
         mine = table[t][LRSEARCH]
@@ -93,8 +102,10 @@ def split_summary(table: dict[str, dict[str, dict[str, float]]], tasks: list[str
             spent += peers_spend if beat is None else beat
             peer_epochs += peers_spend
     budget_share = statistics.fmean(
-        table[t][LRSEARCH]["epochs"] / max(table[t][p]["epochs"] for p in peers.SEARCHING_PEERS
-                                           if p in table[t]) for t in complete)
+        table[t][LRSEARCH]["epochs"]
+        / max(table[t][p]["epochs"] for p in peers.SEARCHING_PEERS if p in table[t])
+        for t in complete
+    )
     return {
         "tasks": len(complete),
         "rank_final": rank_final,

@@ -28,15 +28,17 @@ STEPS_PER_EXECUTION = 32
 _CACHE: dict[str, list[list[float]]] = {}
 
 
-def curves(spec: StudySpec, data: Dataset, export: dict[str, Any],
-           seeds: tuple[int, ...] = RETRAIN_SEEDS) -> list[list[float]]:
+def curves(
+    spec: StudySpec, data: Dataset, export: dict[str, Any], seeds: tuple[int, ...] = RETRAIN_SEEDS
+) -> list[list[float]]:
     """val_loss per epoch of `export` retrained once per seed (NaN where it diverged); the
     same export on the same task is retrained once per process."""
     from search.training.keras_export import apply
 
     retrainable = {k: export.get(k) for k in ("schedule", "callbacks", "initial_lr", "optimizer")}
-    key = json.dumps([data.name, spec.task.model_dump(mode="json"), retrainable, seeds],
-                     sort_keys=True)
+    key = json.dumps(
+        [data.name, spec.task.model_dump(mode="json"), retrainable, seeds], sort_keys=True
+    )
     if key not in _CACHE:
         out = []
         for seed in seeds:
@@ -46,8 +48,9 @@ def curves(spec: StudySpec, data: Dataset, export: dict[str, Any],
     return [list(c) for c in _CACHE[key]]
 
 
-def schedule_free_curves(spec: StudySpec, data: Dataset,
-                         seeds: tuple[int, ...] = RETRAIN_SEEDS) -> list[list[float]]:
+def schedule_free_curves(
+    spec: StudySpec, data: Dataset, seeds: tuple[int, ...] = RETRAIN_SEEDS
+) -> list[list[float]]:
     """`keras.optimizers.ScheduleFreeAdamW` at its default rate (5% warm-up, as its authors
     recommend), evaluated at its averaged weights `x`, not at the training point `y`."""
     import keras
@@ -60,8 +63,14 @@ def schedule_free_curves(spec: StudySpec, data: Dataset,
     return out
 
 
-def _fit(spec: StudySpec, data: Dataset, seed: int, optimizer: Any, callbacks: list[Any],
-         averaged: Any = None) -> list[float]:
+def _fit(
+    spec: StudySpec,
+    data: Dataset,
+    seed: int,
+    optimizer: Any,
+    callbacks: list[Any],
+    averaged: Any = None,
+) -> list[float]:
     import keras
     import tensorflow as tf
 
@@ -69,8 +78,9 @@ def _fit(spec: StudySpec, data: Dataset, seed: int, optimizer: Any, callbacks: l
 
     model = build_model(spec.task.model, data, seed)
     loss, metrics = loss_and_metrics(data, model)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                  steps_per_execution=STEPS_PER_EXECUTION)
+    model.compile(
+        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=STEPS_PER_EXECUTION
+    )
     train = (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)

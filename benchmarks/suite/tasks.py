@@ -50,8 +50,16 @@ class Task:
 # --- data -------------------------------------------------------------------------------------
 
 
-def _dataset(name: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0, val: float = 0.25,
-             standardize: bool = True, target_z: bool = False) -> Dataset:
+def _dataset(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    val: float = 0.25,
+    standardize: bool = True,
+    target_z: bool = False,
+) -> Dataset:
     """A stratified (classification) or plain split; features standardised on the train part."""
     from sklearn.model_selection import train_test_split
 
@@ -111,8 +119,15 @@ def noisy_four_classes() -> Dataset:
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=3000, n_features=40, n_informative=12, n_redundant=8, n_classes=4,
-        n_clusters_per_class=2, flip_y=0.1, class_sep=0.9, random_state=11,
+        n_samples=3000,
+        n_features=40,
+        n_informative=12,
+        n_redundant=8,
+        n_classes=4,
+        n_clusters_per_class=2,
+        flip_y=0.1,
+        class_sep=0.9,
+        random_state=11,
     )
     return _dataset("noisy-4", x, y)
 
@@ -121,8 +136,14 @@ def imbalanced_binary() -> Dataset:
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=2500, n_features=20, n_informative=6, n_redundant=4, weights=[0.85, 0.15],
-        flip_y=0.05, class_sep=0.8, random_state=23,
+        n_samples=2500,
+        n_features=20,
+        n_informative=6,
+        n_redundant=4,
+        weights=[0.85, 0.15],
+        flip_y=0.05,
+        class_sep=0.8,
+        random_state=23,
     )
     return _dataset("imbalanced", x, y)
 
@@ -247,33 +268,137 @@ def lstm_json(data: Dataset) -> dict[str, Any]:
 
 TASKS: tuple[Task, ...] = (
     # dev: defaults and methods may be chosen here
-    Task("digits-mlp", "dev", digits, mlp(64, 32), 15, 32, "adam",
-         "sklearn digits, 10 classes, MLP 64-32"),
-    Task("cancer-mlp", "dev", breast_cancer, mlp(32, 16), 20, 16, "adam",
-         "sklearn breast cancer, binary, 426 train rows"),
-    Task("noisy4-sgd", "dev", noisy_four_classes, mlp(64, 32), 15, 64, "sgd",
-         "make_classification 4 noisy classes, 40 features, SGD momentum 0.9"),
-    Task("friedman-adamw", "dev", friedman, mlp(64, 64), 20, 32, "adamw",
-         "make_friedman1 regression (raw target), AdamW"),
-    Task("bumps-conv1d", "dev", bump_sequences, conv1d_json, 12, 64, "adam",
-         "synthetic series, 3 classes, user Conv1D (keras_json)"),
-    Task("lines-cnn", "dev", line_images, cnn(8, 16), 10, 32, "rmsprop",
-         "synthetic 12x12 line images, 3 classes, CNN, RMSprop"),
+    Task(
+        "digits-mlp",
+        "dev",
+        digits,
+        mlp(64, 32),
+        15,
+        32,
+        "adam",
+        "sklearn digits, 10 classes, MLP 64-32",
+    ),
+    Task(
+        "cancer-mlp",
+        "dev",
+        breast_cancer,
+        mlp(32, 16),
+        20,
+        16,
+        "adam",
+        "sklearn breast cancer, binary, 426 train rows",
+    ),
+    Task(
+        "noisy4-sgd",
+        "dev",
+        noisy_four_classes,
+        mlp(64, 32),
+        15,
+        64,
+        "sgd",
+        "make_classification 4 noisy classes, 40 features, SGD momentum 0.9",
+    ),
+    Task(
+        "friedman-adamw",
+        "dev",
+        friedman,
+        mlp(64, 64),
+        20,
+        32,
+        "adamw",
+        "make_friedman1 regression (raw target), AdamW",
+    ),
+    Task(
+        "bumps-conv1d",
+        "dev",
+        bump_sequences,
+        conv1d_json,
+        12,
+        64,
+        "adam",
+        "synthetic series, 3 classes, user Conv1D (keras_json)",
+    ),
+    Task(
+        "lines-cnn",
+        "dev",
+        line_images,
+        cnn(8, 16),
+        10,
+        32,
+        "rmsprop",
+        "synthetic 12x12 line images, 3 classes, CNN, RMSprop",
+    ),
     # test: only ever reported
-    Task("wine-mlp", "test", wine, mlp(64, 32), 30, 16, "adam",
-         "sklearn wine, 3 classes, 133 train rows"),
-    Task("imbalanced-rmsprop", "test", imbalanced_binary, mlp(64, 32), 20, 32, "rmsprop",
-         "make_classification binary 85/15, label noise, RMSprop"),
-    Task("diabetes-adam", "test", diabetes, mlp(32, 16), 40, 16, "adam",
-         "sklearn diabetes regression (z-scored target), 331 train rows"),
-    Task("moons-adamw", "test", moons, mlp(32, 32), 25, 32, "adamw",
-         "make_moons noise 0.3, binary, AdamW"),
-    Task("sumsign-lstm", "test", sum_sign_sequences, lstm_json, 15, 64, "adam",
-         "synthetic 2-channel series, binary, user LSTM (keras_json)"),
-    Task("textures-cnn-sgd", "test", texture_images, cnn(8, 16), 12, 32, "sgd",
-         "synthetic 16x16 stripe images, 4 classes, CNN, SGD momentum 0.9"),
-    Task("sparsereg-mlp", "test", sparse_regression, mlp(64, 32, dropout=0.1), 25, 32, "adam",
-         "make_regression 30 features (8 informative), z-scored target, dropout 0.1"),
+    Task(
+        "wine-mlp",
+        "test",
+        wine,
+        mlp(64, 32),
+        30,
+        16,
+        "adam",
+        "sklearn wine, 3 classes, 133 train rows",
+    ),
+    Task(
+        "imbalanced-rmsprop",
+        "test",
+        imbalanced_binary,
+        mlp(64, 32),
+        20,
+        32,
+        "rmsprop",
+        "make_classification binary 85/15, label noise, RMSprop",
+    ),
+    Task(
+        "diabetes-adam",
+        "test",
+        diabetes,
+        mlp(32, 16),
+        40,
+        16,
+        "adam",
+        "sklearn diabetes regression (z-scored target), 331 train rows",
+    ),
+    Task(
+        "moons-adamw",
+        "test",
+        moons,
+        mlp(32, 32),
+        25,
+        32,
+        "adamw",
+        "make_moons noise 0.3, binary, AdamW",
+    ),
+    Task(
+        "sumsign-lstm",
+        "test",
+        sum_sign_sequences,
+        lstm_json,
+        15,
+        64,
+        "adam",
+        "synthetic 2-channel series, binary, user LSTM (keras_json)",
+    ),
+    Task(
+        "textures-cnn-sgd",
+        "test",
+        texture_images,
+        cnn(8, 16),
+        12,
+        32,
+        "sgd",
+        "synthetic 16x16 stripe images, 4 classes, CNN, SGD momentum 0.9",
+    ),
+    Task(
+        "sparsereg-mlp",
+        "test",
+        sparse_regression,
+        mlp(64, 32, dropout=0.1),
+        25,
+        32,
+        "adam",
+        "make_regression 30 features (8 informative), z-scored target, dropout 0.1",
+    ),
 )
 
 #: The --quick subset: two dev and two test tasks, one search seed.
@@ -294,7 +419,15 @@ def by_name(names: list[str] | None = None, split: Split | None = None) -> list[
 def describe() -> str:
     """The suite as JSON lines (for RESULTS.md and --list)."""
     return "\n".join(
-        json.dumps({"task": t.name, "split": t.split, "epochs": t.epochs,
-                    "batch": t.batch_size, "optimizer": t.optimizer, "about": t.about})
+        json.dumps(
+            {
+                "task": t.name,
+                "split": t.split,
+                "epochs": t.epochs,
+                "batch": t.batch_size,
+                "optimizer": t.optimizer,
+                "about": t.about,
+            }
+        )
         for t in TASKS
     )

@@ -52,13 +52,30 @@ def baseline_export(name: str, spec: StudySpec, data: Dataset) -> dict[str, Any]
     return peers.export_of(spec, "cosine", params, run)
 
 
-def record(task: Task, seed: int, contender: str, curves: list[list[float]],
-           search: peers.SearchResult | None = None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"task": task.name, "split": task.split, "seed": seed,
-                           "contender": contender, **retrain.summary(curves), "curves": curves}
+def record(
+    task: Task,
+    seed: int,
+    contender: str,
+    curves: list[list[float]],
+    search: peers.SearchResult | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "task": task.name,
+        "split": task.split,
+        "seed": seed,
+        "contender": contender,
+        **retrain.summary(curves),
+        "curves": curves,
+    }
     if search is not None:
-        out.update(epochs=search.epochs_spent, reported_best=search.reported_best,
-                   wall_s=round(search.wall_s, 1), choice=search.export, trials=search.trials)
+        out.update(
+            epochs=search.epochs_spent,
+            reported_best=search.reported_best,
+            wall_s=round(search.wall_s, 1),
+            choice=search.export,
+            trials=search.trials,
+        )
     else:
         out.update(epochs=task.epochs)
     out.update(extra)
@@ -78,9 +95,17 @@ class Plan:
         return names if seed == 0 else names - set(BASELINES)
 
 
-def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str, str],
-             existing: list[dict[str, Any]], emit: Emit, log: Callable[[str], None],
-             plan: Plan | None = None) -> None:
+def run_unit(
+    task: Task,
+    seed: int,
+    n_trials: int,
+    base: str,
+    uploads: dict[str, str],
+    existing: list[dict[str, Any]],
+    emit: Emit,
+    log: Callable[[str], None],
+    plan: Plan | None = None,
+) -> None:
     """Every contender of `plan` not yet recorded on (task, seed); baselines only with seed 0
     (they do not search, so the seed of a search does not change them)."""
     plan = plan or Plan()
@@ -97,8 +122,11 @@ def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str,
         if seed != 0 or name in done:
             continue
         started = time.perf_counter()
-        curves = (retrain.schedule_free_curves(spec, data) if name == SCHEDULE_FREE
-                  else retrain.curves(spec, data, baseline_export(name, spec, data)))
+        curves = (
+            retrain.schedule_free_curves(spec, data)
+            if name == SCHEDULE_FREE
+            else retrain.curves(spec, data, baseline_export(name, spec, data))
+        )
         keep(record(task, seed, name, curves, wall_s=round(time.perf_counter() - started, 1)))
         log(f"{task.name} seed {seed}: {name} done")
     for name in peers.SEARCHING_PEERS:
@@ -110,8 +138,9 @@ def run_unit(task: Task, seed: int, n_trials: int, base: str, uploads: dict[str,
         log(f"{task.name} seed {seed}: {name} done in {result.wall_s:.0f}s")
     if LRSEARCH not in plan.contenders or plan.label in {r["contender"] for r in existing}:
         return
-    result, trials = lrsearch_runner.search(base, task, data, n_trials, seed, uploads,
-                                            extra=plan.extra)
+    result, trials = lrsearch_runner.search(
+        base, task, data, n_trials, seed, uploads, extra=plan.extra
+    )
     assert result.export is not None
     curves = retrain.curves(spec, data, result.export)
     mine = {**record(task, seed, LRSEARCH, curves, result), "choices": _choices(spec, data, trials)}
@@ -129,14 +158,20 @@ def _choices(spec: StudySpec, data: Dataset, trials: list[Any]) -> list[dict[str
     ]
 
 
-def epochs_to_beat(task: Task, records: list[dict[str, Any]], seed: int,
-                   cache: dict[str, float], max_retrains: int = 6) -> int | None:
+def epochs_to_beat(
+    task: Task,
+    records: list[dict[str, Any]],
+    seed: int,
+    cache: dict[str, float],
+    max_retrains: int = 6,
+) -> int | None:
     """Epochs lrsearch had spent when its choice at that point, retrained, first beat the best
     searching peer's retrained final value on this (task, seed). None: never within the
     study (or not within `max_retrains` earlier choices)."""
     mine = next(r for r in records if r["contender"] == LRSEARCH and r["seed"] == seed)
-    rivals = [r["final"] for r in records
-              if r["seed"] == seed and r["contender"] in peers.SEARCHING_PEERS]
+    rivals = [
+        r["final"] for r in records if r["seed"] == seed and r["contender"] in peers.SEARCHING_PEERS
+    ]
     if not rivals:
         return None
     target = min(rivals)
@@ -157,8 +192,11 @@ def read_records(paths: list[Path]) -> list[dict[str, Any]]:
     out = []
     for path in paths:
         if path.is_file():
-            out += [json.loads(line, parse_constant=float) for line in
-                    path.read_text().splitlines() if line.strip()]
+            out += [
+                json.loads(line, parse_constant=float)
+                for line in path.read_text().splitlines()
+                if line.strip()
+            ]
     return [_floats(r) for r in out]
 
 

@@ -42,11 +42,18 @@ class Best:
     trials: tuple[int, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        rule = "mean over seeds of a candidate re-run on fresh seeds" if self.seeds > 1 else (
-            "the best single trial (no candidate was re-run on other seeds)"
+        rule = (
+            "mean over seeds of a candidate re-run on fresh seeds"
+            if self.seeds > 1
+            else ("the best single trial (no candidate was re-run on other seeds)")
         )
-        return {"rule": rule, "seeds": self.seeds, "sd": self.sd, "values": list(self.values),
-                "trials": list(self.trials)}
+        return {
+            "rule": rule,
+            "seeds": self.seeds,
+            "sd": self.sd,
+            "values": list(self.values),
+            "trials": list(self.trials),
+        }
 
 
 def best_value(session: Session, study: Study) -> Best | None:
@@ -101,7 +108,8 @@ def _replicated(session: Session, study: Study) -> Best | None:
     if choice is None:
         return None
     numbers = tuple(
-        r.number for r in sorted(runs, key=lambda r: r.number)
+        r.number
+        for r in sorted(runs, key=lambda r: r.number)
         if choice.number in (r.number, r.replicate_of)
     )
     return Best(choice.number, choice.mean, choice.seeds, choice.sd, choice.values, numbers)

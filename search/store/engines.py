@@ -36,7 +36,7 @@ def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme the user wrote."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

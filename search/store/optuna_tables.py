@@ -11,12 +11,14 @@ from sqlalchemy import DateTime, Enum, Float, Integer, MetaData, String, Text
 
 _optuna_md = MetaData()
 optuna_studies = sa.Table(
-    "studies", _optuna_md,
+    "studies",
+    _optuna_md,
     sa.Column("study_id", Integer, primary_key=True),
     sa.Column("study_name", String(512)),
 )
 optuna_trials = sa.Table(
-    "trials", _optuna_md,
+    "trials",
+    _optuna_md,
     sa.Column("trial_id", Integer, primary_key=True),
     sa.Column("number", Integer),
     sa.Column("study_id", Integer),
@@ -28,39 +30,45 @@ optuna_trials = sa.Table(
     sa.Column("datetime_complete", DateTime),
 )
 optuna_values = sa.Table(
-    "trial_values", _optuna_md,
+    "trial_values",
+    _optuna_md,
     sa.Column("trial_id", Integer),
     sa.Column("objective", Integer),
     sa.Column("value", Float(precision=53)),
     sa.Column("value_type", Enum("FINITE", "INF_POS", "INF_NEG", name="trialvaluetype")),
 )
 optuna_user_attrs = sa.Table(
-    "trial_user_attributes", _optuna_md,
+    "trial_user_attributes",
+    _optuna_md,
     sa.Column("trial_id", Integer),
     sa.Column("key", String(512)),
     sa.Column("value_json", Text),
 )
 optuna_study_system_attrs = sa.Table(
-    "study_system_attributes", _optuna_md,
+    "study_system_attributes",
+    _optuna_md,
     sa.Column("study_id", Integer),
     sa.Column("key", String(512)),
     sa.Column("value_json", Text),
 )
 optuna_system_attrs = sa.Table(
-    "trial_system_attributes", _optuna_md,
+    "trial_system_attributes",
+    _optuna_md,
     sa.Column("trial_id", Integer),
     sa.Column("key", String(512)),
     sa.Column("value_json", Text),
 )
 optuna_params = sa.Table(
-    "trial_params", _optuna_md,
+    "trial_params",
+    _optuna_md,
     sa.Column("trial_id", Integer),
     sa.Column("param_name", String(512)),
     sa.Column("param_value", Float(precision=53)),
     sa.Column("distribution_json", Text),
 )
 optuna_intermediate = sa.Table(
-    "trial_intermediate_values", _optuna_md,
+    "trial_intermediate_values",
+    _optuna_md,
     sa.Column("trial_id", Integer),
     sa.Column("step", Integer),
     sa.Column("intermediate_value", Float(precision=53)),
@@ -71,7 +79,8 @@ optuna_intermediate = sa.Table(
 )
 
 optuna_heartbeats = sa.Table(
-    "trial_heartbeats", _optuna_md,
+    "trial_heartbeats",
+    _optuna_md,
     sa.Column("trial_heartbeat_id", Integer, primary_key=True),
     sa.Column("trial_id", Integer),
     sa.Column("heartbeat", DateTime),

@@ -33,6 +33,7 @@ def utcnow() -> datetime:
     """Timezone-aware now in UTC: the only clock our tables use."""
     return datetime.now(UTC)
 
+
 def as_utc(value: datetime) -> datetime:
     """An aware UTC datetime (naive values are taken as UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -96,9 +97,7 @@ class Study(Base):
     """One study as users see it; its trials live in Optuna's study `optuna_study_name`."""
 
     __tablename__ = "lrsearch_studies"
-    __table_args__ = (
-        Index("ix_lrsearch_studies_tenant_created", "tenant_id", "created_at", "id"),
-    )
+    __table_args__ = (Index("ix_lrsearch_studies_tenant_created", "tenant_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("lrsearch_tenants.id"))

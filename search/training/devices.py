@@ -57,9 +57,7 @@ class Placement:
 
 def placements(workers: int, gpus: Sequence[int], memory_mb: int | None) -> list[Placement]:
     """K workers spread round-robin over `gpus` (none given: no index), each with the limit."""
-    return [
-        Placement(gpus[i % len(gpus)] if gpus else None, memory_mb) for i in range(workers)
-    ]
+    return [Placement(gpus[i % len(gpus)] if gpus else None, memory_mb) for i in range(workers)]
 
 
 def _env_int(name: str, raw: str, minimum: int) -> int | None:

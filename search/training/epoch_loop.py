@@ -115,9 +115,7 @@ class EpochLoop:
 
     def _train_batch(self, idx: tf.Tensor) -> tf.Tensor:
         if not hasattr(self, "_one_batch"):
-            self._one_batch = tf.function(
-                self._batch_step, autograph=False, reduce_retracing=True
-            )
+            self._one_batch = tf.function(self._batch_step, autograph=False, reduce_retracing=True)
         return self._one_batch(idx)
 
     def _batch_step(self, idx: tf.Tensor) -> tf.Tensor:

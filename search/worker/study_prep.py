@@ -30,7 +30,10 @@ _COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 def searched_spec(
-    resources: WorkerResources, study: optuna.Study, spec: StudySpec, dataset: Dataset,
+    resources: WorkerResources,
+    study: optuna.Study,
+    spec: StudySpec,
+    dataset: Dataset,
     trainer: Any,
 ) -> StudySpec:
     """The spec trials sample from: the initial-rate range from the range test, when the study
@@ -45,7 +48,10 @@ def searched_spec(
 
 
 def lr_range(
-    resources: WorkerResources, study: optuna.Study, spec: StudySpec, dataset: Dataset,
+    resources: WorkerResources,
+    study: optuna.Study,
+    spec: StudySpec,
+    dataset: Dataset,
     trainer: Any,
 ) -> RangeResult | None:
     """The study's stored range test, run and stored first when there is none."""
@@ -58,14 +64,20 @@ def lr_range(
         attrs = storage.get_study_system_attrs(study_id)
         if LR_RANGE not in attrs:
             storage.set_study_system_attr(study_id, LR_RANGE, result.as_attrs())
-            log.info("study %s: lr range test: edge %s, search %s - %s",
-                     study.study_name, result.edge, result.low, result.high)
+            log.info(
+                "study %s: lr range test: edge %s, search %s - %s",
+                study.study_name,
+                result.edge,
+                result.low,
+                result.high,
+            )
         stored = storage.get_study_system_attrs(study_id).get(LR_RANGE)
     return RangeResult.from_attrs(stored) if isinstance(stored, dict) else None
 
 
-def enqueue_first_trials(study: optuna.Study, user_spec: StudySpec, spec: StudySpec,
-                         dataset: Dataset) -> None:
+def enqueue_first_trials(
+    study: optuna.Study, user_spec: StudySpec, spec: StudySpec, dataset: Dataset
+) -> None:
     """Slot 1 queues the seeded starting points (search.space.default_trials)."""
     run = run_shape(spec, len(dataset.x_train))
     budget = spec.n_trials - selection.replicate_slots(spec.n_trials, spec.replicate_share)

@@ -93,9 +93,7 @@ class Sweeper:
         within `leak_after_s`) and retry each once."""
         study = self.resources.load_study(name)
         with self.resources.sessions() as session:
-            orphans = store.orphan_running_trials(
-                session, name, self.resources.config.leak_after_s
-            )
+            orphans = store.orphan_running_trials(session, name, self.resources.config.leak_after_s)
         stale = private.stale_trial_ids(self.resources.storage, private.study_id(study))
         for trial_id in [*stale, *orphans]:
             self._fail_dead(study, study_id, trial_id)
@@ -147,8 +145,11 @@ class Sweeper:
         if store.reclaim_slots(
             session, row.id, claimed=row.trials_claimed, used=used, idle_since=row.updated_at
         ):
-            log.warning("study %s: gave back %d slot(s) claimed by a lost worker",
-                        row.id, row.trials_claimed - used)
+            log.warning(
+                "study %s: gave back %d slot(s) claimed by a lost worker",
+                row.id,
+                row.trials_claimed - used,
+            )
 
     def _repeated_failure(self, name: str, progress: store.Progress) -> str | None:
         """Why the study should fail: its last trials all failed with the same reason, none

@@ -54,9 +54,7 @@ class TrialRunner:
 
     def run(self, study_id: str, slot: int) -> None:
         """Run the trial of a claimed slot to its end (a deleted study: nothing to run)."""
-        opened = self.resources.persist(
-            functools.partial(self._open, study_id, slot), "open study"
-        )
+        opened = self.resources.persist(functools.partial(self._open, study_id, slot), "open study")
         if opened is None:
             return
         # `ask` is never retried: a retry after a lost answer could create a second trial.
@@ -142,12 +140,16 @@ class TrialRunner:
         except TrialDiverged:  # the trainer stored why
             self._tell(study, trial, handle, state=_FAIL)
         except _FINISHED:
-            log.warning("trial %s was failed by a sweep while it ran; its retry goes on",
-                        trial.number)
+            log.warning(
+                "trial %s was failed by a sweep while it ran; its retry goes on", trial.number
+            )
         except Exception as exc:
             if store.is_transient(exc):
-                log.error("trial %s: database away for too long (%s); left for the sweep",
-                          trial.number, exc)
+                log.error(
+                    "trial %s: database away for too long (%s); left for the sweep",
+                    trial.number,
+                    exc,
+                )
                 return
             bad_input = exc is opened.load_error
             kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)

@@ -78,8 +78,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "cancel": ("cancel a queued or running study", add_cancel, cmd_cancel),
     "datasets": ("upload or list datasets", add_datasets, cmd_datasets),
     "plot": ("save a plot of a study as PNG", add_plot, cmd_plot),
-    "dashboard": ("run optuna-dashboard on the service's database", add_dashboard,
-                  cmd_dashboard),
+    "dashboard": ("run optuna-dashboard on the service's database", add_dashboard, cmd_dashboard),
 }
 
 

@@ -41,9 +41,13 @@ def cmd_datasets(args: argparse.Namespace, _settings: Settings) -> int:
 
 def _dataset_row(d: dict[str, Any]) -> list[str]:
     return [
-        str(d["id"]), str(d["name"]), str(d["format"]), str(d["task"]),
+        str(d["id"]),
+        str(d["name"]),
+        str(d["format"]),
+        str(d["task"]),
         "-" if d.get("n_classes") is None else str(d["n_classes"]),
-        str(d["n_train"]), str(d["n_val"]),
+        str(d["n_train"]),
+        str(d["n_val"]),
         "x".join(str(n) for n in d.get("input_shape") or []),
         str(d.get("created_at", ""))[:19],
     ]

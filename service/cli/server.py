@@ -36,12 +36,15 @@ EXIT_DB_NOT_READY = 1  # `db wait` gave up: the schema did not reach this code's
 
 def add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "action", choices=["upgrade", "wait"],
+        "action",
+        choices=["upgrade", "wait"],
         help="upgrade: create or migrate tables; wait: until they are at this version's "
         "head (another process migrates), exit 1 after --timeout",
     )
     parser.add_argument(
-        "--timeout", type=float, default=300.0,
+        "--timeout",
+        type=float,
+        default=300.0,
         help="wait: give up after this many seconds (default 300)",
     )
 
@@ -71,8 +74,11 @@ def wait_for_schema(url: str, timeout_s: float) -> int:
             log.info("waiting for the database schema: %s, want %s", state, head)
             seen = state
         if time.monotonic() >= deadline:
-            print(f"error: the database schema did not reach {head} within {timeout_s:g}s "
-                  f"({state}); has `lrsearch db upgrade` run?", file=sys.stderr)
+            print(
+                f"error: the database schema did not reach {head} within {timeout_s:g}s "
+                f"({state}); has `lrsearch db upgrade` run?",
+                file=sys.stderr,
+            )
             return EXIT_DB_NOT_READY
         time.sleep(DB_WAIT_POLL_S)
 
@@ -127,7 +133,9 @@ def _add_api(parser: argparse.ArgumentParser) -> None:
 def add_api_command(parser: argparse.ArgumentParser) -> None:
     _add_api(parser)
     parser.add_argument(
-        "--processes", type=int, default=1,
+        "--processes",
+        type=int,
+        default=1,
         help="API server processes sharing the port (default 1). Each has its own answer "
         "cache and rate-limit window: with N processes a token may create up to N times "
         "the per-minute limit.",
@@ -142,8 +150,9 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     settings = _with_address(settings, args)
     if not settings.auth and settings.host not in _LOOPBACK:
-        log.warning("auth is off while listening on %s: anyone who can reach it can use it",
-                    settings.host)
+        log.warning(
+            "auth is off while listening on %s: anyone who can reach it can use it", settings.host
+        )
     processes = max(1, getattr(args, "processes", 1))
     if processes == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
@@ -152,8 +161,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     # migrate once here so that they do not race to create the same tables.
     store.upgrade(settings.database_url)
     os.environ.update(settings_env(settings))
-    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=processes)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=processes,
+    )
     return 0
 
 
@@ -200,12 +214,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
-        "--gpus", type=_gpu_indexes, default=(),
+        "--gpus",
+        type=_gpu_indexes,
+        default=(),
         help="GPU indexes to place the workers on, round-robin, e.g. 0,1 (LRSEARCH_GPU_INDEX "
         "of each worker; default: every worker sees every GPU)",
     )
     parser.add_argument(
-        "--gpu-memory-mb", type=int,
+        "--gpu-memory-mb",
+        type=int,
         help="GPU memory limit of each worker in MiB (LRSEARCH_GPU_MEMORY_MB), so that "
         "several workers share a GPU safely (default: memory growth)",
     )
@@ -277,7 +294,6 @@ def _with_address(settings: Settings, args: argparse.Namespace) -> Settings:
     return settings.model_copy(update=update)
 
 
-
 # --- dashboard ------------------------------------------------------------------------------------
 
 
@@ -285,7 +301,8 @@ def add_dashboard(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     parser.add_argument(
-        "--allow-writes", action="store_true",
+        "--allow-writes",
+        action="store_true",
         help="let the dashboard change the database (notes, renames, deletes, schema "
         "migration); off by default because it bypasses the API's bookkeeping",
     )
@@ -308,13 +325,19 @@ def read_only(app: WsgiApp) -> WsgiApp:
         if environ.get("REQUEST_METHOD", "GET").upper() in _READ_METHODS:
             return app(environ, start_response)
         body = json.dumps(
-            {"reason": "this dashboard is read-only (start it with --allow-writes to change "
-             "studies); use the lrsearch API to cancel or delete studies"}
+            {
+                "reason": "this dashboard is read-only (start it with --allow-writes to change "
+                "studies); use the lrsearch API to cancel or delete studies"
+            }
         ).encode()
-        start_response("405 Method Not Allowed", [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-            ("Allow", ", ".join(_READ_METHODS)),
-        ])
+        start_response(
+            "405 Method Not Allowed",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Allow", ", ".join(_READ_METHODS)),
+            ],
+        )
         return [body]
 
     return guarded
@@ -332,18 +355,25 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     import optuna_dashboard
 
     if args.host not in _LOOPBACK:
-        log.warning("the dashboard has no authentication and shows every tenant's studies; "
-                    "listening on %s exposes them", args.host)
+        log.warning(
+            "the dashboard has no authentication and shows every tenant's studies; "
+            "listening on %s exposes them",
+            args.host,
+        )
     storage = store.optuna_storage(settings.database_url)
     app: WsgiApp = optuna_dashboard.wsgi(storage)
     if not args.allow_writes:
         app = read_only(app)
-    server = make_server(args.host, args.port, app,
-                         server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(
+        args.host, args.port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+    )
     mode = "read-write" if args.allow_writes else "read-only"
     shown = _redacted(settings.database_url)
-    print(f"optuna-dashboard ({mode}) on http://{args.host}:{args.port}/ for {shown}",
-          file=sys.stderr, flush=True)
+    print(
+        f"optuna-dashboard ({mode}) on http://{args.host}:{args.port}/ for {shown}",
+        file=sys.stderr,
+        flush=True,
+    )
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         server.serve_forever()

@@ -40,7 +40,10 @@ def _final_exit(status: dict[str, Any]) -> int:
 def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="study spec: .yaml/.yml or .json ('-' reads stdin)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a spec field by dotted key, e.g. --set task.dataset=ID (repeatable)",
     )
     parser.add_argument("--wait", action="store_true", help="follow the study until it ends")
@@ -128,8 +131,9 @@ def add_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state", choices=["complete", "pruned", "fail", "running", "waiting"], help="filter"
     )
-    parser.add_argument("--order", choices=["number", "value"], default="number",
-                        help="value: best first")
+    parser.add_argument(
+        "--order", choices=["number", "value"], default="number", help="value: best first"
+    )
     parser.add_argument("--limit", type=int, help="print at most this many trials")
     add_connection(parser)
 
@@ -169,7 +173,9 @@ def _num(value: Any) -> str:
 def add_best(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="study id")
     parser.add_argument(
-        "--format", choices=["json", "export", "python"], default="json",
+        "--format",
+        choices=["json", "export", "python"],
+        default="json",
         help="json: the whole best trial; export: its export as JSON "
         "(search.training.keras_export.apply takes it); python: code that rebuilds it",
     )
@@ -215,6 +221,7 @@ def cmd_cancel(args: argparse.Namespace, _settings: Settings) -> int:
         data = client.study(args.id).cancel()
     print(f"{data['id']} {data['status']}")
     return EXIT_OK
+
 
 def add_plot(parser: argparse.ArgumentParser) -> None:
     from search.plots import PLOT_NAMES

@@ -40,7 +40,6 @@ class StudyCalls(Transport):
             yield Study(self, str(item["id"]), dict(item))  # a summary; refresh() for more
 
 
-
 @dataclass
 class Study:
     """A study on the server; `data` is the last detail document fetched (see `refresh`)."""

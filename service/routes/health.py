@@ -28,6 +28,7 @@ class Ready(BaseModel):
 
     status: Literal["ready"]
 
+
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -54,13 +55,26 @@ def metrics(session: SessionDep) -> PlainTextResponse:
     lines: list[str] = []
     trials = {k.lower(): n for k, n in store.trial_state_counts(session).items()}
     _gauge(lines, "lrsearch_trials", "Optuna trials by state.", "state", trials)
-    _gauge(lines, "lrsearch_studies", "Studies by status.", "status",
-           store.study_status_counts(session))
-    _scalar(lines, "lrsearch_queue_depth",
-            "Unclaimed trial slots of queued and running studies.", store.queue_depth(session))
-    _scalar(lines, "lrsearch_runnable_trial_slots",
-            "Unclaimed slots plus running trials of queued and running studies "
-            "(what the workers' autoscaler targets).", store.runnable_trial_slots(session))
+    _gauge(
+        lines,
+        "lrsearch_studies",
+        "Studies by status.",
+        "status",
+        store.study_status_counts(session),
+    )
+    _scalar(
+        lines,
+        "lrsearch_queue_depth",
+        "Unclaimed trial slots of queued and running studies.",
+        store.queue_depth(session),
+    )
+    _scalar(
+        lines,
+        "lrsearch_runnable_trial_slots",
+        "Unclaimed slots plus running trials of queued and running studies "
+        "(what the workers' autoscaler targets).",
+        store.runnable_trial_slots(session),
+    )
     return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_MEDIA_TYPE)
 
 

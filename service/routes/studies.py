@@ -71,11 +71,16 @@ def create_study(
     if wait is not None:
         raise TooManyRequests(
             f"at most {settings.rate_limit_per_minute} studies per minute",
-            slug="rate-limited", retry_after_s=wait,
+            slug="rate-limited",
+            retry_after_s=wait,
         )
     study = studies.create_study(
-        session, request.app.state.optuna_storage, caller.tenant_id, payload,
-        data_dir=settings.data_dir, max_active=settings.max_running_studies,
+        session,
+        request.app.state.optuna_storage,
+        caller.tenant_id,
+        payload,
+        data_dir=settings.data_dir,
+        max_active=settings.max_running_studies,
     )
     limiter.record(caller.rate_key)
     response.headers["Location"] = f"/v1/studies/{study.id}"
@@ -155,9 +160,7 @@ def delete_study(
     return Response(status_code=204)
 
 
-@router.get(
-    "/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409)
-)
+@router.get("/studies/{study_id}/best", response_model=Best, responses=problem_responses(404, 409))
 async def best(study_id: StudyId, request: Request, caller: TenantDep) -> Response:
     """The best complete trial with its export, to reuse its schedule in Keras."""
     state = request.app.state

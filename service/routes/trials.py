@@ -106,7 +106,11 @@ def _page_body(app_state: State, study_id: str, caller: Caller, query: _PageQuer
             return body
         after = _cursor_position(query.cursor, query.order)
         records = store.trials_page(
-            session, study, state=query.state, order=query.order, limit=query.limit + 1,
+            session,
+            study,
+            state=query.state,
+            order=query.order,
+            limit=query.limit + 1,
             after=after,
         )
     page, more = records[: query.limit], len(records) > query.limit
@@ -189,7 +193,7 @@ def trial_json(record: store.StoredTrial) -> dict[str, Any]:
 def _clean_params(params: dict[str, Any], strategy: Any) -> dict[str, Any]:
     """Fallback before the worker stored "params": Optuna names are `<strategy>.<param>`."""
     prefix = f"{strategy}."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def finite(value: Any) -> Any:

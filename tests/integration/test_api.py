@@ -113,8 +113,9 @@ def add_mixed_trials(db_url: str, study_id: str) -> None:
         study.add_trial(trial(TrialState.PRUNED))
         study.add_trial(trial(TrialState.FAIL, fail_reason="worker lost; retried"))
         study.add_trial(trial(TrialState.FAIL, fail_reason="ValueError: boom"))
-        study.add_trial(trial(TrialState.WAITING,
-                              system_attrs={"failed_trial": 3, "retry_history": [3]}))
+        study.add_trial(
+            trial(TrialState.WAITING, system_attrs={"failed_trial": 3, "retry_history": [3]})
+        )
         study.add_trial(trial(value=0.9, lr=0.05))
 
 
@@ -140,8 +141,9 @@ def csv_bytes(rows: int = 60, text_column: bool = False) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def upload(client: TestClient, data: bytes, filename: str = "d.npz", headers: Any = None,
-           **form: str) -> Any:
+def upload(
+    client: TestClient, data: bytes, filename: str = "d.npz", headers: Any = None, **form: str
+) -> Any:
     return client.post(
         "/v1/datasets",
         files={"file": (filename, data, "application/octet-stream")},
@@ -165,8 +167,15 @@ def test_create_get_list_study(app_client: TestClient) -> None:
     assert detail["name"] == "first" and detail["status"] == "queued"
     assert detail["spec"]["n_trials"] == 7
     assert detail["spec"]["objective"]["direction"] == "minimize"
-    assert detail["progress"] == {"complete": 0, "pruned": 0, "failed": 0, "retried": 0,
-                                  "running": 0, "waiting": 0, "remaining": 7}
+    assert detail["progress"] == {
+        "complete": 0,
+        "pruned": 0,
+        "failed": 0,
+        "retried": 0,
+        "running": 0,
+        "waiting": 0,
+        "remaining": 7,
+    }
     assert detail["best_value"] is None and detail["best_trial"] is None
     assert detail["created_at"].endswith("+00:00") and detail["finished_at"] is None
 
@@ -204,8 +213,10 @@ def test_list_pages_with_cursor_and_status_filter(app_client: TestClient) -> Non
         ({"strategies": ["constant", "warp_drive"]}, "strategies.1"),
         ({"ranges": {"initial_lr": {"low": 0.1, "high": 0.001}}}, "ranges.initial_lr"),
         ({"ranges": {"initial_lr": {"low": 0, "high": 0.1}}}, "ranges.initial_lr"),
-        ({"strategies": ["exponential"], "ranges": {"decay_rate": {"low": 0.5, "high": 2}}},
-         "ranges.decay_rate"),
+        (
+            {"strategies": ["exponential"], "ranges": {"decay_rate": {"low": 0.5, "high": 2}}},
+            "ranges.decay_rate",
+        ),
         ({"n_trials": 1_000_000_000}, "n_trials"),
         ({"task": {"epochs": "ten"}}, "task.epochs"),
         ({"task": {"batch_size": [64]}}, "task.batch_size"),
@@ -244,8 +255,11 @@ def test_unknown_dataset_is_422_on_task_dataset(app_client: TestClient) -> None:
 
 
 def test_ranges_that_do_not_fit_the_run_are_422(app_client: TestClient) -> None:
-    spec = {"strategies": ["exponential"], "task": {"epochs": 2, "batch_size": 64},
-            "ranges": {"decay_steps": {"low": 1, "high": 100_000}}}
+    spec = {
+        "strategies": ["exponential"],
+        "task": {"epochs": 2, "batch_size": 64},
+        "ranges": {"decay_steps": {"low": 1, "high": 100_000}},
+    }
     assert "ranges.decay_steps" in fields(app_client.post("/v1/studies", json=spec))
 
 
@@ -281,8 +295,15 @@ def test_progress_counts_retries_apart_from_failures(app_client: TestClient, db_
     study_id = create(app_client, n_trials=10)
     add_mixed_trials(db_url, study_id)
     detail = app_client.get(f"/v1/studies/{study_id}").json()
-    assert detail["progress"] == {"complete": 3, "pruned": 1, "failed": 1, "retried": 1,
-                                  "running": 0, "waiting": 1, "remaining": 4}
+    assert detail["progress"] == {
+        "complete": 3,
+        "pruned": 1,
+        "failed": 1,
+        "retried": 1,
+        "running": 0,
+        "waiting": 1,
+        "remaining": 4,
+    }
     assert detail["best_value"] == pytest.approx(0.2)
     assert detail["best_trial"] == 1
 
@@ -295,7 +316,13 @@ def test_trials_listing_detail_and_best(app_client: TestClient, db_url: str) -> 
     items = app_client.get(f"{base}/trials").json()["items"]
     assert [t["number"] for t in items] == list(range(7))
     assert [t["state"] for t in items] == [
-        "complete", "complete", "pruned", "fail", "fail", "waiting", "complete"
+        "complete",
+        "complete",
+        "pruned",
+        "fail",
+        "fail",
+        "waiting",
+        "complete",
     ]
     completes = app_client.get(f"{base}/trials", params={"state": "complete"}).json()["items"]
     assert [t["number"] for t in completes] == [0, 1, 6]
@@ -363,8 +390,13 @@ def test_maximized_metric_ranks_highest_first(app_client: TestClient, db_url: st
 def test_non_finite_metrics_are_served_as_null(app_client: TestClient, db_url: str) -> None:
     study_id = create(app_client)
     with optuna_study(db_url, study_id) as study:
-        study.add_trial(trial(TrialState.FAIL, history={"loss": [1.0, math.nan, math.inf]},
-                              fail_reason="TrialDiverged: loss is NaN"))
+        study.add_trial(
+            trial(
+                TrialState.FAIL,
+                history={"loss": [1.0, math.nan, math.inf]},
+                fail_reason="TrialDiverged: loss is NaN",
+            )
+        )
     one = app_client.get(f"/v1/studies/{study_id}/trials/0").json()
     assert one["history"]["loss"] == [1.0, None, None]
 
@@ -485,12 +517,16 @@ def test_oversized_upload_is_413(client_factory: Any) -> None:
         problem(upload(client, big_body, filename="big.csv", target="label"), 413)
         boundary = "lrsearch-test-boundary"
         multipart = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.npz"'
-            "\r\nContent-Type: application/octet-stream\r\n\r\n"
-        ).encode() + big_body + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.npz"'
+                "\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + big_body
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         chunked = client.post(  # no Content-Length: counted while reading
             "/v1/datasets",
-            content=(multipart[i:i + 8192] for i in range(0, len(multipart), 8192)),
+            content=(multipart[i : i + 8192] for i in range(0, len(multipart), 8192)),
             headers={"content-type": f"multipart/form-data; boundary={boundary}"},
         )
         assert "content-length" not in chunked.request.headers
@@ -628,8 +664,13 @@ def _study_row(db_url: str, n_trials: int) -> str:
     try:
         with store.session_factory(engine)() as session:
             tenant = store.get_or_create_tenant(session, "workers")
-            study = store.Study(tenant_id=tenant.id, name="w", spec={}, n_trials=n_trials,
-                                optuna_study_name=f"lrsearch-{store.new_id()}")
+            study = store.Study(
+                tenant_id=tenant.id,
+                name="w",
+                spec={},
+                n_trials=n_trials,
+                optuna_study_name=f"lrsearch-{store.new_id()}",
+            )
             session.add(study)
             session.commit()
             return study.id

@@ -14,8 +14,12 @@ from search import selection
 from tests.integration.test_worker import status, submit, wait_for, worker_thread
 
 pytestmark = pytest.mark.slow
-TASK = {"dataset": "digits", "model": {"kind": "mlp", "hidden": [16]}, "epochs": 4,
-        "batch_size": 64}
+TASK = {
+    "dataset": "digits",
+    "model": {"kind": "mlp", "hidden": [16]},
+    "epochs": 4,
+    "batch_size": 64,
+}
 
 
 def test_the_last_slots_rerun_the_best_candidate_and_best_is_its_mean(

@@ -36,8 +36,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TINY_TASK = {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 2, "batch_size": 128}
-TINY_SET = ["--set", "task.model.hidden=[16]", "--set", "task.epochs=2", "--set",
-            "task.batch_size=128", "--set", "n_trials=3", "--set", "strategies=[constant, step]"]
+TINY_SET = [
+    "--set",
+    "task.model.hidden=[16]",
+    "--set",
+    "task.epochs=2",
+    "--set",
+    "task.batch_size=128",
+    "--set",
+    "n_trials=3",
+    "--set",
+    "strategies=[constant, step]",
+]
 
 
 # --- a real API and a real worker ------------------------------------------------------------
@@ -66,15 +76,15 @@ def start_api(tmp_path: Path) -> StartApi:
 
         db_url = f"sqlite:///{tmp_path / 'api.db'}"
         values: dict[str, Any] = {
-            "database_url": db_url, "data_dir": tmp_path / "data", "max_running_studies": 100,
+            "database_url": db_url,
+            "data_dir": tmp_path / "data",
+            "max_running_studies": 100,
         }
         values.update(overrides)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(Settings(**values)), log_level="warning")
-        )
+        server = uvicorn.Server(uvicorn.Config(create_app(Settings(**values)), log_level="warning"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         try:
@@ -97,8 +107,11 @@ def api(start_api: StartApi) -> Iterator[Api]:
 
 @contextmanager
 def worker_thread(api: Api) -> Iterator[Worker]:
-    worker = Worker(WorkerConfig(api.database_url, api.data_dir, heartbeat_interval=1,
-                                 grace_period=10, poll_s=0.2))
+    worker = Worker(
+        WorkerConfig(
+            api.database_url, api.data_dir, heartbeat_interval=1, grace_period=10, poll_s=0.2
+        )
+    )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -137,8 +150,12 @@ def cli_env(url: str | None = None) -> dict[str, str]:
 def cli_process(*argv: str, url: str | None = None, timeout: float = 120) -> Any:
     """`python -m service.cli ARGV` as a real process (its exit code is what a shell sees)."""
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *argv], cwd=ROOT, env=cli_env(url),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "service.cli", *argv],
+        cwd=ROOT,
+        env=cli_env(url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -161,14 +178,21 @@ def is_png_with_content(data: bytes) -> bool:
 
 def test_client_round_trip_with_a_real_worker(api: Api, tmp_path: Path) -> None:
     with Client(api.url) as client:
-        dataset = client.upload_dataset(tiny_csv(tmp_path / "tiny.csv"), target="label",
-                                        name="tiny")
+        dataset = client.upload_dataset(
+            tiny_csv(tmp_path / "tiny.csv"), target="label", name="tiny"
+        )
         assert dataset["task"] == "classification" and dataset["name"] == "tiny"
         assert [d["id"] for d in client.datasets()] == [dataset["id"]]
 
-        spec = parse_spec({"name": "round-trip", "n_trials": 3, "seed": 0,
-                           "strategies": ["constant", "exponential"],
-                           "task": {**TINY_TASK, "dataset": dataset["id"], "batch_size": 16}})
+        spec = parse_spec(
+            {
+                "name": "round-trip",
+                "n_trials": 3,
+                "seed": 0,
+                "strategies": ["constant", "exponential"],
+                "task": {**TINY_TASK, "dataset": dataset["id"], "batch_size": 16},
+            }
+        )
         study = client.submit(spec)  # a StudySpec; dicts are tested through the CLI
         assert study.status == "queued" and study.name == "round-trip"
         with pytest.raises(TimeoutError):
@@ -227,12 +251,22 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
 
     term = Terminal()
     bar = ProgressBar(term)
-    running = {"status": "running", "n_trials": 4, "best_value": 0.25, "best_trial": 1,
-               "progress": {"complete": 2, "pruned": 0, "failed": 0, "running": 1}}
+    running = {
+        "status": "running",
+        "n_trials": 4,
+        "best_value": 0.25,
+        "best_trial": 1,
+        "progress": {"complete": 2, "pruned": 0, "failed": 0, "running": 1},
+    }
     bar.update(running)
     bar.update(running)  # unchanged: not redrawn
-    bar.update({**running, "status": "completed",
-                "progress": {"complete": 3, "pruned": 1, "failed": 0, "running": 0}})
+    bar.update(
+        {
+            **running,
+            "status": "completed",
+            "progress": {"complete": 3, "pruned": 1, "failed": 0, "running": 0},
+        }
+    )
     bar.close()
     first, second = term.getvalue().split("\r")[1:]
     assert first.startswith("[############............] 2/4 trials  best 0.25 (#1)  ETA ")
@@ -249,8 +283,17 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     api: Api, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with worker_thread(api):
-        code, out, err = cli(capsys, "--url", api.url, "submit", str(EXAMPLES / "digits.yaml"),
-                             *TINY_SET, "--wait", "--poll", "0.2")
+        code, out, err = cli(
+            capsys,
+            "--url",
+            api.url,
+            "submit",
+            str(EXAMPLES / "digits.yaml"),
+            *TINY_SET,
+            "--wait",
+            "--poll",
+            "0.2",
+        )
     assert code == 0, err
     study_id = out.strip()
     assert len(study_id) == 32 and "3/3 trials" in err
@@ -262,12 +305,19 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
 
     code, out, _ = cli(capsys, "--url", api.url, "trials", study_id)
     lines = out.rstrip("\n").splitlines()
-    assert code == 0 and lines[0].split() == ["number", "state", "strategy", "value", "epochs",
-                                              "seconds"]
+    assert code == 0 and lines[0].split() == [
+        "number",
+        "state",
+        "strategy",
+        "value",
+        "epochs",
+        "seconds",
+    ]
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1  # aligned columns
     assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
-    _, out, _ = cli(capsys, "--url", api.url, "trials", study_id, "--order", "value", "--limit",
-                    "1")
+    _, out, _ = cli(
+        capsys, "--url", api.url, "trials", study_id, "--order", "value", "--limit", "1"
+    )
     assert len(out.strip().splitlines()) == 2
 
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id)
@@ -276,7 +326,12 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     export = json.loads(out)
     assert export == best["export"]
     assert set(export) == {
-        "schedule", "callbacks", "initial_lr", "optimizer", "python", "preprocess"
+        "schedule",
+        "callbacks",
+        "initial_lr",
+        "optimizer",
+        "python",
+        "preprocess",
     }
     assert export["preprocess"] is None  # the spec asked for none
     from search.training.keras_export import apply
@@ -306,7 +361,10 @@ def test_cli_wait_exits_1_when_the_study_is_cancelled(api: Api, tmp_path: Path) 
     spec.write_text(json.dumps({"name": "doomed", "n_trials": 2, "task": TINY_TASK}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "submit", str(spec), "--wait", "--poll", "0.2"],
-        cwd=ROOT, env=cli_env(api.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=cli_env(api.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -325,8 +383,7 @@ def test_cli_wait_exits_1_when_the_study_is_cancelled(api: Api, tmp_path: Path) 
 
 def test_cli_bad_spec_exits_3_with_the_field_errors(api: Api, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text(yaml.safe_dump({"n_trials": 0, "strategies": ["bogus"],
-                                    "task": {"epochs": 0}}))
+    spec.write_text(yaml.safe_dump({"n_trials": 0, "strategies": ["bogus"], "task": {"epochs": 0}}))
     result = cli_process("submit", str(spec), url=api.url)
     assert result.returncode == 3, result.stderr
     assert f"422 {HTTPStatus(422).phrase}: the study spec is invalid" in result.stderr
@@ -365,8 +422,18 @@ def test_cli_datasets_upload_list_and_api_errors(
     api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wine = str(EXAMPLES / "wine.csv")
-    code, out, err = cli(capsys, "--url", api.url, "datasets", "upload", wine, "--target",
-                         "cultivar", "--name", "wine")
+    code, out, err = cli(
+        capsys,
+        "--url",
+        api.url,
+        "datasets",
+        "upload",
+        wine,
+        "--target",
+        "cultivar",
+        "--name",
+        "wine",
+    )
     assert code == 0, err
     dataset_id = out.strip()
     assert "3 classes" in err and dataset_id in err
@@ -400,8 +467,17 @@ def test_cli_sends_the_token_from_flag_or_environment(
         monkeypatch.setenv("LRSEARCH_URL", running.url)
         monkeypatch.setenv("LRSEARCH_TOKEN", token)
         code, out, _ = cli(capsys, "datasets", "list")
-        assert code == 0 and out.split() == ["id", "name", "format", "task", "classes", "train",
-                                             "val", "input", "created"]
+        assert code == 0 and out.split() == [
+            "id",
+            "name",
+            "format",
+            "task",
+            "classes",
+            "train",
+            "val",
+            "input",
+            "created",
+        ]
 
 
 # --- examples ----------------------------------------------------------------------------------
@@ -412,8 +488,9 @@ def test_every_example_is_a_valid_spec_the_api_accepts(api: Api) -> None:
         wine = client.upload_dataset(EXAMPLES / "wine.csv", target="cultivar", name="wine")
         specs = {
             "digits.yaml": load_spec(EXAMPLES / "digits.yaml"),
-            "csv_upload.yaml": load_spec(EXAMPLES / "csv_upload.yaml",
-                                         {"task.dataset": wine["id"]}),
+            "csv_upload.yaml": load_spec(
+                EXAMPLES / "csv_upload.yaml", {"task.dataset": wine["id"]}
+            ),
             "user_model.yaml": load_spec(EXAMPLES / "user_model.yaml"),
         }
         parsed = {name: parse_spec(spec) for name, spec in specs.items()}

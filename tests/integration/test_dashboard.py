@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
 
 
-
-
 def add_finished_trials(db_url: str, study_id: str, values: list[float]) -> None:
     storage = store.optuna_storage(db_url)
     try:
@@ -48,8 +46,11 @@ def add_finished_trials(db_url: str, study_id: str, values: list[float]) -> None
                         "constant.initial_lr": FloatDistribution(1e-4, 1e-1, log=True),
                     },
                     user_attrs={
-                        "strategy": "constant", "params": {"initial_lr": lr}, "lr": [lr] * 2,
-                        "history": {"val_loss": [value + 0.1, value]}, "epochs_run": 2,
+                        "strategy": "constant",
+                        "params": {"initial_lr": lr},
+                        "lr": [lr] * 2,
+                        "history": {"val_loss": [value + 0.1, value]},
+                        "epochs_run": 2,
                         "seconds": 0.4,
                         "export": {"schedule": None, "callbacks": [], "initial_lr": lr},
                     },
@@ -68,7 +69,11 @@ def dashboard(db_url: str, *extra: str) -> Iterator[str]:
     env["LRSEARCH_DATABASE_URL"] = db_url
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "dashboard", "--port", str(port), *extra],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

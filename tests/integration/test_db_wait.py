@@ -50,6 +50,7 @@ def test_returns_once_another_process_has_migrated(
 def test_our_version_is_written_last(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """An upgrade cut short before its end leaves the waiters waiting: our version table is
     written after Optuna's tables and indexes, so at head means the whole schema is there."""
+
     def killed(_url: str) -> None:
         raise RuntimeError("the migration pod was killed")
 

@@ -81,18 +81,34 @@ def _seed(client: TestClient, headers: dict[str, str], url: str) -> dict[str, st
     study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=storage)
     dist: dict[str, BaseDistribution] = {"strategy": CategoricalDistribution(["constant"])}
     attrs = {"strategy": "constant", "lr": [0.01], "history": {"val_loss": [0.5]}}
-    study.add_trial(create_trial(value=0.5, params={"strategy": "constant"}, distributions=dist,
-                                 user_attrs={**attrs, "epochs_run": 1},
-                                 intermediate_values={0: 0.5}))
-    study.add_trial(create_trial(state=TrialState.FAIL, params={"strategy": "constant"},
-                                 distributions=dist, user_attrs={"fail_reason": "boom"}))
+    study.add_trial(
+        create_trial(
+            value=0.5,
+            params={"strategy": "constant"},
+            distributions=dist,
+            user_attrs={**attrs, "epochs_run": 1},
+            intermediate_values={0: 0.5},
+        )
+    )
+    study.add_trial(
+        create_trial(
+            state=TrialState.FAIL,
+            params={"strategy": "constant"},
+            distributions=dist,
+            user_attrs={"fail_reason": "boom"},
+        )
+    )
     storage.engine.dispose()
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
-    np.savez(buf, x_train=rng.normal(size=(30, 3)), y_train=np.arange(30) % 2,
-             x_val=rng.normal(size=(10, 3)), y_val=np.arange(10) % 2)
-    upload = client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())},
-                         headers=headers)
+    np.savez(
+        buf,
+        x_train=rng.normal(size=(30, 3)),
+        y_train=np.arange(30) % 2,
+        x_val=rng.normal(size=(10, 3)),
+        y_val=np.arange(10) % 2,
+    )
+    upload = client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())}, headers=headers)
     assert upload.status_code == 201, upload.text
     return {"study_id": study_id, "dataset_id": upload.json()["id"]}
 
@@ -113,9 +129,7 @@ CONFORMANCE: list[Any] = [
 
 
 @pytest.mark.slow
-def test_no_server_errors_and_responses_match_the_schema(
-    fuzz_schema: Any, target: Target
-) -> None:
+def test_no_server_errors_and_responses_match_the_schema(fuzz_schema: Any, target: Target) -> None:
     """Every operation, valid and invalid data, around random ids and around real ones
     (not for DELETE, which would remove them); failures are collected and reported together.
 
@@ -200,8 +214,9 @@ PROBLEM = "application/problem+json"
 BAD_SPECS, BAD_UPLOADS = faults.BAD_SPECS, faults.BAD_UPLOADS
 
 
-@pytest.mark.parametrize(("spec", "field"), [(s, f) for _, s, f in BAD_SPECS],
-                         ids=[i for i, _, _ in BAD_SPECS])
+@pytest.mark.parametrize(
+    ("spec", "field"), [(s, f) for _, s, f in BAD_SPECS], ids=[i for i, _, _ in BAD_SPECS]
+)
 def test_bad_specs_are_422_naming_the_field(app_client: TestClient, spec: Any, field: str) -> None:
     response = app_client.post("/v1/studies", json=spec)
     assert response.status_code == 422, response.text
@@ -210,12 +225,16 @@ def test_bad_specs_are_422_naming_the_field(app_client: TestClient, spec: Any, f
     assert app_client.get("/v1/studies").json()["items"] == []
 
 
-@pytest.mark.parametrize("raw", [b'{"timeout_s": NaN}', b'{"ranges": {"initial_lr": '
-                                 b'{"low": 0.001, "high": Infinity}}}'], ids=["nan", "infinity"])
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"timeout_s": NaN}', b'{"ranges": {"initial_lr": {"low": 0.001, "high": Infinity}}}'],
+    ids=["nan", "infinity"],
+)
 def test_non_finite_numbers_are_422(app_client: TestClient, raw: bytes) -> None:
     """Python's JSON parser accepts NaN and Infinity; neither reaches the database."""
-    response = app_client.post("/v1/studies", content=raw,
-                               headers={"content-type": "application/json"})
+    response = app_client.post(
+        "/v1/studies", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] in ("timeout_s", "ranges.initial_lr.high")
 
@@ -225,10 +244,17 @@ def test_a_valid_keras_json_model_is_accepted(app_client: TestClient) -> None:
     assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize(("data", "filename", "form", "field", "status"),
-                         [u[1:] for u in BAD_UPLOADS], ids=[u[0] for u in BAD_UPLOADS])
+@pytest.mark.parametrize(
+    ("data", "filename", "form", "field", "status"),
+    [u[1:] for u in BAD_UPLOADS],
+    ids=[u[0] for u in BAD_UPLOADS],
+)
 def test_bad_uploads_are_4xx_naming_the_field(
-    app_client: TestClient, data: bytes, filename: str, form: dict[str, str], field: str,
+    app_client: TestClient,
+    data: bytes,
+    filename: str,
+    form: dict[str, str],
+    field: str,
     status: int,
 ) -> None:
     response = app_client.post("/v1/datasets", files={"file": (filename, data)}, data=form)
@@ -238,11 +264,13 @@ def test_bad_uploads_are_4xx_naming_the_field(
     assert app_client.get("/v1/datasets").json()["items"] == []
 
 
-def test_an_upload_over_the_limit_is_413_and_leaves_nothing(client_factory: Any,
-                                                            tmp_path: Path) -> None:
+def test_an_upload_over_the_limit_is_413_and_leaves_nothing(
+    client_factory: Any, tmp_path: Path
+) -> None:
     with client_factory(max_upload_bytes=4096) as client:
-        response = client.post("/v1/datasets", files={"file": ("big.csv", b"1," * 10_000)},
-                               data={"target": "label"})
+        response = client.post(
+            "/v1/datasets", files={"file": ("big.csv", b"1," * 10_000)}, data={"target": "label"}
+        )
         assert response.status_code == 413, response.text
         assert response.headers["content-type"].startswith(PROBLEM)
         assert client.get("/v1/datasets").json()["items"] == []

@@ -63,8 +63,10 @@ def finished(i: int, state: TrialState = TrialState.COMPLETE, epochs: int = 4) -
         "strategy": strategy,
         "params": {"initial_lr": lr0},
         "lr": [lr0 * 0.7**e for e in range(epochs)],
-        "history": {"loss": [1.0 - 0.1 * e for e in range(epochs)],
-                    "val_loss": [1.2 - 0.1 * e + value for e in range(epochs)]},
+        "history": {
+            "loss": [1.0 - 0.1 * e for e in range(epochs)],
+            "val_loss": [1.2 - 0.1 * e + value for e in range(epochs)],
+        },
         "epochs_run": epochs,
         "seconds": 0.5,
     }
@@ -210,8 +212,13 @@ def test_a_huge_study_is_read_as_best_plus_evenly_spaced_windows(
 def test_best_so_far_and_groups_follow_the_direction() -> None:
     assert best_so_far([3.0, 1.0, 2.0, 0.5], "minimize") == [3.0, 1.0, 1.0, 0.5]
     assert best_so_far([0.1, 0.5, 0.3], "maximize") == [0.1, 0.5, 0.5]
-    trials = [PlotTrial(0, 0.9, "a"), PlotTrial(1, 0.2, "b"), PlotTrial(2, float("nan"), "b"),
-              PlotTrial(3, None, "c"), PlotTrial(4, 0.4, "b")]
+    trials = [
+        PlotTrial(0, 0.9, "a"),
+        PlotTrial(1, 0.2, "b"),
+        PlotTrial(2, float("nan"), "b"),
+        PlotTrial(3, None, "c"),
+        PlotTrial(4, 0.4, "b"),
+    ]
     assert group_by_strategy(trials, "minimize") == {"b": [0.2, 0.4], "a": [0.9]}
     assert list(group_by_strategy(trials, "maximize")) == ["a", "b"]
 
@@ -221,8 +228,10 @@ def test_curves_fall_back_to_intermediate_values_and_keep_gaps() -> None:
     trial = PlotTrial.from_attrs(3, 0.5, attrs, "val_loss", [(1, 0.7), (0, 0.9)])
     assert trial.curve == [0.9, 0.7]
     assert trial.lr[0] == 0.1 and np.isnan(trial.lr[1])
-    assert PlotTrial.from_attrs(4, None, {}, "val_loss", params={"strategy": "step"}).strategy \
+    assert (
+        PlotTrial.from_attrs(4, None, {}, "val_loss", params={"strategy": "step"}).strategy
         == "step"
+    )
 
 
 _NO_TF_SCRIPT = textwrap.dedent(
@@ -246,7 +255,10 @@ _NO_TF_SCRIPT = textwrap.dedent(
 
 def test_plots_never_import_tensorflow_or_the_service() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", _NO_TF_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", _NO_TF_SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]

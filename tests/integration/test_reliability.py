@@ -40,9 +40,11 @@ def stage(tmp_path: Path) -> Iterator[faults.Stage]:
 
 
 def check(outcome: faults.Outcome, the_stage: faults.Stage) -> None:
-    message = (f"{outcome.name}: problems={outcome.problems} lost={outcome.lost} "
-               f"double_counted={outcome.double_counted} server_errors={outcome.server_errors}"
-               f"\ndetails={outcome.details}\n{the_stage.group.logs()}")
+    message = (
+        f"{outcome.name}: problems={outcome.problems} lost={outcome.lost} "
+        f"double_counted={outcome.double_counted} server_errors={outcome.server_errors}"
+        f"\ndetails={outcome.details}\n{the_stage.group.logs()}"
+    )
     assert outcome.ok, message
 
 
@@ -81,9 +83,7 @@ def test_database_outage_gives_503s_and_everything_recovers(tmp_path: Path) -> N
         with faults.stage_on(url, tmp_path) as the_stage:
             outcome = faults.database_outage(the_stage, cluster)
             check(outcome, the_stage)
-            assert outcome.details["during_outage"] == {
-                "study": 503, "readyz": 503, "healthz": 200
-            }
+            assert outcome.details["during_outage"] == {"study": 503, "readyz": 503, "healthz": 200}
     finally:
         cluster.destroy()
 
@@ -116,13 +116,22 @@ def test_an_oom_like_error_fails_one_trial_and_the_study_goes_on(
     with TestClient(create_app(settings)) as client:
         created = client.post("/v1/studies", json=faults.tiny_spec(3, 2))
         study_id = created.json()["id"]
-        worker = Worker(WorkerConfig(pg_url, tmp_path / "data", heartbeat_interval=1,
-                                     grace_period=10, poll_s=0.2))
+        worker = Worker(
+            WorkerConfig(
+                pg_url, tmp_path / "data", heartbeat_interval=1, grace_period=10, poll_s=0.2
+            )
+        )
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         try:
-            body = _wait(lambda: (b := client.get(f"/v1/studies/{study_id}").json())["status"]
-                         in ("completed", "failed") and b, 180)
+            body = _wait(
+                lambda: (
+                    (b := client.get(f"/v1/studies/{study_id}").json())["status"]
+                    in ("completed", "failed")
+                    and b
+                ),
+                180,
+            )
             assert thread.is_alive()
         finally:
             worker.stop.set()
@@ -146,8 +155,9 @@ def test_a_one_trial_study_with_two_default_starts_completes(
     from service.app import create_app
     from service.settings import Settings
 
-    with TestClient(create_app(Settings(database_url=sqlite_url,
-                                        data_dir=tmp_path / "data"))) as client:
+    with TestClient(
+        create_app(Settings(database_url=sqlite_url, data_dir=tmp_path / "data"))
+    ) as client:
         spec = faults.tiny_spec(1, 1, strategies=["constant", "cosine"])
         study_id = client.post("/v1/studies", json=spec).json()["id"]
         worker = Worker(WorkerConfig(sqlite_url, tmp_path / "data", poll_s=0.2, max_trials=1))
@@ -183,8 +193,14 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
 
     digits = load_digits()
     spec = parse_spec(faults.tiny_spec(1, 9, strategies=["plateau"]))
-    params = {"strategy": "plateau", "plateau.initial_lr": 1e-7, "plateau.factor": 0.5,
-              "plateau.patience": 3, "plateau.min_lr": 1e-9, "plateau.cooldown": 0}
+    params = {
+        "strategy": "plateau",
+        "plateau.initial_lr": 1e-7,
+        "plateau.factor": 0.5,
+        "plateau.patience": 3,
+        "plateau.min_lr": 1e-9,
+        "plateau.cooldown": 0,
+    }
     learning = {"strategy": "plateau", **{**params, "plateau.initial_lr": 3e-2}}
     for reuse in (True, False):
         trainer = Trainer(reuse=reuse)
@@ -207,7 +223,8 @@ def test_a_resumed_plateau_trial_continues_its_counters_and_rate(tmp_path: Path)
             if chosen is params:
                 plateau: Any = get_strategy("plateau")
                 replay = plateau.lr_curve_from_history(
-                    attrs["params"], attrs["history"]["val_loss"], maximize=False)
+                    attrs["params"], attrs["history"]["val_loss"], maximize=False
+                )
                 assert attrs["lr"] == pytest.approx(replay, rel=1e-5), reuse
                 assert min(attrs["lr"]) < attrs["lr"][0]
             else:

@@ -25,6 +25,7 @@ from tests import faults
 
 PROBLEM = "application/problem+json"
 
+
 def problem(response: Any, *statuses: int) -> dict[str, Any]:
     assert response.status_code in statuses, (response.status_code, response.text)
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -34,14 +35,20 @@ def problem(response: Any, *statuses: int) -> dict[str, Any]:
 def npz_bytes() -> bytes:
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
-    np.savez(buf, x_train=rng.normal(size=(30, 3)), y_train=np.arange(30) % 2,
-             x_val=rng.normal(size=(10, 3)), y_val=np.arange(10) % 2)
+    np.savez(
+        buf,
+        x_train=rng.normal(size=(30, 3)),
+        y_train=np.arange(30) % 2,
+        x_val=rng.normal(size=(10, 3)),
+        y_val=np.arange(10) % 2,
+    )
     return buf.getvalue()
 
 
 def upload(client: TestClient, headers: dict[str, str] | None = None) -> str:
-    response = client.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())},
-                           headers=headers or {})
+    response = client.post(
+        "/v1/datasets", files={"file": ("d.npz", npz_bytes())}, headers=headers or {}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -60,8 +67,12 @@ def test_path_shaped_ids_are_4xx_on_every_route_and_touch_no_file(
     app_client: TestClient, tmp_path: Path, method: str, template: str
 ) -> None:
     data_dir = tmp_path / "data"
-    sentinels = [tmp_path / "sentinel", tmp_path / "sentinel.npz", data_dir / "sentinel.npz",
-                 data_dir / "datasets" / "sentinel.npz"]
+    sentinels = [
+        tmp_path / "sentinel",
+        tmp_path / "sentinel.npz",
+        data_dir / "sentinel.npz",
+        data_dir / "datasets" / "sentinel.npz",
+    ]
     for path in sentinels:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"keep me")
@@ -158,8 +169,14 @@ def test_token_check_uses_a_constant_time_comparison(
 
 @pytest.mark.parametrize(
     "authorization",
-    ["Bearer", "Bearer ", "Bearer lrs_" + "A" * 43, "bearer  lrs_x", "Token abc",
-     "Bearer " + "x" * 5000],
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer lrs_" + "A" * 43,
+        "bearer  lrs_x",
+        "Token abc",
+        "Bearer " + "x" * 5000,
+    ],
 )
 def test_malformed_or_unknown_tokens_are_401(auth_client: Any, authorization: str) -> None:
     response = auth_client.client.get("/v1/studies", headers={"Authorization": authorization})
@@ -196,8 +213,9 @@ def test_quotas_count_per_tenant_across_its_tokens(client_factory: Any, db_url: 
     with client_factory(auth=True, max_running_studies=2, max_datasets=1) as client:
         engine = store.make_engine(db_url)
         with store.session_factory(engine)() as session:
-            one, two, other = (tokens.create_token(session, name)
-                               for name in ("dora", "dora", "erin"))
+            one, two, other = (
+                tokens.create_token(session, name) for name in ("dora", "dora", "erin")
+            )
         engine.dispose()
         first, second, third = ({"Authorization": f"Bearer {t}"} for t in (one, two, other))
         create(client, first)
@@ -209,8 +227,9 @@ def test_quotas_count_per_tenant_across_its_tokens(client_factory: Any, db_url: 
         create(client, third)  # another tenant has its own quota
 
         upload(client, first)
-        response = client.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())},
-                               headers=second)
+        response = client.post(
+            "/v1/datasets", files={"file": ("d.npz", npz_bytes())}, headers=second
+        )
         body = problem(response, 429)
         assert "1 datasets per tenant" in body["detail"]
         assert response.headers["retry-after"]

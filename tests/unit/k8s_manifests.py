@@ -55,7 +55,10 @@ def _render(target: str) -> tuple[Doc, ...]:
     assert command is not None
     done = subprocess.run(
         [command, "kustomize", str(TARGETS[target])],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert done.returncode == 0, f"kubectl kustomize {target}:\n{done.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)

@@ -10,8 +10,13 @@ from search.checkpoints import CheckpointHandle, CheckpointStore, TrialCheckpoin
 
 
 def _checkpoint(epoch: int) -> TrialCheckpoint:
-    return TrialCheckpoint(epoch=epoch, weights=[np.ones(3)], optimizer=[np.zeros(2)],
-                           lr=[0.1] * epoch, history={"val_loss": [1.0] * epoch})
+    return TrialCheckpoint(
+        epoch=epoch,
+        weights=[np.ones(3)],
+        optimizer=[np.zeros(2)],
+        lr=[0.1] * epoch,
+        history={"val_loss": [1.0] * epoch},
+    )
 
 
 def test_saves_wait_for_the_interval_but_a_forced_save_does_not(tmp_path: Path) -> None:

@@ -45,8 +45,12 @@ def test_placement_from_env(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("LRSEARCH_GPU_INDEX", "-1"), ("LRSEARCH_GPU_INDEX", "first"),
-     ("LRSEARCH_GPU_MEMORY_MB", "0"), ("LRSEARCH_GPU_MEMORY_MB", "1.5")],
+    [
+        ("LRSEARCH_GPU_INDEX", "-1"),
+        ("LRSEARCH_GPU_INDEX", "first"),
+        ("LRSEARCH_GPU_MEMORY_MB", "0"),
+        ("LRSEARCH_GPU_MEMORY_MB", "1.5"),
+    ],
 )
 def test_malformed_placement_is_refused(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -97,8 +101,9 @@ class FakeConfig:
 
 
 def fake_tf(n_gpus: int, initialised: bool = False) -> Any:
-    gpus = [SimpleNamespace(name=f"/physical_device:GPU:{i}", device_type="GPU")
-            for i in range(n_gpus)]
+    gpus = [
+        SimpleNamespace(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in range(n_gpus)
+    ]
     cpu = SimpleNamespace(name="/physical_device:CPU:0", device_type="CPU")
     return SimpleNamespace(config=FakeConfig([cpu, *gpus], initialised=initialised))
 
@@ -180,11 +185,19 @@ _CPU_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_placement_runs_on_tensorflows_logical_cpu_devices() -> None:
-    env = {"LRSEARCH_GPU_INDEX": "0", "LRSEARCH_GPU_MEMORY_MB": "256",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        "LRSEARCH_GPU_INDEX": "0",
+        "LRSEARCH_GPU_MEMORY_MB": "256",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     done = subprocess.run(
-        [sys.executable, "-c", _CPU_SCRIPT], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, env={**_base_env(), **env},
+        [sys.executable, "-c", _CPU_SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_base_env(), **env},
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip().endswith("ok")

@@ -34,9 +34,9 @@ def test_gpu_overlay_requests_a_gpu_and_tolerates_the_gpu_taint() -> None:
     (container,) = pod_spec(gpu)["containers"]
     for kind in ("requests", "limits"):
         assert container["resources"][kind]["nvidia.com/gpu"] == "1", kind
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(
-        gpu
-    )["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(gpu)[
+        "tolerations"
+    ]
     base_image = pod_spec(base)["containers"][0]["image"]
     assert container["image"] != base_image and "gpu" in container["image"]
     assert "nvidia.com/gpu" not in str(base), "CPU workers ask for no GPU"
@@ -55,12 +55,28 @@ def test_scaled_object_query_is_the_stores_statement() -> None:
 
 
 SCALED_OBJECT_SPEC = {
-    "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
-    "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers",
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "fallback",
+    "advanced",
+    "triggers",
 }
 POSTGRES_TRIGGER_METADATA = {
-    "query", "targetQueryValue", "activationTargetQueryValue", "connectionFromEnv", "host",
-    "port", "userName", "passwordFromEnv", "dbName", "sslmode",
+    "query",
+    "targetQueryValue",
+    "activationTargetQueryValue",
+    "connectionFromEnv",
+    "host",
+    "port",
+    "userName",
+    "passwordFromEnv",
+    "dbName",
+    "sslmode",
 }
 
 
@@ -87,7 +103,9 @@ def test_keda_objects_are_well_formed(target: str) -> None:
     worker = pod_spec(one(docs, "Deployment", spec["scaleTargetRef"]["name"]))["containers"][0]
     url_ref = env_of(worker, docs)["LRSEARCH_DATABASE_URL"]["secretKeyRef"]
     assert (ref["parameter"], ref["name"], ref["key"]) == (
-        "connection", url_ref["name"], url_ref["key"]
+        "connection",
+        url_ref["name"],
+        url_ref["key"],
     ), "KEDA must poll the workers' own database"
 
 
@@ -166,5 +184,6 @@ def test_postgres_overlay_narrows_the_database_to_its_pod() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     env = {e["name"]: e for e in pod_spec(database)["containers"][0]["env"]}
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "lrsearch-database", "key": "postgres-password"
+        "name": "lrsearch-database",
+        "key": "postgres-password",
     }

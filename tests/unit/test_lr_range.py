@@ -30,8 +30,9 @@ def _curve(edge: float, steps: int = 100) -> tuple[list[float], list[float]]:
     """A loss falling until `edge`, then blowing up (a quadratic bowl in log rate)."""
     plan = RangePlan(steps)
     rates = [plan.rate(i) for i in range(steps)]
-    losses = [2.0 - 1.5 * min(1.0, r / edge) + 50 * max(0.0, math.log10(r / edge)) ** 2
-              for r in rates]
+    losses = [
+        2.0 - 1.5 * min(1.0, r / edge) + 50 * max(0.0, math.log10(r / edge)) ** 2 for r in rates
+    ]
     return rates, losses
 
 

@@ -29,8 +29,11 @@ def test_every_private_optuna_name_lrsearch_uses_is_still_there(tmp_path: Path) 
     except ImportError as exc:  # a private module or name moved: importing names it
         raise AssertionError(f"Optuna {optuna.__version__}: {exc}") from None
     world = _World(tmp_path)
-    broken = [f"{where}.{name}" for where, name in private.PRIVATE_NAMES
-              if not hasattr(world.owner(where), name)]
+    broken = [
+        f"{where}.{name}"
+        for where, name in private.PRIVATE_NAMES
+        if not hasattr(world.owner(where), name)
+    ]
     for name, probe in _probes(private, world).items():
         try:
             ok = probe()
@@ -101,29 +104,36 @@ def _probes(private: ModuleType, world: _World) -> dict[str, Callable[[], bool]]
         "trial_id": lambda: storage.get_trial(tid).number == trial.number,
         "trial_id of a FrozenTrial": lambda: private.trial_id(study.trials[0]) == tid,
         "frozen_view": lambda: private.frozen_view(trial).params == {"x": trial.params["x"]},
-        "study_storage, study_id": lambda: [
-            t.number for t in cached.get_all_trials(private.study_id(study))
-        ] == [trial.number],
-        "cached_trials": lambda: [
-            t.number for t in private.cached_trials(study, False, (TrialState.RUNNING,))
-        ] == [trial.number],
-        "rdb_backend": lambda: private.rdb_backend(cached) is storage
-        and private.rdb_backend(InMemoryStorage()) is None,
+        "study_storage, study_id": lambda: (
+            [t.number for t in cached.get_all_trials(private.study_id(study))] == [trial.number]
+        ),
+        "cached_trials": lambda: (
+            [t.number for t in private.cached_trials(study, False, (TrialState.RUNNING,))]
+            == [trial.number]
+        ),
+        "rdb_backend": lambda: (
+            private.rdb_backend(cached) is storage
+            and private.rdb_backend(InMemoryStorage()) is None
+        ),
         "rdb_session, TrialModel.find_or_raise_by_id": rdb_session,
         "stale_trial_ids": stale,
-        "has_study_cache, cached_distributions": lambda: private.has_study_cache(cached)
-        and "x" in private.cached_distributions(cached, tid)[1],
-        "TrialUserAttributeModel columns": lambda: {"trial_id", "key", "value_json"}
-        <= set(private.TrialUserAttributeModel.__table__.c.keys()),
-        "TrialParamModel columns": lambda: {"trial_id", "param_name", "param_value",
-                                            "distribution_json"}
-        <= set(private.TrialParamModel.__table__.c.keys()),
+        "has_study_cache, cached_distributions": lambda: (
+            private.has_study_cache(cached) and "x" in private.cached_distributions(cached, tid)[1]
+        ),
+        "TrialUserAttributeModel columns": lambda: (
+            {"trial_id", "key", "value_json"}
+            <= set(private.TrialUserAttributeModel.__table__.c.keys())
+        ),
+        "TrialParamModel columns": lambda: (
+            {"trial_id", "param_name", "param_value", "distribution_json"}
+            <= set(private.TrialParamModel.__table__.c.keys())
+        ),
         "TrialIntermediateValueModel.intermediate_value_to_stored_repr": lambda: (
             private.TrialIntermediateValueModel.intermediate_value_to_stored_repr(0.5)[0] == 0.5
         ),
-        "RELATIVE_PARAMS_KEY, SYSTEM_ATTR_MAX_LENGTH": lambda: isinstance(
-            private.RELATIVE_PARAMS_KEY, str
-        ) and private.SYSTEM_ATTR_MAX_LENGTH > 0,
+        "RELATIVE_PARAMS_KEY, SYSTEM_ATTR_MAX_LENGTH": lambda: (
+            isinstance(private.RELATIVE_PARAMS_KEY, str) and private.SYSTEM_ATTR_MAX_LENGTH > 0
+        ),
         "tpe_group_spaces, tpe_constant_liar": grouped_tpe,
         "TPESampler._sample(study, trial, search_space)": lambda: signature(
             TPESampler._sample, "self", "study", "trial", "search_space"

@@ -161,7 +161,9 @@ def test_default_trials_follow_the_optimizer_the_strategies_and_the_ranges() -> 
     assert few == [{"strategy": "constant", "constant.initial_lr": 1e-3}, {"strategy": "step"}]
     narrow = parse_spec({"ranges": {"initial_lr": {"low": 1e-4, "high": 5e-3, "log": True}}})
     assert _lrs(default_trials(narrow, RUN, budget=15)) == [
-        1e-3, pytest.approx(3e-3), pytest.approx(3e-3)  # cosine at 1e-2 is out: wsd instead
+        1e-3,
+        pytest.approx(3e-3),
+        pytest.approx(3e-3),  # cosine at 1e-2 is out: wsd instead
     ]
     searched = parse_spec({"ranges": {"initial_lr": {"low": 5e-3, "high": 0.5, "log": True}}})
     moved = default_trials(parse_spec({}), RUN, searched=searched, budget=15)
@@ -177,8 +179,11 @@ def test_the_pruner_reuses_its_read_of_the_peers_until_refresh() -> None:
     fresh = DecayAwarePruner(early_step=1, warmup_steps=5, refresh_s=0)
     assert not cached.prune(study, running([2.3, 2.2]))
     assert not fresh.prune(study, running([2.3, 2.2]))
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.1,
-                                 intermediate_values=dict(enumerate(GOOD[0]))))
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE, value=0.1, intermediate_values=dict(enumerate(GOOD[0]))
+        )
+    )
     assert not cached.prune(study, running([2.3, 2.2]))  # still its first read
     assert fresh.prune(study, running([2.3, 2.2]))  # sees two peers now
     next_trial = create_trial(state=TrialState.RUNNING, intermediate_values={0: 2.3, 1: 2.2})
@@ -216,8 +221,9 @@ def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
         storage: Any = study_storage(study)
         original = storage.get_all_trials
 
-        def counting(*args: Any, _orig: Any = original, _calls: list[Any] = calls,
-                     **kw: Any) -> Any:
+        def counting(
+            *args: Any, _orig: Any = original, _calls: list[Any] = calls, **kw: Any
+        ) -> Any:
             _calls.append(kw.get("states"))
             return _orig(*args, **kw)
 
@@ -235,7 +241,8 @@ def test_the_snapshot_sampler_samples_only_the_chosen_strategy_from_one_read(
     for strategy_id, keys in ours:
         assert keys == {"strategy"} | {k for k in keys if k.startswith(f"{strategy_id}.")}
         assert len(keys) > 1  # the chosen strategy's parameters are sampled jointly
-    assert any(any(not k.startswith(f"{s}.") and k != "strategy" for k in keys)
-               for s, keys in theirs)  # Optuna's also sampled the unused strategy's group
+    assert any(
+        any(not k.startswith(f"{s}.") and k != "strategy" for k in keys) for s, keys in theirs
+    )  # Optuna's also sampled the unused strategy's group
     # per ask: the waiting-queue check and one read of all trials, vs one more per group
     assert reads[0] <= 2 * 3 < reads[1], reads
