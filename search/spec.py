@@ -59,8 +59,18 @@ class KerasJsonModel(_Strict):
 ModelSpec = Annotated[MlpModel | CnnModel | KerasJsonModel, Field(discriminator="kind")]
 
 
+class PreprocessSpec(_Strict):
+    """Standardisation of tabular data, fitted on the training split only
+    (`search.data.preprocess`); the export names the statistics for a user's own script."""
+
+    standardize: bool = Field(False, description="features to zero mean and unit variance")
+    standardize_target: bool = Field(
+        False, description="a regression target likewise (the objective is then in its units)"
+    )
+
+
 class TaskSpec(_Strict):
-    """What to train: data, model, epochs, batch size and optimizer."""
+    """What to train: data, model, epochs, batch size, optimizer and preprocessing."""
 
     dataset: str = Field("digits", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     model: ModelSpec = Field(default_factory=lambda: MlpModel())
@@ -68,6 +78,9 @@ class TaskSpec(_Strict):
     batch_size: int = Field(64, ge=1, le=65536)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    preprocess: PreprocessSpec | None = Field(
+        None, description="standardise tabular data (none: train on the data as uploaded)"
+    )
 
 
 _MAXIMIZED = ("accuracy", "auc", "precision", "recall")
@@ -78,6 +91,11 @@ class ObjectiveSpec(_Strict):
 
     metric: str = Field("val_loss", pattern=r"^(val_)?[a-z_]+$", max_length=64)
     direction: Literal["minimize", "maximize"] | None = None
+    aggregate: Literal["last", "best"] = Field(
+        "last",
+        description="a trial's value: its final epoch's (last) or its best epoch's (best; the"
+        " export then restores the best epoch's weights)",
+    )
 
     @model_validator(mode="after")
     def _infer_direction(self) -> ObjectiveSpec:
@@ -85,6 +103,13 @@ class ObjectiveSpec(_Strict):
             up = any(self.metric.endswith(m) for m in _MAXIMIZED)
             self.direction = "maximize" if up else "minimize"
         return self
+
+    @property
+    def best_mode(self) -> Literal["min", "max"] | None:
+        """Keras's `mode` for the best epoch when the value is the best one (None: last)."""
+        if self.aggregate == "last":
+            return None
+        return "max" if self.direction == "maximize" else "min"
 
 
 class ParamRange(_Strict):

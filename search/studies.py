@@ -28,6 +28,7 @@ from search.spec import KerasJsonModel, StudySpec, field_path, parse_spec
 from search.store.notify import announce
 
 MODEL_CONFIG_FIELD = "task.model.config"
+PREPROCESS_FIELD = "task.preprocess"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
 MAX_REPORTED = 20
 DIGITS = "digits"
@@ -179,27 +180,49 @@ def _check_model_json(spec: StudySpec) -> None:
 def _check_dataset_and_run(
     session: Session, tenant_id: str, spec: StudySpec, data_dir: Path
 ) -> None:
-    """The dataset must be "digits" or the tenant's upload, and the ranges must fit the run."""
+    """The dataset must be "digits" or the tenant's upload, the ranges must fit the run and the
+    preprocessing the data."""
     ref = spec.task.dataset
     if ref == DIGITS:
-        n_train = _digits_n_train(str(data_dir))
+        n_train, input_shape, task = _digits_facts(str(data_dir))
     else:
         dataset = store.get_dataset(session, ref, tenant_id)
         if dataset is None:
             message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
             raise SpecError([FieldError("task.dataset", message)])
-        n_train = dataset.n_train
+        n_train, input_shape, task = dataset.n_train, tuple(dataset.input_shape), dataset.task
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
+    prep = spec.task.preprocess
+    if prep is not None:
+        from search.data.preprocess import problems as preprocess_problems  # numpy, sklearn
+
+        refused = preprocess_problems(
+            input_shape,
+            task,
+            standardize=prep.standardize,
+            standardize_target=prep.standardize_target,
+        )
+        errors += [FieldError(PREPROCESS_FIELD, m) for m in refused]
     if errors:
         raise SpecError(errors)
 
 
+def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> int | None:
+    """Training rows of a study's dataset (None: the upload was deleted since)."""
+    if ref == DIGITS:
+        return _digits_facts(str(data_dir))[0]
+    dataset = store.get_dataset(session, ref, tenant_id)
+    return None if dataset is None else dataset.n_train
+
+
 @functools.lru_cache(maxsize=1)
-def _digits_n_train(data_dir: str) -> int:
-    """Rows of the built-in dataset's training split (loaded once per process)."""
+def _digits_facts(data_dir: str) -> tuple[int, tuple[int, ...], str]:
+    """Training rows, example shape and task of the built-in dataset (loaded once per
+    process)."""
     from search.data import load_dataset  # scikit-learn: only once digits is asked for
 
-    return len(load_dataset(DIGITS, Path(data_dir)).x_train)
+    digits = load_dataset(DIGITS, Path(data_dir))
+    return len(digits.x_train), digits.input_shape, digits.task
 
 
 # --- writes --------------------------------------------------------------------------------

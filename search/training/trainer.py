@@ -135,7 +135,12 @@ class Trainer:
         strategy = get_strategy(str(outcome.strategy))
         opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
         outcome.export = strategy.export(
-            outcome.params, run, spec.objective.metric, opt_cfg
+            outcome.params,
+            run,
+            spec.objective.metric,
+            opt_cfg,
+            best_mode=spec.objective.best_mode,
+            preprocess=dataset.preprocess,
         ).as_dict()
         outcome.export.update(strategy=outcome.strategy, params=outcome.params)
         seed = int(spec.seed or 0) if outcome.seed is None else outcome.seed
@@ -205,7 +210,7 @@ class Trainer:
         compiled.schedule.load(export)
         from search.training.lr_graph import DrivenCallback
 
-        _, stock_callbacks = build_schedule_and_callbacks(export)
+        _, stock_callbacks = build_schedule_and_callbacks(export, for_trial=True)
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
         return PreparedFit(
             compiled.model, callbacks, base_lr=compiled.schedule.base_lr, loop=compiled.loop
@@ -222,7 +227,7 @@ class Trainer:
 
         keras.backend.clear_session()
         model = build_model(spec.task.model, dataset, seed)
-        learning_rate, callbacks = build_schedule_and_callbacks(export)
+        learning_rate, callbacks = build_schedule_and_callbacks(export, for_trial=True)
         loss, metrics = loss_and_metrics(dataset, model)
         model.compile(
             optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics

@@ -15,9 +15,10 @@ import optuna
 from search import store
 from search.checkpoints import CheckpointHandle, checkpoint_number
 from search.data import Dataset, load_dataset
+from search.data.preprocess import standardized
 from search.errors import DatasetError, TrialDiverged, TrialStopped
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.spec import StudySpec, parse_spec
+from search.spec import PreprocessSpec, StudySpec, parse_spec
 from search.store import optuna_private as private
 from search.store.trial_writes import set_user_attrs
 from search.study_policy import make_pruner, make_sampler
@@ -71,7 +72,7 @@ class TrialRunner:
             if row is None:
                 return None
             spec, name = parse_spec(row.spec), row.optuna_study_name
-        dataset, load_error = self._try_dataset(spec.task.dataset)
+        dataset, load_error = self._try_dataset(spec)
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
         study = self._loaded_study(name, spec)
         study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
@@ -98,19 +99,27 @@ class TrialRunner:
         self._studies.move_to_end(name)
         return study
 
-    def _try_dataset(self, ref: str) -> tuple[Dataset | None, Exception | None]:
+    def _try_dataset(self, spec: StudySpec) -> tuple[Dataset | None, Exception | None]:
         """The dataset, or the error that fails this trial (a file deleted under a study)."""
         try:
-            return self._dataset(ref), None
+            return self._dataset(spec), None
         except (DatasetError, OSError, ValueError) as exc:
             return None, exc
 
-    def _dataset(self, ref: str) -> Dataset:
-        if ref not in self._datasets:
-            self._datasets[ref] = load_dataset(ref, self.resources.config.data_dir)
+    def _dataset(self, spec: StudySpec) -> Dataset:
+        """The study's dataset as its trials train on it: loaded, then preprocessed
+        (`task.preprocess`); kept per dataset and preprocessing."""
+        ref, prep = spec.task.dataset, spec.task.preprocess or PreprocessSpec()
+        key = f"{ref}|standardize={prep.standardize}|target={prep.standardize_target}"
+        if key not in self._datasets:
+            raw = load_dataset(ref, self.resources.config.data_dir)
+            self._datasets[key] = standardized(
+                raw, features=prep.standardize, target=prep.standardize_target
+            )
             while len(self._datasets) > DATASETS_KEPT:
                 self._datasets.popitem(last=False)
-        return self._datasets[ref]
+        self._datasets.move_to_end(key)
+        return self._datasets[key]
 
     # -- training and telling ---------------------------------------------------------------
 
