@@ -79,7 +79,7 @@ class TrialOutcome:
     resumed_from_epoch: int | None = None
     fail_reason: str | None = None
     fail_kind: FailureKind | None = None
-    seed: int = 0  # of its initial weights and batch order: the study's, or a replicate's
+    seed: int | None = None  # a replicate's own seed of weights and batch order (else the study's)
 
     def to_attrs(self) -> dict[str, Any]:
         """The user attributes to store: every field that has a value (None is left out)."""
@@ -113,7 +113,7 @@ class TrialOutcome:
             resumed_from_epoch=_int(attrs.get("resumed_from_epoch")),
             fail_reason=reason,
             fail_kind=_kind(attrs, reason),
-            seed=_int(attrs.get("seed")) or 0,
+            seed=_int(attrs.get("seed")),
         )
 
 

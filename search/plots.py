@@ -3,7 +3,8 @@ global state, so API threads can render concurrently).
 
 matplotlib is imported lazily, only when a plot is drawn; nothing here imports TensorFlow or
 the service. Callers choose which trials to pass (the API bounds that for huge studies):
-`lr` and `validation` draw the first `k` trials given, so pass them best first.
+`lr` and `validation` draw the first `k` trials given, so pass them best first. `range` draws
+the study's learning-rate range test (`PlotOptions.lr_range`), no trials.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.lr_curves import LrCurve, log_scale, trial_curve
+from search.lr_range import BLOW_UP, RangeResult
 from search.outcome import TrialOutcome
+from search.strategies import RunShape
 
-PLOT_NAMES: tuple[str, ...] = ("lr", "validation", "history", "strategies")
+PLOT_NAMES: tuple[str, ...] = ("lr", "validation", "history", "strategies", "range")
 FIGSIZE = (8.0, 4.5)
 DPI = 100
 
@@ -34,6 +38,7 @@ class PlotTrial:
     strategy: str
     lr: list[float] = field(default_factory=list)
     curve: list[float] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # the strategy's, as `lr_at` takes
 
     @classmethod
     def from_outcome(
@@ -57,6 +62,7 @@ class PlotTrial:
             strategy=str(strategy),
             lr=_floats(outcome.lr),
             curve=_floats(curve),
+            params=dict(outcome.params or outcome.export.get("params") or {}),
         )
 
     @classmethod
@@ -83,15 +89,23 @@ class PlotOptions:
     k: int = 5
     title: str = ""
     note: str = ""
+    run: RunShape | None = None  # the trials' run shape: `lr` draws schedules per step
+    lr_range: RangeResult | None = None  # what `range` draws
 
 
 def render(name: str, trials: Sequence[PlotTrial], options: PlotOptions | None = None) -> bytes:
     """PNG bytes of plot `name` (one of PLOT_NAMES); NothingToPlot when there is no data."""
+    return _png(draw(name, trials, options))
+
+
+def draw(name: str, trials: Sequence[PlotTrial], options: PlotOptions | None = None) -> Any:
+    """The matplotlib Figure that `render` encodes (its axes say what was drawn)."""
     drawers: dict[str, Callable[[Any, Sequence[PlotTrial], PlotOptions], None]] = {
         "lr": _draw_lr,
         "validation": _draw_validation,
         "history": _draw_history,
         "strategies": _draw_strategies,
+        "range": _draw_range,
     }
     if name not in drawers:
         raise KeyError(f"unknown plot {name!r}; known: {', '.join(PLOT_NAMES)}")
@@ -101,20 +115,33 @@ def render(name: str, trials: Sequence[PlotTrial], options: PlotOptions | None =
     heading = " - ".join(p for p in (options.title, options.note) if p)
     if heading:
         figure.suptitle(heading, fontsize=10)
-    return _png(figure)
+    return figure
 
 
-# --- the four plots --------------------------------------------------------------------------
+# --- the plots --------------------------------------------------------------------------
 
 
 def _draw_lr(axes: Any, trials: Sequence[PlotTrial], options: PlotOptions) -> None:
-    """Learning rate per epoch of the best k trials, on a log axis (schedules span decades)."""
-    chosen = _best_with(trials, options.k, lambda t: any(v > 0 for v in t.lr))
-    for trial in chosen:
-        epochs = range(1, len(trial.lr) + 1)
-        values = [v if v > 0 else math.nan for v in trial.lr]
-        axes.plot(epochs, values, marker=_marker(len(values)), label=_label(trial))
-    axes.set_yscale("log")
+    """The rate each of the best k trials applied against epochs: schedules per step from
+    their formula, callback strategies per epoch as recorded (search.lr_curves)."""
+    chosen: list[tuple[PlotTrial, LrCurve]] = []
+    for trial in trials:
+        curve = trial_curve(trial.strategy, trial.params, trial.lr, options.run)
+        if curve.has_data:
+            chosen.append((trial, curve))
+        if len(chosen) >= max(1, options.k):
+            break
+    if not chosen:
+        raise NothingToPlot("no finished trial recorded this curve")
+    for trial, curve in chosen:
+        style = "steps-post" if curve.stepped else "default"
+        axes.plot(curve.epochs, curve.rates, drawstyle=style, label=_label(trial))
+    if log_scale([c for _, c in chosen]):
+        axes.set_yscale("log")
+    else:
+        axes.set_ylim(bottom=0)
+    axes.set_xlim(0, max(math.ceil(c.epochs[-1]) for _, c in chosen))  # whole epochs
+    _whole_epochs(axes)
     axes.set_xlabel("epoch")
     axes.set_ylabel("learning rate")
     axes.set_title(f"learning rate of the best {len(chosen)} trials")
@@ -171,6 +198,39 @@ def _draw_strategies(axes: Any, trials: Sequence[PlotTrial], options: PlotOption
     _finish(axes, legend=False)
 
 
+def _draw_range(axes: Any, trials: Sequence[PlotTrial], options: PlotOptions) -> None:
+    """The range test: loss and smoothed loss against the rate (log), the edge of stability
+    and the initial-rate range the study searched."""
+    found = options.lr_range
+    if found is None or not found.rates:
+        raise NothingToPlot("this study has no learning-rate range test")
+    rates, losses = found.rates, found.losses[: len(found.rates)]
+    smoothed = [v if math.isfinite(v) else math.nan for v in found.smoothed[: len(rates)]]
+    axes.plot(rates[: len(losses)], losses, color="C0", alpha=0.35, label="loss per step")
+    axes.plot(rates[: len(smoothed)], smoothed, color="C0", label="smoothed loss")
+    if found.low is not None and found.high is not None:
+        axes.axvspan(
+            found.low,
+            found.high,
+            color="C2",
+            alpha=0.15,
+            label=f"searched initial rate {found.low:.2g} - {found.high:.2g}",
+        )
+    if found.edge is not None:
+        axes.axvline(
+            found.edge, color="C3", linestyle="--", label=f"edge of stability {found.edge:.2g}"
+        )
+    axes.set_xscale("log")
+    limits = range_ylim(losses, smoothed)
+    if limits is not None:
+        axes.set_ylim(*limits)
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    found_edge = "" if found.edge is not None else " (no edge found: default range searched)"
+    axes.set_title(f"learning-rate range test{found_edge}")
+    _finish(axes, legend=True)
+
+
 # --- pure helpers (tested without drawing) ---------------------------------------------------
 
 
@@ -192,6 +252,18 @@ def group_by_strategy(trials: Sequence[PlotTrial], direction: str) -> dict[str, 
     sign = -1.0 if direction == "maximize" else 1.0
     order = sorted(groups, key=lambda name: (sign * _median(groups[name]), name))
     return {name: groups[name] for name in order}
+
+
+def range_ylim(losses: Sequence[float], smoothed: Sequence[float]) -> tuple[float, float] | None:
+    """Loss limits that show the curve up to where the test counts it blown up (BLOW_UP times
+    its lowest smoothed loss), not the last steps' explosion."""
+    low_s = [v for v in smoothed if math.isfinite(v)]
+    if not low_s:
+        return None
+    top = min(max(low_s), BLOW_UP * min(low_s))
+    bottom = min([v for v in losses if math.isfinite(v)] + low_s)
+    margin = 0.05 * (top - bottom) or 0.05 * abs(top) or 0.05
+    return bottom - margin, top + margin
 
 
 def _best_with(
@@ -244,6 +316,13 @@ def _figure() -> tuple[Any, Any]:
     figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
+
+
+def _whole_epochs(axes: Any) -> None:
+    """Ticks at whole epochs only (curves are drawn between them)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _finish(axes: Any, *, legend: bool) -> None:

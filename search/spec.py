@@ -81,8 +81,18 @@ DEFAULT_DATASET = "digits"
 MAX_PLUGIN_ARGS_CHARS = 100_000
 
 
+class PreprocessSpec(_Strict):
+    """Standardisation of tabular data, fitted on the training split only
+    (`search.data.preprocess`); the export names the statistics for a user's own script."""
+
+    standardize: bool = Field(False, description="features to zero mean and unit variance")
+    standardize_target: bool = Field(
+        False, description="a regression target likewise (the objective is then in its units)"
+    )
+
+
 class TaskSpec(_Strict):
-    """What to train: data, model, epochs, batch size and optimizer.
+    """What to train: data, model, epochs, batch size, optimizer and preprocessing.
 
     With `plugin`, an installed task plugin (entry point group `lrsearch.tasks`) gives the
     model, the data, the loss and the metrics, so `dataset` and `model` do not apply.
@@ -96,6 +106,9 @@ class TaskSpec(_Strict):
     batch_size: int = Field(64, ge=1, le=65536)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    preprocess: PreprocessSpec | None = Field(
+        None, description="standardise tabular data (none: train on the data as uploaded)"
+    )
 
     @model_validator(mode="after")
     def _plugin_owns_data_and_model(self) -> TaskSpec:
@@ -117,6 +130,8 @@ def _plugin_errors(task: TaskSpec) -> list[FieldError]:
         errors.append(FieldError("task.dataset", "does not apply with task.plugin"))
     if task.model != MlpModel():
         errors.append(FieldError("task.model", "does not apply with task.plugin"))
+    if task.preprocess is not None:
+        errors.append(FieldError("task.preprocess", "does not apply with task.plugin"))
     if len(json.dumps(task.plugin_args, default=str)) > MAX_PLUGIN_ARGS_CHARS:
         errors.append(
             FieldError("task.plugin_args", f"at most {MAX_PLUGIN_ARGS_CHARS} characters as JSON")
@@ -132,6 +147,11 @@ class ObjectiveSpec(_Strict):
 
     metric: str = Field("val_loss", pattern=r"^(val_)?[a-z_]+$", max_length=64)
     direction: Literal["minimize", "maximize"] | None = None
+    aggregate: Literal["last", "best"] = Field(
+        "last",
+        description="a trial's value: its final epoch's (last) or its best epoch's (best; the"
+        " export then restores the best epoch's weights)",
+    )
 
     @model_validator(mode="after")
     def _infer_direction(self) -> ObjectiveSpec:
@@ -139,6 +159,13 @@ class ObjectiveSpec(_Strict):
             up = any(self.metric.endswith(m) for m in _MAXIMIZED)
             self.direction = "maximize" if up else "minimize"
         return self
+
+    @property
+    def best_mode(self) -> Literal["min", "max"] | None:
+        """Keras's `mode` for the best epoch when the value is the best one (None: last)."""
+        if self.aggregate == "last":
+            return None
+        return "max" if self.direction == "maximize" else "min"
 
 
 class ParamRange(_Strict):

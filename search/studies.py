@@ -28,10 +28,10 @@ from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, p
 from search.store.notify import announce
 
 MODEL_CONFIG_FIELD = "task.model.config"
+PREPROCESS_FIELD = "task.preprocess"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
 MAX_REPORTED = 20
 DIGITS = "digits"
-DIGITS_INPUT = (8, 8)  # the built-in dataset's example shape
 
 
 def create_study(
@@ -199,19 +199,33 @@ def _check_dataset_and_run(
     data_dir: Path,
     model_input: list[int | None] | None = None,
 ) -> None:
-    """The dataset must be "digits" or the tenant's, the ranges must fit the run, and a
-    model file's declared input must take the dataset's examples."""
+    """The dataset must be "digits" or the tenant's, the ranges must fit the run, the
+    preprocessing the data, and a model file's declared input must take its examples."""
     ref = spec.task.dataset
     if ref == DIGITS:
-        n_train, input_shape = _digits_n_train(str(data_dir)), list(DIGITS_INPUT)
+        n_train, input_shape, task = _digits_facts(str(data_dir))
     else:
         dataset = store.get_dataset(session, ref, tenant_id)
         if dataset is None:
             message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
             raise SpecError([FieldError("task.dataset", message)])
-        n_train, input_shape = dataset.n_train, list(dataset.input_shape)
+        n_train, input_shape, task = dataset.n_train, tuple(dataset.input_shape), dataset.task
+        if dataset.source is not None and spec.task.preprocess is not None:
+            message = "not available for a dataset by path (its statistics need a full pass)"
+            raise SpecError([FieldError(PREPROCESS_FIELD, message)])
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
-    if model_input is not None and not _takes(model_input, input_shape):
+    prep = spec.task.preprocess
+    if prep is not None:
+        from search.data.preprocess import problems as preprocess_problems  # numpy, sklearn
+
+        refused = preprocess_problems(
+            input_shape,
+            task,
+            standardize=prep.standardize,
+            standardize_target=prep.standardize_target,
+        )
+        errors += [FieldError(PREPROCESS_FIELD, m) for m in refused]
+    if model_input is not None and not _takes(model_input, list(input_shape)):
         errors.append(
             FieldError(
                 "task.model.id",
@@ -230,12 +244,22 @@ def _takes(model_input: list[int | None], data_input: list[int]) -> bool:
     )
 
 
+def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> int | None:
+    """Training rows of a study's dataset (None: the upload was deleted since)."""
+    if ref == DIGITS:
+        return _digits_facts(str(data_dir))[0]
+    dataset = store.get_dataset(session, ref, tenant_id)
+    return None if dataset is None else dataset.n_train
+
+
 @functools.lru_cache(maxsize=1)
-def _digits_n_train(data_dir: str) -> int:
-    """Rows of the built-in dataset's training split (loaded once per process)."""
+def _digits_facts(data_dir: str) -> tuple[int, tuple[int, ...], str]:
+    """Training rows, example shape and task of the built-in dataset (loaded once per
+    process)."""
     from search.data import load_dataset  # scikit-learn: only once digits is asked for
 
-    return len(load_dataset(DIGITS, Path(data_dir)).x_train)
+    digits = load_dataset(DIGITS, Path(data_dir))
+    return len(digits.x_train), digits.input_shape, digits.task
 
 
 # --- writes --------------------------------------------------------------------------------

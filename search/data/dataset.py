@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class Dataset:
     y_val: np.ndarray
     task: Task
     n_classes: int | None
+    #: The statistics it was standardised with (`search.data.preprocess`), as exported.
+    preprocess: dict[str, Any] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from search.errors import StrategyError
-from search.strategies.export import Export, python_snippet
+from search.strategies.export import Export, python_snippet, restore_best_callback
 
 Params = dict[str, Any]
 
@@ -186,11 +186,17 @@ class Strategy(ABC):
         monitor: str = "val_loss",
         optimizer: dict[str, Any] | None = None,
         direction: str | None = None,
+        *,
+        best_mode: str | None = None,
+        preprocess: dict[str, Any] | None = None,
     ) -> Export:
         """The Keras config and a Python snippet that rebuilds the optimizer and callbacks.
 
         With the objective's `direction`, a callback that watches `monitor` in mode "auto"
-        gets "min" or "max": Keras cannot tell the direction of a custom metric by itself."""
+        gets "min" or "max": Keras cannot tell the direction of a custom metric by itself.
+        `best_mode` ("min"/"max", from `objective.aggregate` = best) adds the EarlyStopping that
+        ends a user's fit on the best epoch's weights; `preprocess` carries the statistics the
+        data was standardised with (`search.data.preprocess`)."""
         self.check(params, run)
         optimizer = optimizer or {"class_name": "Adam", "config": {}}
         callbacks = self.keras_callbacks(params, run, monitor)
@@ -199,12 +205,16 @@ class Strategy(ABC):
             for callback in callbacks:
                 if callback.get("config", {}).get("mode") == "auto":
                     callback["config"]["mode"] = mode
+        if best_mode is not None:
+            callbacks.append(restore_best_callback(monitor, best_mode, run.epochs))
         export = Export(
-            self.keras_schedule(params, run), callbacks, float(params["initial_lr"]), optimizer
+            self.keras_schedule(params, run),
+            callbacks,
+            float(params["initial_lr"]),
+            optimizer,
+            preprocess=preprocess,
         )
-        return Export(
-            export.schedule, export.callbacks, export.initial_lr, optimizer, python_snippet(export)
-        )
+        return replace(export, python=python_snippet(export))
 
 
 def _range_tuple(o: Any) -> tuple[float, float, bool]:

@@ -10,9 +10,17 @@ from typing import Any
 
 from search.strategies.step import step_rule
 
+#: Exported callbacks for a user's own fit that do not change the rate: EarlyStopping restores
+#: the best epoch's weights (`objective.aggregate` = best). A trial leaves them out: its value
+#: is measured by `search.training.monitor`, and only LR callbacks are driven by its loop.
+USER_FIT_ONLY = frozenset({"EarlyStopping"})
 
-def build_schedule_and_callbacks(export: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """(float rate or LearningRateSchedule, callbacks) exactly as the export describes."""
+
+def build_schedule_and_callbacks(
+    export: dict[str, Any], *, for_trial: bool = False
+) -> tuple[Any, list[Any]]:
+    """(float rate or LearningRateSchedule, callbacks) exactly as the export describes;
+    `for_trial`: only the callbacks that change the rate (what lrsearch's own trial runs)."""
     import keras
 
     import search.training.schedules  # noqa: F401 - registers lrsearch's own schedule
@@ -21,7 +29,10 @@ def build_schedule_and_callbacks(export: dict[str, Any]) -> tuple[Any, list[Any]
         learning_rate: Any = keras.optimizers.schedules.deserialize(export["schedule"])
     else:
         learning_rate = float(export["initial_lr"])
-    return learning_rate, [_callback(cb) for cb in export.get("callbacks", [])]
+    configs = export.get("callbacks", [])
+    if for_trial:
+        configs = [cb for cb in configs if cb["class_name"] not in USER_FIT_ONLY]
+    return learning_rate, [_callback(cb) for cb in configs]
 
 
 def _callback(cb: dict[str, Any]) -> Any:

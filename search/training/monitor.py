@@ -50,7 +50,7 @@ class EpochMonitor:
         for epoch, value in enumerate(values[:epochs]):
             if math.isfinite(value):
                 self.report(value, epoch)
-                self.value = value
+                self._aggregate(value)
 
     def keras_callback(self, epoch_rate: Callable[[], float] | None = None) -> Any:
         """The Keras callback that records each epoch's rate and ends epochs. `epoch_rate`
@@ -89,13 +89,23 @@ class EpochMonitor:
         if not (math.isfinite(float(logs.get("loss", 0.0))) and math.isfinite(value)):
             self.diverged = f"diverged at epoch {epoch + 1}: loss is {logs.get('loss')}"
             return True
-        self.value = value
-        self.report(value, epoch)
+        self._aggregate(value)
+        self.report(value, epoch)  # the pruner sees every epoch's own value
         self.pruned = bool(self.persist(self.trial.should_prune))
         self.stopped = not self.pruned and self.should_stop()
         if not self.pruned and self.on_saved_epoch is not None:
             self.on_saved_epoch(epoch + 1, self.stopped)  # a stop always saves: the retry
         return self.pruned or self.stopped  # resumes from here
+
+    def _aggregate(self, value: float) -> None:
+        """The trial's value so far: the last epoch's, or with `objective.aggregate` = best
+        the best epoch's (the first of equals, as Keras's EarlyStopping keeps it)."""
+        mode = self.spec.objective.best_mode
+        if mode is not None and self.value is not None:
+            better = value > self.value if mode == "max" else value < self.value
+            if not better:
+                return
+        self.value = value
 
     def finish(self) -> float:
         """The trial's value, or the exception that says why it ended early."""

@@ -54,6 +54,7 @@ class StreamedTask:
     loss_and_metrics: Callable[[Any], tuple[Any, list[Any]]]
     steps_per_epoch: int
     infinite: bool = False
+    preprocess: dict[str, Any] | None = None  # statistics it was standardised with (none)
 
 
 class CompiledStreams:
@@ -124,7 +125,7 @@ class Reused:
             weights = self._weights[seed]
         self.restart(weights)
         self.schedule.load(export)
-        _, callbacks = build_schedule_and_callbacks(export)
+        _, callbacks = build_schedule_and_callbacks(export, for_trial=True)
         return [DrivenCallback(cb, self.schedule) for cb in callbacks]
 
     def step_losses(self, seed: int, steps: int) -> list[float]:
@@ -162,7 +163,7 @@ def prepare_streamed(
         base_lr = reused.schedule.base_lr
     else:
         model = _built(task, seed)
-        learning_rate, callbacks = build_schedule_and_callbacks(export)
+        learning_rate, callbacks = build_schedule_and_callbacks(export, for_trial=True)
         loss, metrics = task.loss_and_metrics(model)
         model.compile(
             optimizer=make_optimizer(export["optimizer"], learning_rate),

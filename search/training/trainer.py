@@ -66,11 +66,11 @@ class _Compiled:
         return self._weights[seed]
 
 
-def trial_seed(trial: optuna.Trial, spec: StudySpec) -> int:
-    """The seed of a trial's initial weights and batch order: the study's, or a replicate's
-    own (search.selection)."""
+def replicate_seed(trial: optuna.Trial) -> int | None:
+    """A replicate's own seed of initial weights and batch order (search.selection); None
+    for every other trial, which starts from the study's seed."""
     own = private.frozen_view(trial).system_attrs.get(INIT_SEED)
-    return int(own) if own is not None else int(spec.seed or 0)
+    return None if own is None else int(own)
 
 
 class Trainer:
@@ -118,8 +118,7 @@ class Trainer:
         run = workload_run(spec, dataset)
         with batched_params(trial):  # one storage write for all of them
             strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
-        outcome = TrialOutcome(strategy_id, params)
-        outcome.seed = trial_seed(trial, spec)
+        outcome = TrialOutcome(strategy_id, params, seed=replicate_seed(trial))
         reports = ReportWriter(trial, self.persist)
         started = time.perf_counter()
         try:
@@ -154,10 +153,17 @@ class Trainer:
         strategy = get_strategy(str(outcome.strategy))
         opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
         outcome.export = strategy.export(
-            outcome.params, run, spec.objective.metric, opt_cfg, spec.objective.direction
+            outcome.params,
+            run,
+            spec.objective.metric,
+            opt_cfg,
+            spec.objective.direction,
+            best_mode=spec.objective.best_mode,
+            preprocess=dataset.preprocess,
         ).as_dict()
         outcome.export.update(strategy=outcome.strategy, params=outcome.params)
-        prepared = self._prepare(spec, dataset, outcome.export, outcome.seed)
+        seed = int(spec.seed or 0) if outcome.seed is None else outcome.seed
+        prepared = self._prepare(spec, dataset, outcome.export, seed)
         monitor = EpochMonitor(trial, spec, outcome, should_stop, self.persist, reports.report)
         resumed = self._resume(prepared, checkpoint, outcome, monitor)
         if checkpoint is not None:
@@ -176,7 +182,7 @@ class Trainer:
         if loop is not None:
             loop.fit(
                 epochs=spec.task.epochs,
-                seed=outcome.seed,
+                seed=seed,
                 callbacks=callbacks,
                 initial_epoch=initial_epoch,
             )
@@ -228,7 +234,7 @@ class Trainer:
         compiled.schedule.load(export)
         from search.training.lr_graph import DrivenCallback
 
-        _, stock_callbacks = build_schedule_and_callbacks(export)
+        _, stock_callbacks = build_schedule_and_callbacks(export, for_trial=True)
         callbacks = [DrivenCallback(cb, compiled.schedule) for cb in stock_callbacks]
         return PreparedFit(
             compiled.model, callbacks, base_lr=compiled.schedule.base_lr, loop=compiled.loop
@@ -245,7 +251,7 @@ class Trainer:
 
         keras.backend.clear_session()
         model = build_model(spec.task.model, dataset, seed, self.models_dir)
-        learning_rate, callbacks = build_schedule_and_callbacks(export)
+        learning_rate, callbacks = build_schedule_and_callbacks(export, for_trial=True)
         loss, metrics = loss_and_metrics(dataset, model)
         model.compile(
             optimizer=make_optimizer(export["optimizer"], learning_rate), loss=loss, metrics=metrics

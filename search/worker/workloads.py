@@ -19,9 +19,10 @@ import optuna
 
 from search import store
 from search.data import BUILTIN, Dataset, load_dataset
+from search.data.preprocess import standardized
 from search.errors import LRSearchError, PluginError, SpecError
 from search.plugins import IN_PROCESS
-from search.spec import StudySpec
+from search.spec import PreprocessSpec, StudySpec
 from search.store import optuna_private as private
 from search.strategies import RunShape
 from search.worker.config import DATASETS_KEPT, STUDIES_KEPT
@@ -53,6 +54,7 @@ class Workloads:
         self._in_process = in_process
         self._datasets: OrderedDict[str, Dataset] = OrderedDict()
         self._tasks: OrderedDict[str, Any] = OrderedDict()
+        self._uploads: set[str] = set()  # dataset ids known to be uploads, not data by path
 
     def load(self, study: optuna.Study, spec: StudySpec, tenant_id: str) -> Workload:
         """The study's workload; StudyUnusable when its plugin cannot run, a DatasetError
@@ -65,19 +67,28 @@ class Workloads:
         if spec.task.plugin is not None:
             return self._kept(study.study_name, lambda: self._plugin_task(study, spec))
         ref = spec.task.dataset
-        if ref not in self._datasets and ref != BUILTIN:
+        if ref != BUILTIN and ref not in self._uploads:
             row = self._persist(lambda: self._dataset_row(ref, tenant_id), "read dataset")
             if row is not None and row.source is not None:
                 return self._kept(study.study_name, lambda: self._by_path(spec, row))
-        return self._dataset(ref)
+            if row is not None:
+                self._uploads.add(ref)  # an upload: read from the data directory from now on
+        return self._dataset(spec)
 
-    def _dataset(self, ref: str) -> Dataset:
-        if ref not in self._datasets:
-            self._datasets[ref] = load_dataset(ref, self._data_dir)
+    def _dataset(self, spec: StudySpec) -> Dataset:
+        """The study's dataset as its trials train on it: loaded, then preprocessed
+        (`task.preprocess`); kept per dataset and preprocessing."""
+        ref, prep = spec.task.dataset, spec.task.preprocess or PreprocessSpec()
+        key = f"{ref}|standardize={prep.standardize}|target={prep.standardize_target}"
+        if key not in self._datasets:
+            raw = load_dataset(ref, self._data_dir)
+            self._datasets[key] = standardized(
+                raw, features=prep.standardize, target=prep.standardize_target
+            )
             while len(self._datasets) > DATASETS_KEPT:
                 self._datasets.popitem(last=False)
-        self._datasets.move_to_end(ref)
-        return self._datasets[ref]
+        self._datasets.move_to_end(key)
+        return self._datasets[key]
 
     def _dataset_row(self, ref: str, tenant_id: str) -> store.StoredDataset | None:
         with self._resources.sessions() as session:

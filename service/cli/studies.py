@@ -205,6 +205,7 @@ def _snippet(export: dict[str, Any]) -> str:
             callbacks=export["callbacks"] or [],
             initial_lr=float(export["initial_lr"] or 0.0),
             optimizer=export["optimizer"] or {"class_name": "Adam", "config": {}},
+            preprocess=export.get("preprocess"),
         )
     )
 

@@ -130,6 +130,6 @@ class Study:
         self.client.request("DELETE", f"/v1/studies/{self.id}")
 
     def plot(self, name: str, k: int = 5) -> bytes:
-        """PNG bytes of one plot: lr, validation, history or strategies."""
+        """PNG bytes of one plot: lr, validation, history, strategies or range."""
         path = f"/v1/studies/{self.id}/plots/{name}.png"
         return self.client.request("GET", path, params={"k": k}).content

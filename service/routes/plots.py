@@ -1,5 +1,9 @@
 """Plots of a study as PNG: learning-rate and validation curves of the best trials, the
-optimization history and the value by strategy family.
+optimization history, the value by strategy family and the learning-rate range test.
+
+The `lr` plot draws schedules per step, so it needs the trials' run shape: the spec's epochs and
+batch size and the dataset's training rows (its record, or the built-in's); without them (an
+upload deleted since) it draws the recorded per-epoch rates.
 
 Reads stay bounded however large the study: the best `k` (at most 20) trials for the curve
 plots; for `history` and `strategies` every finished trial up to FULL_CAP, beyond that the best
@@ -8,15 +12,22 @@ BEST_CAP plus evenly spaced windows of trial numbers (the picture says it is sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from search import store
+from search.errors import SpecError
+from search.lr_range import RangeResult
 from search.plots import PLOT_NAMES, NothingToPlot, PlotOptions, PlotTrial, render
-from service.deps import SessionDep, StudyId, TenantDep, study_or_404
+from search.space import run_shape
+from search.spec import parse_spec
+from search.strategies import RunShape
+from search.studies import train_rows
+from service.deps import SessionDep, SettingsDep, StudyId, TenantDep, study_or_404
 from service.errors import Conflict, NotFound, problem_responses
 
 router = APIRouter(tags=["plots"])
@@ -60,24 +71,55 @@ def get_plot(
     name: str,
     session: SessionDep,
     caller: TenantDep,
+    settings: SettingsDep,
     k: Annotated[int, Query(ge=1, le=20, description="trials drawn by lr/validation")] = 5,
 ) -> Response:
-    """One plot of the study as PNG; 409 until a trial has finished."""
+    """One plot of the study as PNG; 409 until a trial has finished (`range`: until the
+    range test ran)."""
     study = study_or_404(session, study_id, caller.tenant_id)
     if name not in PLOT_NAMES:
         raise NotFound(f"no plot {name!r}; known plots: {', '.join(PLOT_NAMES)}")
     metric = str(study.spec.get("objective", {}).get("metric") or "val_loss")
+    options = PlotOptions(metric=metric, direction=study.direction, k=k, title=study.name)
+    if name == "range":
+        return _png(name, [], replace(options, lr_range=_range_test(session, study)))
     trials, note = _trials_for(session, study, name, k)
     if not trials:
         raise Conflict("no trial has finished yet")
-    options = PlotOptions(
-        metric=metric, direction=study.direction, k=k, title=study.name, note=note
-    )
+    run = _run_shape(session, study, caller.tenant_id, settings.data_dir) if name == "lr" else None
+    drawn = [_plot_trial(r, metric) for r in trials]
+    return _png(name, drawn, replace(options, note=note, run=run))
+
+
+def _png(name: str, trials: list[PlotTrial], options: PlotOptions) -> Response:
     try:
-        png = render(name, [_plot_trial(r, metric) for r in trials], options)
+        png = render(name, trials, options)
     except NothingToPlot as exc:
         raise Conflict(str(exc)) from None
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _range_test(session: Session, study: store.Study) -> RangeResult:
+    """The study's stored range test; 409 when it has none (yet)."""
+    stored = store.study_system_attr(session, study, store.LR_RANGE)
+    if not isinstance(stored, dict):
+        raise Conflict(
+            "this study has no learning-rate range test: it runs before the first trial unless"
+            " range_test is false, ranges.initial_lr is given or the run is too short"
+        )
+    return RangeResult.from_attrs(stored)
+
+
+def _run_shape(
+    session: Session, study: store.Study, tenant_id: str, data_dir: Path
+) -> RunShape | None:
+    """Every trial's epochs and steps per epoch (None: the dataset is gone or the spec unread)."""
+    try:
+        spec = parse_spec(study.spec)
+    except SpecError:
+        return None
+    n_train = train_rows(session, tenant_id, spec.task.dataset, data_dir)
+    return None if not n_train else run_shape(spec, n_train)
 
 
 def _trials_for(

@@ -94,6 +94,11 @@ class BestExport(BaseModel):
     initial_lr: float | None
     optimizer: dict[str, Any] | None
     python: str | None
+    preprocess: dict[str, Any] | None = Field(
+        None,
+        description="task.preprocess: the training split's mean/std of the features and of"
+        " the target, to standardise a user's data the same way (null: none)",
+    )
 
 
 class Selection(BaseModel):
@@ -213,6 +218,7 @@ def export_json(export: dict[str, Any]) -> dict[str, Any]:
         "initial_lr": finite(export.get("initial_lr")),
         "optimizer": jsonable(export.get("optimizer")),
         "python": export.get("python"),
+        "preprocess": jsonable(export.get("preprocess")),
     }
 
 

@@ -325,7 +325,15 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     _, out, _ = cli(capsys, "--url", api.url, "best", study_id, "--format", "export")
     export = json.loads(out)
     assert export == best["export"]
-    assert set(export) == {"schedule", "callbacks", "initial_lr", "optimizer", "python"}
+    assert set(export) == {
+        "schedule",
+        "callbacks",
+        "initial_lr",
+        "optimizer",
+        "python",
+        "preprocess",
+    }
+    assert export["preprocess"] is None  # the spec asked for none
     from search.training.keras_export import apply
 
     optimizer, callbacks = apply(export)
@@ -341,6 +349,8 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     assert code == 0 and out.strip() == str(png) and is_png_with_content(png.read_bytes())
     code, _, err = cli(capsys, "--url", api.url, "plot", study_id, "bogus")
     assert code == 2 and "invalid choice" in err
+    code, _, err = cli(capsys, "--url", api.url, "plot", study_id, "range")  # a known plot:
+    assert code == 3 and "no learning-rate range test" in err  # digits.yaml gives the range
 
     code, _, err = cli(capsys, "--url", api.url, "cancel", study_id)
     assert code == 3 and "409 Conflict" in err and "already completed" in err

@@ -97,6 +97,9 @@ def test_tfrecord_shards_are_counted_and_a_study_uses_them(api: TestClient, root
     }
     [error] = api.post("/v1/studies", json=too_long).json()["errors"]
     assert "20 steps" in error["message"]  # 2 epochs x 100 rows / 10: the run is known
+    standardized = {"task": {"dataset": ds["id"], "preprocess": {"standardize": True}}}
+    [error] = api.post("/v1/studies", json=standardized).json()["errors"]
+    assert error["field"] == "task.preprocess" and "by path" in error["message"]
     api.post(f"/v1/studies/{study.json()['id']}/cancel")
     assert api.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     assert (root / "shards" / "train-0.tfrecord").is_file()  # never ours to delete

@@ -24,8 +24,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from search import store
+from search.lr_range import RangePlan, RangeResult, read
 from search.plots import PLOT_NAMES, PlotTrial, best_so_far, group_by_strategy
-from service.routes.plots import load_finished
+from search.strategies import RunShape
+from service.routes.plots import _run_shape, load_finished
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -87,6 +89,20 @@ def add_trials(db_url: str, study_id: str, n: int) -> None:
         study.add_trial(finished(n + 1, TrialState.FAIL))
 
 
+def add_range_test(db_url: str, study_id: str) -> RangeResult:
+    """The range test as the worker stores it: a study system attribute."""
+    plan = RangePlan(40)
+    rates = [plan.rate(i) for i in range(40)]
+    found = read(rates, [2.0 / (1 + 1e3 * r) + 40 * r * r for r in rates])
+    storage = store.optuna_storage(db_url)
+    try:
+        optuna_id = storage.get_study_id_from_name(f"lrsearch-{study_id}")
+        storage.set_study_system_attr(optuna_id, store.LR_RANGE, found.as_attrs())
+    finally:
+        storage.engine.dispose()
+    return found
+
+
 def png_pixels(response: Any) -> np.ndarray:
     """Assert a PNG answer and decode it."""
     assert response.status_code == 200, response.text
@@ -105,6 +121,7 @@ def problem(response: Any, status: int) -> dict[str, Any]:
 def test_each_plot_is_a_non_blank_png(app_client: TestClient, db_url: str, name: str) -> None:
     study_id = create(app_client, name="plotted")
     add_trials(db_url, study_id, 9)
+    add_range_test(db_url, study_id)
     pixels = png_pixels(app_client.get(f"/v1/studies/{study_id}/plots/{name}.png"))
     assert pixels.shape[:2] == (450, 800)
     assert float(pixels[..., :3].var()) > 0.001  # drawn, not a blank canvas
@@ -131,6 +148,32 @@ def test_plot_problems(app_client: TestClient, db_url: str) -> None:
     body = problem(app_client.get(f"/v1/studies/{study_id}/plots/bogus.png"), 404)
     assert all(name in body["detail"] for name in PLOT_NAMES)
     problem(app_client.get("/v1/studies/0123456789abcdef/plots/lr.png"), 404)
+
+
+def test_the_range_plot_draws_the_stored_range_test(app_client: TestClient, db_url: str) -> None:
+    study_id = create(app_client)
+    body = problem(app_client.get(f"/v1/studies/{study_id}/plots/range.png"), 409)
+    assert "no learning-rate range test" in body["detail"]
+    add_range_test(db_url, study_id)  # before any trial finished: the test runs first
+    pixels = png_pixels(app_client.get(f"/v1/studies/{study_id}/plots/range.png"))
+    assert float(pixels[..., :3].var()) > 0.001
+
+
+def test_the_lr_plot_knows_the_trials_run_shape(
+    app_client: TestClient, db_url: str, tmp_path: Path
+) -> None:
+    study_id = create(app_client, task={"epochs": 4, "batch_size": 100})
+    engine = store.make_engine(db_url)
+    try:
+        with store.session_factory(engine)() as session:
+            study = store.get_study(session, study_id)
+            assert study is not None
+            run = _run_shape(session, study, study.tenant_id, tmp_path / "data")
+            assert run == RunShape(4, 15)  # digits: 1437 training rows, batches of 100
+            study.spec = {**study.spec, "task": {**study.spec["task"], "dataset": "gone"}}
+            assert _run_shape(session, study, study.tenant_id, tmp_path / "data") is None
+    finally:
+        engine.dispose()
 
 
 def test_another_tenants_study_looks_absent(auth_client: Any) -> None:
@@ -194,11 +237,15 @@ def test_curves_fall_back_to_intermediate_values_and_keep_gaps() -> None:
 _NO_TF_SCRIPT = textwrap.dedent(
     """
     import sys
-    from search.plots import PLOT_NAMES, PlotTrial, render
-    trials = [PlotTrial(i, 1.0 / (i + 1), "constant", [0.01] * 3, [1.0, 0.8, 0.7])
-              for i in range(4)]
+    from search.lr_range import read
+    from search.plots import PLOT_NAMES, PlotOptions, PlotTrial, render
+    from search.strategies import RunShape
+    trials = [PlotTrial(i, 1.0 / (i + 1), "constant", [0.01] * 3, [1.0, 0.8, 0.7],
+                        {"initial_lr": 0.01}) for i in range(4)]
+    rates = [1e-6 * 1.5 ** i for i in range(40)]
+    options = PlotOptions(run=RunShape(3, 10), lr_range=read(rates, [1 / (1 + r) for r in rates]))
     for name in PLOT_NAMES:
-        assert render(name, trials).startswith(b"\\x89PNG")
+        assert render(name, trials, options).startswith(b"\\x89PNG")
     heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "service")]
     assert not heavy, heavy[:5]
     print("ok")

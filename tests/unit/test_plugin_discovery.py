@@ -121,6 +121,7 @@ def test_call_names_the_plugin_and_keeps_its_message() -> None:
     [
         ({"plugin": "x", "dataset": "abc"}, "task.dataset"),
         ({"plugin": "x", "model": {"kind": "cnn"}}, "task.model"),
+        ({"plugin": "x", "preprocess": {"standardize": True}}, "task.preprocess"),
         ({"plugin_args": {"a": 1}}, "task.plugin_args"),
         ({"plugin": "no spaces"}, "task.plugin"),
         ({"plugin": "x", "plugin_args": {"big": "y" * 100_001}}, "task.plugin_args"),
