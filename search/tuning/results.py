@@ -24,6 +24,7 @@ def export_of(stored: dict[str, Any]) -> dict[str, Any]:
         "initial_lr": _finite(stored.get("initial_lr")),
         "optimizer": stored.get("optimizer"),
         "python": stored.get("python"),
+        "preprocess": stored.get("preprocess"),
     }
 
 

@@ -71,7 +71,8 @@ def test_tune_on_datasets_returns_the_best_schedule_ready_to_apply() -> None:
     best = result.best
     assert best is not None and best.strategy in ("cosine", "plateau")
     assert best.value == max(t.value for t in result.trials if t.state == "complete")
-    assert set(best.export) == {"schedule", "callbacks", "initial_lr", "optimizer", "python"}
+    keys = {"schedule", "callbacks", "initial_lr", "optimizer", "python", "preprocess"}
+    assert set(best.export) == keys
     optimizer, callbacks = best.apply()
     assert isinstance(optimizer, keras.optimizers.Adam)
     winner = next(t for t in result.trials if t.number == best.trial_number)
