@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from search.data import Dataset, save_npz
+from service.cli.server import stop_processes
 from service.client import Client
 from service.demo import free_port, start_server, wait_ready
 
@@ -30,8 +31,6 @@ LRSEARCH = "lrsearch"
 @contextmanager
 def service() -> Iterator[str]:
     """`lrsearch serve --workers 1` on its own SQLite file; yields the base URL."""
-    from service.cli.server import stop_processes
-
     root = Path(tempfile.mkdtemp(prefix="lrsearch-suite-"))
     port = free_port()
     server = start_server(root, port, 1, None, os.environ.get("LRSEARCH_TF_THREADS", "1"))
