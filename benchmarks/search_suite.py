@@ -56,6 +56,9 @@ def main() -> None:
         for path in _shard_paths(out, args.jobs):
             path.unlink(missing_ok=True)
     started = time.perf_counter()
+    if args.report_only:
+        _report(units.read_records(_shard_paths(out, max(args.jobs, 1))), chosen, 0.0)
+        return
     if args.shard is not None:
         _run_shard(args, chosen, seeds, out)
         return
@@ -105,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variant", default="", help="report: read the records labelled so as lrsearch's"
     )
+    p.add_argument("--report-only", action="store_true", help="print the tables of --out")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", internal
     args, _ = p.parse_known_args()
     if args.list:
