@@ -176,3 +176,28 @@ def _in_space(spec: StudySpec, run: RunShape, strategy_id: str, params: Params) 
     except StrategyError:
         return False
     return True
+
+
+def distributions_holding(
+    params: dict[str, Any], distributions: dict[str, optuna.distributions.BaseDistribution]
+) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The trial's distributions widened, where needed, to hold its values: a queued point
+    (the user's reference rate) may lie outside a range narrowed by the range test, and
+    Optuna refuses to re-create (retry, replicate) a trial whose value its distribution lacks."""
+    held: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, dist in distributions.items():
+        value = params.get(name)
+        if isinstance(dist, optuna.distributions.FloatDistribution) and value is not None:
+            v = float(value)
+            if not dist.low <= v <= dist.high and dist.step is None:
+                dist = optuna.distributions.FloatDistribution(
+                    min(dist.low, v), max(dist.high, v), log=dist.log
+                )
+        elif isinstance(dist, optuna.distributions.IntDistribution) and value is not None:
+            i = int(value)
+            if not dist.low <= i <= dist.high and dist.step == 1:
+                dist = optuna.distributions.IntDistribution(
+                    min(dist.low, i), max(dist.high, i), log=dist.log
+                )
+        held[name] = dist
+    return held

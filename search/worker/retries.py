@@ -8,6 +8,7 @@ import functools
 import optuna
 
 from search import store
+from search.space import distributions_holding
 from search.store import optuna_private as private
 from search.worker.config import MAX_RETRIES
 from search.worker.resources import WorkerResources
@@ -51,7 +52,7 @@ def _queue_retry(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING,
             params=failed.params,
-            distributions=failed.distributions,
+            distributions=distributions_holding(failed.params, failed.distributions),
             system_attrs={
                 **failed.system_attrs,
                 "failed_trial": history[0],

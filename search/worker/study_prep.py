@@ -16,7 +16,7 @@ import optuna
 
 from search import selection
 from search.lr_range import RangeResult
-from search.space import default_trials, reference_trial
+from search.space import default_trials, distributions_holding, reference_trial
 from search.spec import ParamRange, StudySpec
 from search.store import LR_RANGE
 from search.store import optuna_private as private
@@ -109,7 +109,7 @@ def queue_replicate(
         optuna.trial.create_trial(
             state=_WAITING,
             params=original.params,
-            distributions=original.distributions,
+            distributions=distributions_holding(original.params, original.distributions),
             system_attrs={
                 selection.REPLICATE_OF: number,
                 selection.INIT_SEED: selection.replicate_seed(spec.seed, k),
