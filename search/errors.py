@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: At most this many bad fields are kept and listed (a 422 says how many more there were), so
+#: a flood of bad fields costs a short answer, not memory proportional to the flood.
+MAX_LISTED_ERRORS = 50
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -23,11 +27,14 @@ class LRSearchError(Exception):
 
 
 class SpecError(LRSearchError, ValueError):
-    """A study spec (or part of it) is invalid; lists every bad field."""
+    """A study spec (or part of it) is invalid; lists the first MAX_LISTED_ERRORS bad fields
+    and counts the rest in `more`."""
 
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+    def __init__(self, errors: list[FieldError], more: int = 0) -> None:
+        self.errors = errors[:MAX_LISTED_ERRORS]
+        self.more = more + len(errors) - len(self.errors)
+        listed = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        super().__init__(f"{listed}; and {self.more} more" if self.more else listed)
 
 
 class QuotaExceeded(LRSearchError):

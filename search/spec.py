@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from search.errors import FieldError, SpecError
+from search.errors import MAX_LISTED_ERRORS, FieldError, SpecError
 from search.strategies import PARAM_BOUNDS, STRATEGY_IDS, get_strategy
 
 MAX_MODEL_JSON_CHARS = 1_000_000
@@ -205,9 +205,9 @@ class StudySpec(_Strict):
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, strategies: list[str]) -> list[str]:
-        errors = _strategy_errors(strategies)
-        if errors:
-            raise SpecError(errors)
+        error = _strategy_errors(strategies)
+        if error:
+            raise error
         return strategies
 
     @field_validator("ranges")
@@ -215,9 +215,9 @@ class StudySpec(_Strict):
     def _usable_ranges(
         cls, ranges: dict[str, ParamRange], info: ValidationInfo
     ) -> dict[str, ParamRange]:
-        errors = _range_errors(ranges, info.data.get("strategies", list(STRATEGY_IDS)))
-        if errors:
-            raise SpecError(errors)
+        error = _range_errors(ranges, info.data.get("strategies", list(STRATEGY_IDS)))
+        if error:
+            raise error
         return ranges
 
     def params_of_strategies(self) -> set[str]:
@@ -225,24 +225,34 @@ class StudySpec(_Strict):
         return {p for s in self.strategies for p in get_strategy(s).param_names}
 
 
-def _strategy_errors(strategies: list[str]) -> list[FieldError]:
+def _strategy_errors(strategies: list[str]) -> SpecError | None:
+    """The unknown strategies (the first MAX_LISTED_ERRORS named, the rest counted)."""
+    unknown = [i for i, s in enumerate(strategies) if s not in STRATEGY_IDS]
+    known = ", ".join(STRATEGY_IDS)
     errors = [
-        FieldError(f"strategies.{i}", f"unknown strategy {s!r}; known: {', '.join(STRATEGY_IDS)}")
-        for i, s in enumerate(strategies)
-        if s not in STRATEGY_IDS
+        FieldError(f"strategies.{i}", f"unknown strategy {strategies[i]!r}; known: {known}")
+        for i in unknown[:MAX_LISTED_ERRORS]
     ]
     if len(set(strategies)) != len(strategies):
         errors.append(FieldError("strategies", "each strategy may be listed once"))
-    return errors
+    more = len(unknown) - min(len(unknown), MAX_LISTED_ERRORS)
+    return SpecError(errors, more) if errors else None
 
 
-def _range_errors(ranges: dict[str, ParamRange], strategies: list[str]) -> list[FieldError]:
+def _range_errors(ranges: dict[str, ParamRange], strategies: list[str]) -> SpecError | None:
+    """Bad ranges; unknown names past the first MAX_LISTED_ERRORS are only counted (the
+    known names are few, so the work stays bounded)."""
     errors: list[FieldError] = []
+    more = 0
     searched = {p for s in strategies if s in STRATEGY_IDS for p in get_strategy(s).param_names}
     for name, rng in ranges.items():
         path = f"ranges.{name}"
         if name not in PARAM_BOUNDS:
-            errors.append(FieldError(path, f"unknown parameter; known: {', '.join(PARAM_BOUNDS)}"))
+            if len(errors) >= MAX_LISTED_ERRORS:
+                more += 1
+            else:
+                message = f"unknown parameter; known: {', '.join(PARAM_BOUNDS)}"
+                errors.append(FieldError(path, message))
             continue
         if name not in searched:
             errors.append(FieldError(path, "no chosen strategy searches this parameter"))
@@ -260,7 +270,7 @@ def _range_errors(ranges: dict[str, ParamRange], strategies: list[str]) -> list[
                 f"high ({min_lr.high:g}) must be below the initial rate's low ({lr_low:g})",
             )
         )
-    return errors
+    return SpecError(errors, more) if errors else None
 
 
 def parse_spec(data: Any) -> StudySpec:
@@ -270,19 +280,25 @@ def parse_spec(data: Any) -> StudySpec:
     except SpecError:
         raise
     except ValidationError as exc:
-        raise SpecError(field_errors(exc)) from None
+        raise spec_error(exc) from None
 
 
-def field_errors(exc: ValidationError) -> list[FieldError]:
-    """Flatten pydantic's errors into (dotted path, message) pairs, unwrapping our own."""
+def spec_error(exc: ValidationError) -> SpecError:
+    """Pydantic's errors as (dotted path, message) pairs, unwrapping our own; past the first
+    MAX_LISTED_ERRORS they are only counted."""
     out: list[FieldError] = []
-    for err in exc.errors():
+    more = 0
+    for i, err in enumerate(exc.errors(include_url=False, include_input=False)):
+        if len(out) >= MAX_LISTED_ERRORS:
+            more += exc.error_count() - i
+            break
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, SpecError):
             out.extend(inner.errors)
+            more += inner.more
             continue
         out.append(FieldError(field_path(err["loc"]), err["msg"]))
-    return out
+    return SpecError(out, more)
 
 
 def field_path(loc: tuple[Any, ...]) -> str:

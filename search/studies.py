@@ -31,6 +31,10 @@ MODEL_CONFIG_FIELD = "task.model.config"
 PREPROCESS_FIELD = "task.preprocess"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
 MAX_REPORTED = 20
+#: Keys and list items a spec may hold outside `task.plugin_args` (a real one has under 200):
+#: past this, validating would cost an error per extra entry, so one error says so instead.
+MAX_SPEC_ITEMS = 10_000
+FREE_FORM = "task.plugin_args"  # the plugin validates it; bounded by its size as JSON
 DIGITS = "digits"
 
 
@@ -86,18 +90,47 @@ def delete_study(
 def parse_payload(payload: dict[str, Any]) -> StudySpec:
     """The spec from raw JSON, or one SpecError listing every bad field (unstorable values
     included); then a boolean where a number belongs is refused."""
+    _check_item_count(payload)
     unstorable = _unstorable_fields(payload)
     try:
         spec = parse_spec(payload)
     except SpecError as exc:
         seen = {(e.field, e.message) for e in unstorable}
-        raise SpecError(
-            unstorable + [e for e in exc.errors if (e.field, e.message) not in seen]
-        ) from None
+        rest = [e for e in exc.errors if (e.field, e.message) not in seen]
+        raise SpecError(unstorable + rest, exc.more) from None
     if unstorable:
         raise SpecError(unstorable)
     _check_strict_types(payload)
     return spec
+
+
+def _check_item_count(payload: dict[str, Any]) -> None:
+    """At most MAX_SPEC_ITEMS keys and list items (the walk stops there): the error names the
+    largest container seen, where the flood most likely is."""
+    counted = 0
+    largest = (0, "body")
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, node = stack.pop()
+        if path == FREE_FORM or not isinstance(node, dict | list):
+            continue
+        counted += len(node)
+        largest = max(largest, (len(node), path or "body"))
+        if counted > MAX_SPEC_ITEMS:
+            break
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend(
+            (f"{path}.{key}" if path else str(key), value)
+            for key, value in items
+            if isinstance(value, dict | list)
+        )
+    if counted > MAX_SPEC_ITEMS:
+        size, where = largest
+        message = (
+            f"a study spec holds at most {MAX_SPEC_ITEMS} keys and list items in all "
+            f"({FREE_FORM} aside); this one has more ({size} here)"
+        )
+        raise SpecError([FieldError(where, message)])
 
 
 def _unstorable_fields(payload: Any) -> list[FieldError]:

@@ -2,7 +2,8 @@
 
 Handlers raise domain errors (`SpecError`, `DatasetError`, `QuotaExceeded`) or a `Problem`;
 nothing else builds error responses, so every error body has the same shape:
-`{type, title, status, detail}` plus `errors: [{field, message}]` for 422.
+`{type, title, status, detail}` plus `errors: [{field, message}]` (the first
+MAX_LISTED_ERRORS) and `more_errors` (how many more) for 422.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import store
-from search.errors import DatasetError, FieldError, QuotaExceeded, SpecError
+from search.errors import MAX_LISTED_ERRORS, DatasetError, FieldError, QuotaExceeded, SpecError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
@@ -39,12 +40,19 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
         "errors": {
             "type": "array",
-            "description": "422 only: every bad field, as a dotted path, and why",
+            "description": f"422 only: the first {MAX_LISTED_ERRORS} bad fields, as dotted "
+            "paths, and why",
+            "maxItems": MAX_LISTED_ERRORS,
             "items": {
                 "type": "object",
                 "required": ["field", "message"],
                 "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
             },
+        },
+        "more_errors": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "422 only: how many bad fields were found beyond those listed",
         },
     },
 }
@@ -54,7 +62,7 @@ _WHY: dict[int, str] = {
     404: "No such resource for this tenant",
     409: "The resource's state forbids this",
     413: "The body is larger than the limit",
-    422: "A field is invalid; `errors` names each one",
+    422: "A field is invalid; `errors` names the first 50, `more_errors` counts the rest",
     429: "Rate limit or quota reached; see Retry-After",
     503: "The database is unreachable; retry after Retry-After",
 }
@@ -163,9 +171,11 @@ def problem_response(
     *,
     slug: str | None = None,
     errors: Sequence[FieldError] = (),
+    more_errors: int = 0,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """Build the problem document; the only place error bodies are shaped."""
+    """Build the problem document; the only place error bodies are shaped (a 422 lists at
+    most MAX_LISTED_ERRORS errors and counts the rest, `more_errors` beyond `errors` too)."""
     title = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": f"urn:lrsearch:problem:{slug or _slug(title)}",
@@ -174,7 +184,9 @@ def problem_response(
         "detail": detail,
     }
     if status == 422:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+        listed = errors[:MAX_LISTED_ERRORS]
+        body["errors"] = [{"field": e.field, "message": e.message} for e in listed]
+        body["more_errors"] = more_errors + len(errors) - len(listed)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -205,7 +217,11 @@ async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
 async def _on_spec_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     return problem_response(
-        422, "the study spec is invalid", slug="invalid-spec", errors=exc.errors
+        422,
+        "the study spec is invalid",
+        slug="invalid-spec",
+        errors=exc.errors,
+        more_errors=exc.more,
     )
 
 

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="Largest dataset file accepted (bytes)."
     )
+    max_stored_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Largest dataset as stored once normalised (float32 features, the labels), "
+        "checked before it is written: a small compressed upload can expand a hundredfold. "
+        "Default: 4 x max_upload_bytes.",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     heartbeat_interval_s: int = Field(
@@ -76,3 +83,12 @@ class Settings(BaseSettings):
         if text.startswith("["):
             return json.loads(text)
         return [p for p in text.split(os.pathsep) if p]
+
+    @property
+    def stored_bytes_limit(self) -> int:
+        """max_stored_bytes, or 4 x max_upload_bytes when unset (an uncompressed uint8 upload
+        normalises to float32, 4x its size)."""
+        return self.max_stored_bytes or STORED_PER_UPLOAD_BYTE * self.max_upload_bytes
+
+
+STORED_PER_UPLOAD_BYTE = 4

@@ -47,6 +47,11 @@ class Dataset:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of its four arrays: what storing it takes, give or take the NPZ headers."""
+        return sum(int(getattr(self, k).nbytes) for k in ARRAYS)
+
+    @property
     def n_outputs(self) -> int:
         """Width of the model's output layer."""
         if self.task == "classification":

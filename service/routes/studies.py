@@ -14,6 +14,7 @@ from starlette.datastructures import State
 
 from search import store, studies
 from search.checkpoints import CheckpointStore
+from search.errors import SpecError
 from service.deps import (
     Caller,
     Cursor,
@@ -65,7 +66,9 @@ def create_study(
     settings: SettingsDep,
     caller: TenantDep,
 ) -> dict[str, Any]:
-    """Validate the spec against its dataset, create the Optuna study and queue the study."""
+    """Validate the spec against its dataset, create the Optuna study and queue the study.
+
+    Created studies and refused specs (422) both count against the rate limit."""
     limiter = request.app.state.rate_limiter
     wait = limiter.retry_after(caller.rate_key)
     if wait is not None:
@@ -74,14 +77,18 @@ def create_study(
             slug="rate-limited",
             retry_after_s=wait,
         )
-    study = studies.create_study(
-        session,
-        request.app.state.optuna_storage,
-        caller.tenant_id,
-        payload,
-        data_dir=settings.data_dir,
-        max_active=settings.max_running_studies,
-    )
+    try:
+        study = studies.create_study(
+            session,
+            request.app.state.optuna_storage,
+            caller.tenant_id,
+            payload,
+            data_dir=settings.data_dir,
+            max_active=settings.max_running_studies,
+        )
+    except SpecError:
+        limiter.record(caller.rate_key)  # a refused spec costs validation: it counts too
+        raise
     limiter.record(caller.rate_key)
     response.headers["Location"] = f"/v1/studies/{study.id}"
     return created_json(study)
