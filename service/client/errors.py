@@ -31,18 +31,21 @@ class ApiError(ClientError):
         detail: str = "",
         errors: list[FieldProblem] | None = None,
         type: str = "about:blank",
+        more_errors: int = 0,
     ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors or []
         self.type = type
+        self.more_errors = more_errors
         super().__init__(self.message())
 
     def message(self) -> str:
-        """`status title: detail` followed by one line per bad field."""
+        """`status title: detail` followed by one line per bad field (and how many more)."""
         head = f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")
-        return "\n".join([head, *(f"  {e.field}: {e.message}" for e in self.errors)])
+        more = [f"  ... and {self.more_errors} more"] if self.more_errors else []
+        return "\n".join([head, *(f"  {e.field}: {e.message}" for e in self.errors), *more])
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
@@ -65,7 +68,13 @@ class ApiError(ClientError):
             detail=str(body.get("detail") or ""),
             errors=errors,
             type=str(body.get("type") or "about:blank"),
+            more_errors=_count(body.get("more_errors")),
         )
+
+
+def _count(value: object) -> int:
+    """A non-negative count from a problem document (anything else reads as 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class CannotConnect(ClientError):

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from search.errors import MAX_LISTED_ERRORS, SpecError
 from search.studies import MAX_SPEC_ITEMS, parse_payload
+from service.client import ApiError
 
 SHORT_ANSWER = 20_000  # bytes: 50 errors with long messages fit well below this
 
@@ -38,10 +39,14 @@ def refused(response: Any) -> dict[str, Any]:
 def test_thousands_of_bad_fields_list_the_first_50_and_count_the_rest(
     app_client: TestClient, spec: dict[str, Any], field: str, n_bad: int
 ) -> None:
-    body = refused(app_client.post("/v1/studies", json=spec))
+    response = app_client.post("/v1/studies", json=spec)
+    body = refused(response)
     assert len(body["errors"]) == MAX_LISTED_ERRORS
     assert body["more_errors"] == n_bad - MAX_LISTED_ERRORS
     assert body["errors"][0]["field"] == field
+    shown = ApiError.from_response(response).message().splitlines()
+    assert len(shown) == 1 + MAX_LISTED_ERRORS + 1
+    assert shown[-1] == f"  ... and {n_bad - MAX_LISTED_ERRORS} more"
 
 
 def test_a_few_bad_fields_are_all_listed_with_no_more(app_client: TestClient) -> None:
