@@ -79,7 +79,7 @@ def write_zip(path: Path, members: Iterable[Member], flags: int = 0) -> None:
             central = struct.pack("<4s6H3L5HLL", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, offset)
             directory.append(central + raw_name)
             offset += len(local) + len(raw_name) + len(data)
-        listing, n = b"".join(directory), len(directory)
+        listing, n = b"".join(directory), min(len(directory), 0xFFFF)  # zipfile reads it all
         out.write(listing)
         out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(listing), offset, 0))
 
