@@ -3,7 +3,8 @@
 Runs the fault scenarios of tests/faults.py (kill -9 and SIGTERM of a worker mid-trial, API
 restarts, trials that raise, the database stopped mid-study) and then throws bad input at a
 live API: named bad specs and uploads, path-shaped ids on every route with an id, and a
-schemathesis pass (valid and invalid data) over the whole OpenAPI schema.
+schemathesis pass (valid and invalid data) over the whole OpenAPI schema; then hostile NPZ
+uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py) with the API's peak RSS growth.
 
     .venv/bin/python benchmarks/reliability.py [--out benchmarks/out/reliability.json]
         [--fuzz-examples 10] [--skip-outage]
@@ -31,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import hostile_uploads  # noqa: E402  (benchmarks/, this script's folder)
 
 from tests import faults  # noqa: E402
 
@@ -188,6 +191,22 @@ def _schemathesis(url: str, examples: int) -> tuple[int, int, list[str]]:
     return sent[0], errors[0], failures
 
 
+def run_hostile_uploads(root: Path, bound_mib: float = 200) -> faults.Outcome:
+    """Zip bombs and lying zips against an API process; its peak RSS growth for each."""
+    out = faults.Outcome("hostile uploads (NPZ zip bombs)")
+    with faults.shared_pg_database() as url, faults.stage_on(url, root) as stage:
+        process, _ = stage.api()
+        assert process.proc is not None
+        rows = hostile_uploads.run(process.url, process.proc.pid, root)
+    out.bad_inputs = len(rows)
+    out.server_errors = sum(r.status >= 500 for r in rows)
+    for r in rows:
+        out.expect(r.ok, f"{r.case}: {r.status}, expected {r.expected}")
+        out.expect(r.growth < bound_mib * hostile_uploads.MiB, f"{r.case}: API +{r.growth} B")
+    out.details["api_peak_growth_mib"] = {r.case: round(r.growth / 2**20, 1) for r in rows}
+    return out
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -237,6 +256,10 @@ def main() -> int:
         started = time.perf_counter()
         outcomes.append(run_bad_inputs(root / "bad", args.fuzz_examples))
         outcomes[-1].details["seconds"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        outcomes.append(run_hostile_uploads(root / "hostile"))
+        outcomes[-1].details["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"API peak RSS growth (MiB): {outcomes[-1].details['api_peak_growth_mib']}")
     summary = totals(outcomes)
     report = {
         "machine": platform.platform(),

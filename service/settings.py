@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         "checked before it is written: a small compressed upload can expand a hundredfold. "
         "Default: 4 x max_upload_bytes.",
     )
+    max_decompressed_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Most bytes an uploaded NPZ's arrays may decompress to (read from its "
+        "headers and refused before anything is decompressed).",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     heartbeat_interval_s: int = Field(

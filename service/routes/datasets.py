@@ -88,7 +88,7 @@ def upload_dataset(
         raise InvalidRequest("target", "must be printable text (no NUL or control characters)")
     label = name or _label_from_filename(file.filename)
     fmt = _detect_format(file.filename or "", data)
-    dataset = _parse(data, fmt, target, label)
+    dataset = _parse(data, fmt, target, label, settings.max_decompressed_bytes)
     _check_stored_size(dataset.nbytes, settings.stored_bytes_limit)
     row = _store(session, settings, caller.tenant_id, dataset, fmt, label)
     return dataset_json(row)
@@ -241,14 +241,15 @@ def _detect_format(filename: str, data: bytes) -> str:
     return "csv"
 
 
-def _parse(data: bytes, fmt: str, target: str | None, label: str) -> Any:
-    """Run the dataset readers; their DatasetError becomes a 422 on field `file`."""
+def _parse(data: bytes, fmt: str, target: str | None, label: str, max_npz_bytes: int) -> Any:
+    """Run the dataset readers; their DatasetError becomes a 422 on field `file`. An NPZ's
+    decompressed size is bounded from its headers before anything is decompressed."""
     from search.data import read_csv, read_npz
 
     if not data:
         raise DatasetError("the file is empty")
     if fmt == "npz":
-        return read_npz(data, name=label)
+        return read_npz(data, name=label, max_bytes=max_npz_bytes)
     if not target:
         raise InvalidRequest("target", "a CSV upload needs the name of its target column")
     return read_csv(data, target=target, name=label, seed=CSV_SEED, val_fraction=CSV_VAL_FRACTION)
