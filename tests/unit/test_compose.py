@@ -335,7 +335,9 @@ def test_dashboard_runs_a_real_command_on_the_same_database() -> None:
 def test_environment_names_are_real_settings() -> None:
     """No typo'd variable: each LRSEARCH_* is a Settings field or one the code reads itself."""
     known = set(settings_env_names()) | env_read_by_code()
-    assert "LRSEARCH_TF_THREADS" in env_read_by_code(), "search/training/devices.py reads LRSEARCH_TF_THREADS"
+    assert "LRSEARCH_TF_THREADS" in env_read_by_code(), (
+        "search/training/devices.py reads LRSEARCH_TF_THREADS"
+    )
     for name in services():
         unknown = {k for k in environment(name) if k.startswith("LRSEARCH_")} - known
         assert not unknown, f"{name}: {sorted(unknown)} are not settings; known: {sorted(known)}"
