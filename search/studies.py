@@ -29,6 +29,7 @@ from search.store.notify import announce
 
 MODEL_CONFIG_FIELD = "task.model.config"
 PREPROCESS_FIELD = "task.preprocess"
+PLUGIN_FIELD = "task.plugin"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
 MAX_REPORTED = 20
 #: Keys and list items a spec may hold outside `task.plugin_args` (a real one has under 200):
@@ -46,10 +47,17 @@ def create_study(
     *,
     data_dir: Path,
     max_active: int,
+    live_within_s: float | None = None,
 ) -> store.Study:
     """Validate the requested spec, hold the tenant to `max_active` queued or running studies,
-    then create the study queued for workers. Raises SpecError or QuotaExceeded."""
+    then create the study queued for workers. Raises SpecError or QuotaExceeded.
+
+    With `live_within_s`, a `task.plugin` must be offered by a worker seen within that many
+    seconds (None: not checked, as in `tune()`, which runs its plugin itself).
+    """
     spec = validate_spec(session, tenant_id, payload, data_dir)
+    if live_within_s is not None:
+        check_plugin_offered(session, spec, live_within_s)
     if store.count_active_studies(session, tenant_id) >= max_active:
         raise QuotaExceeded(f"at most {max_active} queued or running studies per tenant")
     return _insert_study(session, storage, tenant_id, spec)
@@ -66,6 +74,20 @@ def validate_spec(
     if spec.task.plugin is None:  # a plugin's data and run length are known on a worker
         _check_dataset_and_run(session, tenant_id, spec, data_dir, model_shape)
     return spec
+
+
+def check_plugin_offered(session: Session, spec: StudySpec, live_within_s: float) -> None:
+    """A study naming a task plugin that no live worker offers would wait forever: a
+    SpecError on `task.plugin` listing the plugins on offer."""
+    name = spec.task.plugin
+    if name is None:
+        return
+    offered = store.offered_plugins(session, live_within_s)
+    if name in offered:
+        return
+    on_offer = ", ".join(sorted(offered)) or "none (no worker is running, or none has started yet)"
+    message = f"no live worker offers task plugin {name!r}; plugins on offer: {on_offer}"
+    raise SpecError([FieldError(PLUGIN_FIELD, message)])
 
 
 def delete_study(

@@ -17,7 +17,7 @@ from search import store
 from service.answers import AnswerCache, ReadCoalescer
 from service.deps import RateLimiter
 from service.errors import install_error_handlers, problem_response
-from service.routes import datasets, health, models, plots, studies, trials
+from service.routes import datasets, health, models, plots, studies, tasks, trials
 from service.settings import Settings
 
 JSON_BODY_LIMIT = 4 * 1024 * 1024  # a keras_json model may be up to 1M characters
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router, prefix="/v1")
     app.include_router(trials.router, prefix="/v1")
     app.include_router(plots.router, prefix="/v1")
+    app.include_router(tasks.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 8})
     app.include_router(models.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 4})
     app.add_middleware(

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_model_params: int = Field(
         default=50_000_000, ge=1, description="Most weights an uploaded model file may have."
     )
+    require_live_plugin: bool = Field(
+        default=True,
+        description="Refuse (422) a study whose task.plugin no live worker offers. Turn it "
+        "off when workers start after studies are queued (scaled from zero by KEDA); such a "
+        "study then waits for a worker that has its plugin.",
+    )
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Directories (shared storage, mounted at the same path on the workers) "

@@ -97,3 +97,15 @@ def wait_final(
             on_poll()
         time.sleep(0.5)
     raise AssertionError(f"study {study_id} did not finish within {timeout_s:.0f}s")
+
+
+def wait_offered(http: httpx.Client, plugins: set[str], timeout_s: float) -> dict[str, Any]:
+    """Poll `/v1/tasks` until the live workers offer `plugins` (a worker process registers
+    once it has started, a few seconds after the API answers); the offer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        offer: dict[str, Any] = http.get("/v1/tasks").json()
+        if plugins <= {p["name"] for p in offer["plugins"]}:
+            return offer
+        time.sleep(0.3)
+    raise AssertionError(f"no live worker offered {sorted(plugins)} within {timeout_s:.0f}s")

@@ -14,7 +14,8 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `trial_counts`: the answer cache's version, service metrics, what the sweep heals;
 - `work`: what a worker reads to choose its work (claimable and active studies, a status);
 - `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA);
-- `best`: the study's best (the best mean over seeds once candidates were re-run).
+- `best`: the study's best (the best mean over seeds once candidates were re-run);
+- `workers`: the workers' liveness rows (what each live worker can run, and on what).
 
 Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
 `optuna_private` (the only module that touches Optuna's private names).
@@ -84,6 +85,7 @@ from search.store.schema import (
     StudyStatus,
     Tenant,
     UTCDateTime,
+    WorkerRow,
     as_utc,
     new_id,
     utcnow,
@@ -114,6 +116,15 @@ from search.store.work import (
     claimable_studies,
     study_status,
 )
+from search.store.workers import (
+    LiveWorker,
+    count_live_workers,
+    live_workers,
+    offered_plugins,
+    register_worker,
+    remove_worker,
+    touch_worker,
+)
 
 __all__ = [
     "ALEMBIC_VERSION_TABLE",
@@ -133,6 +144,7 @@ __all__ = [
     "Best",
     "Claimable",
     "JsonType",
+    "LiveWorker",
     "Progress",
     "StoredDataset",
     "StoredModel",
@@ -143,6 +155,7 @@ __all__ = [
     "TrialsVersion",
     "UTCDateTime",
     "ValueCursor",
+    "WorkerRow",
     "active_studies",
     "active_studies_using",
     "active_studies_using_model",
@@ -156,6 +169,7 @@ __all__ = [
     "close_budget",
     "count_active_studies",
     "count_datasets",
+    "count_live_workers",
     "count_models",
     "current_revision",
     "finish_study",
@@ -170,14 +184,18 @@ __all__ = [
     "list_datasets",
     "list_models",
     "list_studies",
+    "live_workers",
     "make_engine",
     "new_id",
     "normalise_url",
+    "offered_plugins",
     "optuna_storage",
     "orphan_running_trials",
     "queue_depth",
     "reclaim_slots",
+    "register_worker",
     "release_slot",
+    "remove_worker",
     "retry_transient",
     "runnable_studies",
     "runnable_trial_slots",
@@ -190,6 +208,7 @@ __all__ = [
     "study_status_counts",
     "study_system_attr",
     "study_with_trials_version",
+    "touch_worker",
     "trial_state_counts",
     "trials_page",
     "upgrade",

@@ -161,3 +161,21 @@ class StoredModel(Base):
     est_params: Mapped[int] = mapped_column(BigInteger)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerRow(Base):
+    """A live worker process and what it can run, refreshed while it lives (`last_seen`)
+    and deleted when it exits cleanly; the API reads it to refuse a study no worker can
+    run, and `lrsearch tasks` to list what the workers offer."""
+
+    __tablename__ = "lrsearch_workers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: What it trains on: "CPU", or its GPUs ("GPU:0 NVIDIA H200").
+    device: Mapped[str] = mapped_column(String(255))
+    #: Its installed task plugins, {name: version}.
+    plugins: Mapped[dict[str, str]] = mapped_column(JsonType)

@@ -4,10 +4,11 @@ statement each, like the rest of the store."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from search.store.schema import RUNNABLE, Study
@@ -27,21 +28,30 @@ class Claimable:
     plugin: str | None = None  # the task plugin its trials need (None: the built-in task)
 
 
-def claimable_studies(session: Session, limit: int = CANDIDATES_READ) -> list[Claimable]:
+def claimable_studies(
+    session: Session, limit: int = CANDIDATES_READ, plugins: Collection[str] | None = None
+) -> list[Claimable]:
     """Queued or running studies with trials left to claim, oldest first: only the columns
-    a pick needs (the spec is not loaded, only its timeout and task plugin)."""
+    a pick needs (the spec is not loaded, only its timeout and task plugin).
+
+    With `plugins` (those installed where the worker runs), only the studies it can run:
+    filtered in SQL, so studies needing a plugin it lacks never fill its `limit`.
+    """
+    plugin = Study.spec[("task", "plugin")].as_string()
     stmt = (
         select(
             Study.id,
             Study.optuna_study_name,
             Study.started_at,
             Study.spec["timeout_s"].as_float(),
-            Study.spec[("task", "plugin")].as_string(),
+            plugin,
         )
         .where(Study.status.in_(RUNNABLE), Study.trials_claimed < Study.n_trials)
         .order_by(Study.created_at)
         .limit(limit)
     )
+    if plugins is not None:
+        stmt = stmt.where(or_(plugin.is_(None), plugin.in_(sorted(plugins))))
     return [Claimable(*row) for row in session.execute(stmt)]
 
 

@@ -86,6 +86,29 @@ def configure_devices() -> list[str]:
     return _configured
 
 
+def describe_devices() -> str:
+    """What this worker trains on, for its liveness row: "CPU", or its GPUs with their model
+    ("GPU:0 NVIDIA H200"). Configures the devices first (once per process)."""
+    names = configure_devices()
+    if not names:
+        return "CPU"
+    import tensorflow as tf  # pragma: GPU only
+
+    gpus = [
+        d for d in tf.config.list_physical_devices("GPU") if d.name in names
+    ]  # pragma: GPU only
+    return ", ".join(_gpu_label(tf, d) for d in gpus)  # pragma: GPU only
+
+
+def _gpu_label(tf: Any, device: Any) -> str:  # pragma: GPU only
+    """`GPU:<index> <model>` (the model as the driver names it, when it says)."""
+    try:
+        model = str(tf.config.experimental.get_device_details(device).get("device_name", ""))
+    except Exception:
+        model = ""
+    return f"GPU:{device.name.rsplit(':', 1)[-1]} {model}".strip()
+
+
 def _set_threads(tf: Any) -> None:
     threads = int(os.environ.get("LRSEARCH_TF_THREADS", "0"))
     if threads > 0:

@@ -31,6 +31,7 @@ from search.worker.config import (
     STARTUP_DB_WAIT_S,
     WorkerConfig,
 )
+from search.worker.liveness import Liveness
 from search.worker.resources import WorkerResources
 from search.worker.sweep import Sweeper
 from search.worker.trial_run import TrialRunner
@@ -41,13 +42,17 @@ log = logging.getLogger("lrsearch.worker.loop")
 class Worker:
     """One worker process's loop; `stop` ends it after the current epoch."""
 
-    def __init__(self, config: WorkerConfig, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, stop: threading.Event | None = None, device: str = "unknown"
+    ) -> None:
         self.config = config
         self.stop = stop or threading.Event()
         self.resources = WorkerResources(config, self.stop)
         self.trials = TrialRunner(self.resources)
         #: Task plugins installed here: a study needing another one is left to other workers.
-        self.plugins = frozenset(installed_plugins())
+        self.installed = {name: p.version for name, p in installed_plugins().items()}
+        self.plugins = frozenset(self.installed)
+        self.device = device  # what it trains on, as its liveness row advertises
         self.sweeper = Sweeper(self.resources)
         self._wakeup = Wakeup(self.resources.engine)
 
@@ -55,8 +60,13 @@ class Worker:
         """Loop until stopped (or max_trials / idle_exit_s); returns the trials this worker ran.
 
         Any error of one iteration (the database is down, a study is broken) is logged and the
-        iteration is tried again after a backoff: the worker never dies of it.
+        iteration is tried again after a backoff: the worker never dies of it. Its liveness
+        row advertises what it can run meanwhile.
         """
+        with Liveness(self.resources, self.installed, self.device):
+            return self._loop()
+
+    def _loop(self) -> int:
         done, idle_since, backoff = 0, time.monotonic(), BACKOFF_FIRST_S
         while not self.stop.is_set():
             try:
@@ -103,18 +113,14 @@ class Worker:
         picking a study costs two statements whatever the number of studies.
         """
         with self.resources.sessions() as session:
-            rows = store.claimable_studies(session)
+            rows = store.claimable_studies(session, plugins=self.plugins)
             names = [r.optuna_study_name for r in rows]
             running = store.running_trial_counts(session, names)
         expired = [r for r in rows if _past_timeout(r.started_at, r.timeout_s)]
         if expired:
             self.sweeper.expire([(r.id, r.optuna_study_name) for r in expired])
-        live = [r for r in rows if r not in expired and self._can_run(r.plugin)]
+        live = [r for r in rows if r not in expired]
         return [r.id for r in sorted(live, key=lambda r: running.get(r.optuna_study_name, 0))]
-
-    def _can_run(self, plugin: str | None) -> bool:
-        """Whether this worker has what the study's trials need (its task plugin)."""
-        return plugin is None or plugin in self.plugins
 
     def _claim(self, study_id: str) -> int | None:
         """Not retried: a claim whose answer was lost may have counted; the sweep heals it."""
@@ -165,9 +171,15 @@ def run_worker(
         checkpoint_every_s=checkpoint_every_s,
         data_roots=list(data_roots or []),
     )
+    from search.training.devices import describe_devices  # TensorFlow: a worker process only
+
+    device = describe_devices()
     # Started before the database is up (a compose stack, a DB restart): wait for it.
     worker = store.retry_transient(
-        lambda: Worker(config, stop), deadline_s=STARTUP_DB_WAIT_S, what="connect", stop=stop
+        lambda: Worker(config, stop, device),
+        deadline_s=STARTUP_DB_WAIT_S,
+        what="connect",
+        stop=stop,
     )
     return worker.run()
 

@@ -2,8 +2,8 @@
 
 Subcommands live in `COMMANDS` (name -> (add arguments, handler)) so new ones slot in without
 touching the parser plumbing; their modules go by command group: `server` (db, token, api,
-worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot), `datasets`
-and `models`. Client commands talk to a running API; their exit codes are EXIT_*
+worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot), `datasets`,
+`models` and `tasks`. Client commands talk to a running API; their exit codes are EXIT_*
 (`exit_codes`), for shell scripts.
 """
 
@@ -51,6 +51,7 @@ from service.cli.studies import (
     cmd_submit,
     cmd_trials,
 )
+from service.cli.tasks import add_tasks, cmd_tasks
 from service.client import DEFAULT_URL, ApiError, CannotConnect, InputFileError
 from service.settings import Settings
 
@@ -79,6 +80,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Handler]] = {
     "cancel": ("cancel a queued or running study", add_cancel, cmd_cancel),
     "datasets": ("upload or list datasets", add_datasets, cmd_datasets),
     "models": ("upload or list .keras model files", add_models, cmd_models),
+    "tasks": ("list the task plugins the live workers offer", add_tasks, cmd_tasks),
     "plot": ("save a plot of a study as PNG", add_plot, cmd_plot),
     "dashboard": ("run optuna-dashboard on the service's database", add_dashboard, cmd_dashboard),
 }

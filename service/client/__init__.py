@@ -26,10 +26,11 @@ from service.client.models import ModelCalls
 from service.client.progress import FINAL_STATUSES, ProgressBar, finished_count, format_duration
 from service.client.specs import load_spec, parse_spec_text, set_dotted
 from service.client.studies import Study, StudyCalls
+from service.client.tasks import TaskCalls
 from service.client.transport import DEFAULT_URL
 
 
-class Client(StudyCalls, DatasetCalls, ModelCalls):
+class Client(StudyCalls, DatasetCalls, ModelCalls, TaskCalls):
     """The API at `url`; `token` is sent as a Bearer token when the server has auth on.
 
     `http` lets a caller supply its own httpx.Client (e.g. FastAPI's TestClient); then `url`

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from search import store
-from service.deps import SessionDep
+from service.deps import SessionDep, SettingsDep
 from service.errors import Unavailable, problem_responses
 
 router = APIRouter(tags=["health"])
@@ -50,8 +50,8 @@ def readyz(request: Request) -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(503))
-def metrics(session: SessionDep) -> PlainTextResponse:
-    """Trial and study counts, queue depth and runnable slots, four queries in all."""
+def metrics(session: SessionDep, settings: SettingsDep) -> PlainTextResponse:
+    """Trial and study counts, queue depth, runnable slots and live workers, five queries."""
     lines: list[str] = []
     trials = {k.lower(): n for k, n in store.trial_state_counts(session).items()}
     _gauge(lines, "lrsearch_trials", "Optuna trials by state.", "state", trials)
@@ -74,6 +74,12 @@ def metrics(session: SessionDep) -> PlainTextResponse:
         "Unclaimed slots plus running trials of queued and running studies "
         "(what the workers' autoscaler targets).",
         store.runnable_trial_slots(session),
+    )
+    _scalar(
+        lines,
+        "lrsearch_live_workers",
+        "Workers seen within the grace period (their liveness rows).",
+        store.count_live_workers(session, settings.grace_period_s),
     )
     return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_MEDIA_TYPE)
 

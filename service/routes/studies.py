@@ -85,6 +85,7 @@ def create_study(
             payload,
             data_dir=settings.data_dir,
             max_active=settings.max_running_studies,
+            live_within_s=settings.grace_period_s if settings.require_live_plugin else None,
         )
     except SpecError:
         limiter.record(caller.rate_key)  # a refused spec costs validation: it counts too

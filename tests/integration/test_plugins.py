@@ -15,17 +15,42 @@ import httpx
 import pytest
 
 from tests.plugins import DATA_DOWN, make_plugin_dir, plugins_on_path
-from tests.servers import ROOT, Served, serve, wait_final
+from tests.servers import ROOT, Served, serve, wait_final, wait_offered
 
 pytestmark = pytest.mark.slow
 STUDY = ROOT / "examples" / "plugin" / "study.yaml"
+PLUGINS = {"example-blobs", "failing-data", "tiny-counted"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = make_plugin_dir(tmp_path_factory.mktemp("plugins"))
     with plugins_on_path(folder) as env, serve(tmp_path_factory.mktemp("serve"), env) as running:
+        with httpx.Client(base_url=running.url) as http:  # a plugin study needs a live worker
+            wait_offered(http, PLUGINS, 120)
         yield running
+
+
+def test_lrsearch_tasks_lists_what_the_worker_offers(served: Served) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--url", served.url, "tasks"],
+        cwd=ROOT,
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    header, *rows, devices = run.stdout.strip().splitlines()
+    assert header.split() == ["plugin", "versions", "workers", "devices"]
+    listed = {row.split()[0]: row.split()[1:3] for row in rows}
+    assert listed == {
+        "example-blobs": ["0.1.0", "1"],
+        "failing-data": ["0.0.1", "1"],
+        "tiny-counted": ["0.0.1", "1"],
+    }
+    # one worker, on the CPU or its GPUs ("GPU:0 <model>")
+    assert devices.startswith("1 live worker(s)") and ("CPU x1" in devices or "GPU:" in devices)
 
 
 def _small(cache: Path) -> list[str]:
