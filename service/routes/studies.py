@@ -81,6 +81,7 @@ def create_study(
         payload,
         data_dir=settings.data_dir,
         max_active=settings.max_running_studies,
+        budget=settings.model_budget,
     )
     limiter.record(caller.rate_key)
     response.headers["Location"] = f"/v1/studies/{study.id}"
