@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 
 from tests import faults
 from tests.conftest import ClientFactory
+from tests.keras_files import DENSE as FILE_DENSE
+from tests.keras_files import archive
+from tests.keras_files import sequential as file_sequential
 
 
 def refusal(client: TestClient, spec: dict[str, Any]) -> str:
@@ -142,3 +145,22 @@ def test_a_functional_model_is_sized_from_its_graph(client_factory: ClientFactor
         assert client.post("/v1/studies", json=spec).status_code == 201
     with client_factory(max_model_params=params - 1) as client:
         assert f"{params:,} parameters" in refusal(client, spec)
+
+
+def test_a_model_file_is_held_to_the_budget_in_force_at_submit(
+    client_factory: ClientFactory,
+) -> None:
+    """Uploaded under one budget, the file (1,024 weights) is refused under a tighter one;
+    a plugin study has no model in its spec and is not sized."""
+    config = file_sequential(FILE_DENSE)
+    config["config"]["layers"][0]["config"]["batch_shape"] = [None, 8, 8]  # digits
+    with client_factory() as client:
+        uploaded = client.post("/v1/models", files={"file": ("net.keras", archive(config))})
+        assert uploaded.status_code == 201, uploaded.text
+    model = {"kind": "keras_file", "id": uploaded.json()["id"]}
+    spec = {"task": {"dataset": "digits", "model": model, "epochs": 2}}
+    with client_factory(max_model_params=1_000) as client:
+        assert "1,024 parameters" in refusal(client, spec)
+    with client_factory(max_model_params=1) as client:
+        plugin = client.post("/v1/studies", json={"task": {"plugin": "some-task"}})
+        assert plugin.status_code == 201, plugin.text
