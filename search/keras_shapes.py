@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from search.keras_layers import CannotSize, Shape, apply_layer, prod
+from search.keras_dims import CannotSize, Shape, prod
+from search.keras_layers import apply_layer
 
 __all__ = ["CannotSize", "ModelSize", "keras_json_size", "model_config_size"]
 

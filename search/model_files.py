@@ -22,7 +22,7 @@ from typing import IO, Any
 from search.errors import ModelError
 from search.keras_json import model_json_problems
 from search.keras_shapes import CannotSize, model_config_size
-from search.model_size import DEFAULT_MAX_PARAMS
+from search.model_size import DEFAULT_MAX_PARAMS, format_count
 
 #: Largest config.json read (a model's architecture, not its weights).
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
@@ -91,8 +91,8 @@ def budget_problems(config: dict[str, Any], weights_bytes: int, max_params: int)
     estimate = estimated_params(config, weights_bytes)
     if estimate > max_params:
         return [
-            f"the model has about {estimate:,} weights ({weights_bytes:,} bytes of weights); "
-            f"at most {max_params:,} are allowed"
+            f"the model has about {format_count(estimate)} weights ({weights_bytes:,} bytes "
+            f"of weights); at most {max_params:,} are allowed"
         ]
     return []
 

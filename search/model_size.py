@@ -117,17 +117,23 @@ def budget_problems(size: ModelSize, task: TaskSpec, budget: ModelBudget) -> lis
     problems = []
     if size.params > budget.max_params:
         problems.append(
-            f"the model has {size.params:,} parameters; this deployment allows at most "
+            f"the model has {format_count(size.params)} parameters; this deployment allows at most "
             f"{budget.max_params:,}"
         )
     needed = memory_bytes(size, task)
     if needed > budget.max_memory_mb * _MIB:
+        mb, params = format_count(-(-needed // _MIB)), format_count(size.params)
         problems.append(
-            f"training it needs about {math.ceil(needed / _MIB):,} MB (weights, gradients and "
-            f"{task.optimizer} state for {size.params:,} parameters, activations for a batch "
-            f"of {task.batch_size}); this deployment allows at most {budget.max_memory_mb:,} MB"
+            f"training it needs about {mb} MB (weights, gradients and {task.optimizer} state "
+            f"for {params} parameters, activations for a batch of {task.batch_size}); this "
+            f"deployment allows at most {budget.max_memory_mb:,} MB"
         )
     return problems
+
+
+def format_count(n: int) -> str:
+    """A count for a message; an absurd one (a hostile JSON's) is not spelled out."""
+    return f"{n:,}" if n < 10**15 else "over 10^15"
 
 
 def check_model_size(

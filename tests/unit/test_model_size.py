@@ -44,6 +44,15 @@ def test_both_limits_are_named_with_the_estimate() -> None:
     assert over[0] == "the model has 3,000,000 parameters; this deployment allows at most 1,000,000"
     assert "about 46 MB" in over[1] and "at most 10 MB" in over[1]
     assert budget_problems(size, TaskSpec(), ModelBudget()) == []
+    units = 10**4000  # the product has more digits than Python will print
+    wide = sequential(layer("Dense", units=units), layer("Dense", units=units), shape=[3])
+    astronomical = budget_problems(keras_json_size(wide, (3,)), TaskSpec(), ModelBudget())
+    assert "has over 10^15 parameters" in astronomical[0] and "over 10^15 MB" in astronomical[1]
+
+
+def test_odd_but_valid_configs_are_sized() -> None:
+    prelu = sequential(layer("PReLU", shared_axes=2), shape=[5, 3])  # an int, not a list
+    assert keras_json_size(prelu, (5, 3)).params == 5
 
 
 def test_a_declared_none_dimension_is_filled_from_the_data() -> None:
@@ -63,6 +72,8 @@ def test_a_declared_none_dimension_is_filled_from_the_data() -> None:
         ([layer("Reshape", target_shape=[-1, -1])], "-1"),
         ([layer("Bidirectional", layer=layer("Dense", units=3))], "must wrap"),
         ([layer("MaxPooling1D", pool_size=50)], "too small"),
+        ([layer("Permute", dims=[1, "a"])], "permutation"),
+        ([layer("Permute", dims=[True, 2])], "permutation"),
     ],
 )
 def test_layers_that_cannot_be_sized_are_refused(layers: list[Any], reason: str) -> None:
@@ -109,3 +120,6 @@ def test_a_model_file_is_sized_by_its_architecture_as_well_as_its_weights() -> N
     small = file_sequential(layer("Dense", units=300))  # 2,700 weights, 1,024 in the file
     info = check_keras_file(archive(small), max_uncompressed=10**8)
     assert info.est_params == 8 * 300 + 300
+    absurd = file_sequential(*[layer("Dense", units=10**4000)] * 2)
+    with pytest.raises(ModelError, match="about over 10"):
+        check_keras_file(archive(absurd), max_uncompressed=10**8)
