@@ -135,7 +135,7 @@ def _bidirectional(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape
     if not (
         isinstance(forward, dict)
         and isinstance(backward, dict)
-        and {forward.get("class_name"), backward.get("class_name")} <= set(_GATES)
+        and {str(forward.get("class_name")), str(backward.get("class_name"))} <= set(_GATES)
     ):
         raise CannotSize("Bidirectional must wrap a SimpleRNN, GRU or LSTM layer")
     outs_f, w_f = _recurrent(_cfg(forward), inputs, forward["class_name"])
@@ -264,7 +264,10 @@ def _merge(_cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]
 def _concatenate(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     if len(inputs) < 2 or len({len(s) for s in inputs}) != 1:
         raise CannotSize("expects two or more inputs of the same rank")
-    (axis,) = axes_of({"axis": cfg.get("axis", -1)}, inputs[0])
+    axis = cfg.get("axis", -1)
+    if not isinstance(axis, int):
+        raise CannotSize("axis must be one integer")
+    (axis,) = axes_of({"axis": axis}, inputs[0])
     dims = [s[axis] for s in inputs]
     total = None if any(d is None for d in dims) else sum(d for d in dims if d is not None)
     return [(*inputs[0][:axis], total, *inputs[0][axis + 1 :])], 0

@@ -116,7 +116,7 @@ def _call(walk: _Walk, node: Any, inputs: list[Shape]) -> list[Shape]:
     walk.layers += 1
     if walk.layers > MAX_LAYERS:
         raise CannotSize(f"the model has more than {MAX_LAYERS} layers")
-    if node.get("class_name") in _MODELS:
+    if str(node.get("class_name")) in _MODELS:
         return _call_model(walk, node, inputs, None)
     try:
         outputs, weights = apply_layer(node, inputs)

@@ -50,6 +50,19 @@ def test_both_limits_are_named_with_the_estimate() -> None:
     assert "has over 10^15 parameters" in astronomical[0] and "over 10^15 MB" in astronomical[1]
 
 
+def test_a_concatenate_needs_one_axis() -> None:
+    inputs = {**layer("InputLayer", batch_shape=[None, 4]), "name": "x"}
+    tensor = {"class_name": "__keras_tensor__", "config": {"keras_history": ["x", 0, 0]}}
+    join = {
+        **layer("Concatenate", axis=[]),
+        "name": "c",
+        "inbound_nodes": [{"args": [[tensor] * 2]}],
+    }
+    config = {"layers": [inputs, join], "input_layers": ["x", 0, 0], "output_layers": ["c", 0, 0]}
+    with pytest.raises(CannotSize, match="one integer"):
+        keras_json_size(json.dumps({"class_name": "Functional", "config": config}), (4,))
+
+
 def test_odd_but_valid_configs_are_sized() -> None:
     prelu = sequential(layer("PReLU", shared_axes=2), shape=[5, 3])  # an int, not a list
     assert keras_json_size(prelu, (5, 3)).params == 5
@@ -74,6 +87,8 @@ def test_a_declared_none_dimension_is_filled_from_the_data() -> None:
         ([layer("MaxPooling1D", pool_size=50)], "too small"),
         ([layer("Permute", dims=[1, "a"])], "permutation"),
         ([layer("Permute", dims=[True, 2])], "permutation"),
+        ([{"class_name": ["Dense"], "config": {}}], "not a layer"),
+        ([layer("Bidirectional", layer={"class_name": ["LSTM"]})], "must wrap"),
     ],
 )
 def test_layers_that_cannot_be_sized_are_refused(layers: list[Any], reason: str) -> None:
