@@ -21,6 +21,8 @@ from typing import IO, Any
 
 from search.errors import ModelError
 from search.keras_json import model_json_problems
+from search.keras_shapes import CannotSize, model_config_size
+from search.model_size import DEFAULT_MAX_PARAMS, format_count
 
 #: Largest config.json read (a model's architecture, not its weights).
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
@@ -33,8 +35,6 @@ KNOWN_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5", "
 WEIGHT_MEMBERS = ("model.weights.h5", "model.weights.npz")
 #: Bytes per weight as Keras stores them by default (float32): the budget's estimate.
 BYTES_PER_PARAM = 4
-#: Default most weights of an uploaded model (LRSEARCH_MAX_MODEL_PARAMS overrides).
-DEFAULT_MAX_PARAMS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def check_keras_file(
         class_name=str(config.get("class_name")),
         keras_version=str(version) if version is not None else None,
         weights_bytes=weights,
-        est_params=weights // BYTES_PER_PARAM,
+        est_params=estimated_params(checked, weights),
         input_shape=declared_input_shape(config),
         size_bytes=size,
     )
@@ -83,18 +83,32 @@ def check_keras_file(
 def budget_problems(config: dict[str, Any], weights_bytes: int, max_params: int) -> list[str]:
     """Why the model is over the parameter budget (empty when it is not).
 
-    Hook: search.keras_json's static walk of a model's JSON (its parameter count, where it
-    exists) is the budget for `keras_json` models; once it is on this branch, call it here
-    on `config` as well. Until then the count is read from the weights the file declares
-    (float32: 4 bytes each; HDF5's own overhead only makes the estimate larger).
+    The count is the larger of the file's declared weights (float32: 4 bytes each; HDF5's
+    own overhead only makes it larger) and, where the config can be walked statically on its
+    own declared input (search.keras_shapes), the weights its architecture builds: a file
+    may ship few weights and still describe a huge model when `weights: fresh` rebuilds it.
     """
-    estimate = weights_bytes // BYTES_PER_PARAM
+    estimate = estimated_params(config, weights_bytes)
     if estimate > max_params:
         return [
-            f"the model has about {estimate:,} weights ({weights_bytes:,} bytes of weights); "
-            f"at most {max_params:,} are allowed"
+            f"the model has about {format_count(estimate)} weights ({weights_bytes:,} bytes "
+            f"of weights); at most {max_params:,} are allowed"
         ]
     return []
+
+
+def estimated_params(config: dict[str, Any], weights_bytes: int) -> int:
+    """The larger of the declared weights' count and the architecture's static count."""
+    return max(weights_bytes // BYTES_PER_PARAM, static_params(config) or 0)
+
+
+def static_params(config: dict[str, Any]) -> int | None:
+    """The weights the config's architecture builds, or None when it cannot be walked
+    (a layer without a static rule, an input it does not declare)."""
+    try:
+        return model_config_size(config, None).params
+    except CannotSize:
+        return None
 
 
 def declared_input_shape(config: dict[str, Any]) -> list[int | None] | None:
@@ -191,4 +205,5 @@ __all__ = [
     "budget_problems",
     "check_keras_file",
     "declared_input_shape",
+    "estimated_params",
 ]

@@ -23,11 +23,13 @@ from search import store
 from search.checkpoints import CheckpointStore
 from search.errors import FieldError, QuotaExceeded, SpecError
 from search.keras_json import model_json_problems
+from search.model_size import DataShape, ModelBudget, check_model_size
 from search.space import check_spec_against_run, run_shape
 from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, parse_spec
 from search.store.notify import announce
 
 MODEL_CONFIG_FIELD = "task.model.config"
+MODEL_FIELD = "task.model"
 PREPROCESS_FIELD = "task.preprocess"
 PLUGIN_FIELD = "task.plugin"
 #: At most this many problems are listed per check, so a huge bad body gets a short answer.
@@ -48,14 +50,16 @@ def create_study(
     data_dir: Path,
     max_active: int,
     live_within_s: float | None = None,
+    budget: ModelBudget | None = None,
 ) -> store.Study:
-    """Validate the requested spec, hold the tenant to `max_active` queued or running studies,
-    then create the study queued for workers. Raises SpecError or QuotaExceeded.
+    """Validate the requested spec (its model within `budget`, the defaults when None), hold
+    the tenant to `max_active` queued or running studies, then create the study queued for
+    workers. Raises SpecError or QuotaExceeded.
 
     With `live_within_s`, a `task.plugin` must be offered by a worker seen within that many
     seconds (None: not checked, as in `tune()`, which runs its plugin itself).
     """
-    spec = validate_spec(session, tenant_id, payload, data_dir)
+    spec = validate_spec(session, tenant_id, payload, data_dir, budget or ModelBudget())
     if live_within_s is not None:
         check_plugin_offered(session, spec, live_within_s)
     if store.count_active_studies(session, tenant_id) >= max_active:
@@ -64,15 +68,21 @@ def create_study(
 
 
 def validate_spec(
-    session: Session, tenant_id: str, payload: dict[str, Any], data_dir: Path
+    session: Session,
+    tenant_id: str,
+    payload: dict[str, Any],
+    data_dir: Path,
+    budget: ModelBudget | None = None,
 ) -> StudySpec:
-    """The spec, checked on its own, then against its dataset; one SpecError per failed step,
-    listing every bad field."""
+    """The spec, checked on its own, then against its dataset (its model within `budget`);
+    one SpecError per failed step, listing every bad field."""
     spec = parse_payload(payload)
     _check_model_json(spec)
-    model_shape = _check_model_file(session, tenant_id, spec)
-    if spec.task.plugin is None:  # a plugin's data and run length are known on a worker
-        _check_dataset_and_run(session, tenant_id, spec, data_dir, model_shape)
+    model_file = _check_model_file(session, tenant_id, spec)
+    if spec.task.plugin is None:  # a plugin's data, model and run length are known on a worker
+        _check_dataset_and_run(
+            session, tenant_id, spec, data_dir, model_file, budget or ModelBudget()
+        )
     return spec
 
 
@@ -234,9 +244,11 @@ def _check_model_json(spec: StudySpec) -> None:
 # --- the spec against the catalog ----------------------------------------------------------
 
 
-def _check_model_file(session: Session, tenant_id: str, spec: StudySpec) -> list[int | None] | None:
-    """A keras_file model must be one of the tenant's model files; its declared input shape
-    (None when unknown) is returned for the dataset check."""
+def _check_model_file(
+    session: Session, tenant_id: str, spec: StudySpec
+) -> store.StoredModel | None:
+    """A keras_file model must be one of the tenant's model files; its row is returned for
+    the dataset and budget checks."""
     model = spec.task.model
     if not isinstance(model, KerasFileModel):
         return None
@@ -244,7 +256,7 @@ def _check_model_file(session: Session, tenant_id: str, spec: StudySpec) -> list
     if row is None:
         message = f"unknown model file {model.id!r}: upload one with POST /v1/models"
         raise SpecError([FieldError("task.model.id", message)])
-    return None if row.input_shape is None else list(row.input_shape)
+    return row
 
 
 def _check_dataset_and_run(
@@ -252,19 +264,22 @@ def _check_dataset_and_run(
     tenant_id: str,
     spec: StudySpec,
     data_dir: Path,
-    model_input: list[int | None] | None = None,
+    model_file: store.StoredModel | None,
+    budget: ModelBudget,
 ) -> None:
     """The dataset must be "digits" or the tenant's, the ranges must fit the run, the
-    preprocessing the data, and a model file's declared input must take its examples."""
+    preprocessing the data, a model file's declared input must take its examples, and the
+    model must fit the budget."""
     ref = spec.task.dataset
     if ref == DIGITS:
-        n_train, input_shape, task = _digits_facts(str(data_dir))
+        n_train, input_shape, task, n_outputs = _digits_facts(str(data_dir))
     else:
         dataset = store.get_dataset(session, ref, tenant_id)
         if dataset is None:
             message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
             raise SpecError([FieldError("task.dataset", message)])
         n_train, input_shape, task = dataset.n_train, tuple(dataset.input_shape), dataset.task
+        n_outputs = _n_outputs(dataset)
         if dataset.source is not None and spec.task.preprocess is not None:
             message = "not available for a dataset by path (its statistics need a full pass)"
             raise SpecError([FieldError(PREPROCESS_FIELD, message)])
@@ -280,7 +295,8 @@ def _check_dataset_and_run(
             standardize_target=prep.standardize_target,
         )
         errors += [FieldError(PREPROCESS_FIELD, m) for m in refused]
-    if model_input is not None and not _takes(model_input, list(input_shape)):
+    model_input = None if model_file is None else model_file.input_shape
+    if model_input is not None and not _takes(list(model_input), list(input_shape)):
         errors.append(
             FieldError(
                 "task.model.id",
@@ -288,6 +304,11 @@ def _check_dataset_and_run(
                 f"have shape {tuple(input_shape)}",
             )
         )
+    shape = DataShape(tuple(input_shape), n_outputs)
+    params = None if model_file is None else model_file.est_params
+    too_big = check_model_size(spec.task, shape, budget, params)
+    if too_big:
+        errors.append(FieldError(MODEL_FIELD, "; ".join(too_big)))
     if errors:
         raise SpecError(errors)
 
@@ -299,6 +320,15 @@ def _takes(model_input: list[int | None], data_input: list[int]) -> bool:
     )
 
 
+def _n_outputs(dataset: store.StoredDataset) -> int:
+    """The output layer's width: the classes, else the targets a dataset by path declares;
+    an upload's regression is sized with one (a wider target adds a few output weights)."""
+    if dataset.task == "classification":
+        return int(dataset.n_classes or 0)
+    declared = (dataset.source or {}).get("n_outputs")
+    return declared if isinstance(declared, int) and declared > 0 else 1
+
+
 def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> int | None:
     """Training rows of a study's dataset (None: the upload was deleted since)."""
     if ref == DIGITS:
@@ -308,13 +338,13 @@ def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> in
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_facts(data_dir: str) -> tuple[int, tuple[int, ...], str]:
-    """Training rows, example shape and task of the built-in dataset (loaded once per
-    process)."""
+def _digits_facts(data_dir: str) -> tuple[int, tuple[int, ...], str, int]:
+    """Training rows, example shape, task and outputs of the built-in dataset (loaded once
+    per process)."""
     from search.data import load_dataset  # scikit-learn: only once digits is asked for
 
     digits = load_dataset(DIGITS, Path(data_dir))
-    return len(digits.x_train), digits.input_shape, digits.task
+    return len(digits.x_train), digits.input_shape, digits.task, digits.n_outputs
 
 
 # --- writes --------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from search.model_size import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_PARAMS, ModelBudget
+
 
 class Settings(BaseSettings):
     """Everything the API, workers and CLI need; each field documents its env variable."""
@@ -70,7 +72,16 @@ class Settings(BaseSettings):
     )
     max_models: int = Field(default=50, ge=1, description="Stored model files allowed per tenant.")
     max_model_params: int = Field(
-        default=50_000_000, ge=1, description="Most weights an uploaded model file may have."
+        default=DEFAULT_MAX_PARAMS,
+        ge=1,
+        description="Most weights (parameters) a study's model or an uploaded model file may "
+        "have, estimated at submit from the spec and the dataset's shape.",
+    )
+    max_model_memory_mb: int = Field(
+        default=DEFAULT_MAX_MEMORY_MB,
+        ge=1,
+        description="Most training memory (MiB) a study's model may need by the submit-time "
+        "estimate: weights, gradients, optimizer state and a batch's activations.",
     )
     require_live_plugin: bool = Field(
         default=True,
@@ -101,6 +112,11 @@ class Settings(BaseSettings):
         """max_stored_bytes, or 4 x max_upload_bytes when unset (an uncompressed uint8 upload
         normalises to float32, 4x its size)."""
         return self.max_stored_bytes or STORED_PER_UPLOAD_BYTE * self.max_upload_bytes
+
+    @property
+    def model_budget(self) -> ModelBudget:
+        """The parameter and memory budget every study's model is held to at submit."""
+        return ModelBudget(self.max_model_params, self.max_model_memory_mb)
 
 
 STORED_PER_UPLOAD_BYTE = 4

@@ -86,6 +86,7 @@ def create_study(
             data_dir=settings.data_dir,
             max_active=settings.max_running_studies,
             live_within_s=settings.grace_period_s if settings.require_live_plugin else None,
+            budget=settings.model_budget,
         )
     except SpecError:
         limiter.record(caller.rate_key)  # a refused spec costs validation: it counts too

@@ -1,0 +1,137 @@
+"""The submit-time size estimate (search.model_size, search.keras_shapes) against Keras
+itself: for each model the static count equals `count_params()` of the model the worker
+builds, and a built-in model's estimate equals the walk of its own JSON, activations too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import pytest
+
+from search.data import Task
+from search.keras_shapes import keras_json_size
+from search.model_size import DataShape, estimate
+from search.spec import CnnModel, KerasJsonModel, MlpModel
+from search.training.models import build_model
+
+L = keras.layers
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What build_model sizes a model by (search.training.models.Shaped)."""
+
+    input_shape: tuple[int, ...]
+    n_outputs: int
+    task: Task = "classification"
+    name: str = "shape"
+
+    @property
+    def n_classes(self) -> int | None:
+        return self.n_outputs if self.task == "classification" else None
+
+
+BUILT_IN = [
+    (MlpModel(), Shape((8, 8), 10)),
+    (MlpModel(hidden=[7, 5, 3], dropout=0.2), Shape((30,), 1, "regression")),
+    (CnnModel(filters=[4, 4, 4, 4], dense=8), Shape((8, 8), 10)),
+    (CnnModel(filters=[3, 5], dense=6, dropout=0.1), Shape((7, 5, 3), 4)),
+    (CnnModel(filters=[2], dense=4), Shape((1, 6), 2)),  # too thin to pool
+]
+
+
+@pytest.mark.parametrize(("spec", "data"), BUILT_IN, ids=lambda v: str(v)[:40])
+def test_built_in_models_are_sized_as_they_are_built(
+    spec: MlpModel | CnnModel, data: Shape
+) -> None:
+    model = build_model(spec, data, seed=None)
+    size = estimate(spec, DataShape(data.input_shape, data.n_outputs))
+    assert size.params == model.count_params()
+    assert keras_json_size(model.to_json(), data.input_shape) == size
+
+
+def _seq(shape: tuple[int, ...], *layers: keras.Layer) -> keras.Model:
+    return keras.Sequential([keras.Input(shape), *layers])
+
+
+def _functional() -> keras.Model:
+    inputs = keras.Input((10,))
+    a, b, shared = L.Dense(6)(inputs), L.Dense(6)(inputs), L.Dense(6)
+    added = L.Add()([shared(a), shared(b)])  # a shared layer's weights count once
+    return keras.Model(inputs, L.Dense(2)(L.Concatenate()([added, a])))
+
+
+def _nested() -> keras.Model:
+    inner = _seq((10,), L.Dense(5), L.Dense(4))
+    inputs = keras.Input((10,))
+    return keras.Model(inputs, L.Dense(2)(inner(inputs)))
+
+
+USER = {
+    "dense": lambda: _seq(
+        (8, 8), L.Flatten(), L.Dense(7), L.Dropout(0.1), L.Dense(3, use_bias=False)
+    ),
+    "conv2d": lambda: _seq(
+        (13, 11, 3),
+        L.Conv2D(5, 3, strides=2),
+        L.BatchNormalization(),
+        L.MaxPooling2D(2, padding="same"),
+        L.Conv2D(4, (2, 3), padding="same", dilation_rate=2),
+        L.SeparableConv2D(6, 3, depth_multiplier=2, padding="same"),
+        L.DepthwiseConv2D(2),
+        L.GlobalAveragePooling2D(),
+        L.Dense(2),
+    ),
+    "conv1d": lambda: _seq(
+        (20, 4),
+        L.Conv1D(6, 5, padding="causal"),
+        L.LayerNormalization(),
+        L.AveragePooling1D(3),
+        L.Conv1DTranspose(3, 4, strides=2),
+        L.ZeroPadding1D(2),
+        L.Cropping1D((1, 2)),
+        L.UpSampling1D(2),
+        L.Flatten(),
+        L.Dense(1),
+    ),
+    "recurrent": lambda: _seq(
+        (12,),
+        L.Embedding(50, 6),
+        L.LSTM(5, return_sequences=True),
+        L.GRU(4, return_sequences=True),
+        L.Bidirectional(L.SimpleRNN(3)),
+        L.RepeatVector(2),
+        L.GRU(2, reset_after=False),
+        L.Dense(2),
+    ),
+    "reshaping": lambda: _seq(
+        (6, 4),
+        L.Reshape((4, -1)),
+        L.Permute((2, 1)),
+        L.PReLU(),
+        L.Reshape((3, 2, 4)),
+        L.Conv2DTranspose(2, 3, strides=2, padding="same"),
+        L.ZeroPadding2D(((1, 0), (2, 1))),
+        L.Flatten(),
+        L.Dense(3),
+    ),
+    "functional": _functional,
+    "nested": _nested,
+}
+
+
+@pytest.mark.parametrize("name", list(USER))
+def test_keras_json_models_are_sized_as_keras_counts_them(name: str) -> None:
+    model = USER[name]()
+    spec = KerasJsonModel(config=model.to_json())
+    data = DataShape(tuple(int(d) for d in model.input_shape[1:]), 2)
+    assert estimate(spec, data).params == model.count_params()
+
+
+def test_a_model_without_input_is_sized_for_the_data() -> None:
+    """As the worker does: a Sequential with no Input is built for the dataset's examples."""
+    model = keras.Sequential([L.Dense(4), L.Dense(2)])
+    size = keras_json_size(model.to_json(), (7,))
+    model.build((None, 7))
+    assert size.params == model.count_params() == 7 * 4 + 4 + 4 * 2 + 2
