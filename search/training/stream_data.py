@@ -26,6 +26,9 @@ from search.training.streamed import StreamedTask
 #: Most bytes of records a shuffle buffer holds (its length follows the records' size).
 SHUFFLE_BYTES = 64 * 1024 * 1024
 MAX_SHUFFLE = 10_000
+#: Parallel readers and parsers: fixed, not AUTOTUNE, whose buffers may grow with the machine's
+#: RAM (its budget is half of it), so a slow consumer would let them outgrow a worker's cap.
+PARALLEL_CALLS = 2
 _FEATURE_DTYPES = {"float32": tf.float32, "int64": tf.int64}
 
 
@@ -116,10 +119,11 @@ def _tfrecord(
 ) -> tf.data.Dataset:
     files = _files(source, split)
     records = tf.data.Dataset.from_tensor_slices(files)
+    cycle = min(4, len(files))
     records = records.interleave(
         tf.data.TFRecordDataset,
-        cycle_length=min(4, len(files)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        cycle_length=cycle,
+        num_parallel_calls=min(PARALLEL_CALLS, cycle),
         deterministic=True,
     )
     records = _split(records, source, split)
@@ -143,7 +147,7 @@ def _tfrecord(
         )
         return x, parsed[label]
 
-    parsed = records.batch(batch).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    parsed = records.batch(batch).map(parse, num_parallel_calls=PARALLEL_CALLS)
     return parsed.map(_labels(shape)).prefetch(2)
 
 
@@ -164,7 +168,7 @@ def _csv_rows(source: dict[str, Any], split: str) -> tf.data.Dataset:
         x = tf.stack([v for i, v in enumerate(values) if i != t])
         return x, values[t]
 
-    return lines.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return lines.map(decode, num_parallel_calls=PARALLEL_CALLS)
 
 
 def _parquet_rows(source: dict[str, Any], split: str) -> tf.data.Dataset:

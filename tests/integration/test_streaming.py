@@ -68,6 +68,10 @@ class Watchdog:
         self._done.set()
         self._thread.join()
 
+    def check(self) -> None:
+        """Stop waiting for a study the killed worker will never finish."""
+        assert not self.killed, f"the worker went past the cap: {self.killed / MIB:.0f} MiB"
+
     def _watch(self) -> None:
         while not self._done.wait(0.005):
             try:
@@ -158,7 +162,10 @@ def test_a_tfrecord_dataset_larger_than_the_workers_memory_limit_trains(
         }
         with watchdog:
             study_id = http.post("/v1/studies", json=spec).json()["id"]
-            final = wait_final(http, study_id, 600)
+            try:
+                final = wait_final(http, study_id, 420, on_poll=watchdog.check)
+            except AssertionError as stuck:
+                raise AssertionError(f"{stuck}\n{served.log.read_text()[-6000:]}") from None
             after = status(pid)
         trial: dict[str, Any] = http.get(f"/v1/studies/{study_id}/trials/0").json()
         assert served.worker_pids() == [pid]  # the same, capped, worker did it
