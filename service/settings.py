@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="Most bytes an uploaded NPZ's arrays may decompress to (read from its "
         "headers and refused before anything is decompressed).",
     )
+    allow_insecure: bool = Field(
+        default=False,
+        description="Let `api`, `serve` and `dashboard` listen beyond loopback without "
+        "authentication (refused otherwise: anyone who reaches the port would use it).",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     heartbeat_interval_s: int = Field(

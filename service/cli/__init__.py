@@ -2,7 +2,7 @@
 
 Subcommands live in `COMMANDS` (name -> (add arguments, handler)) so new ones slot in without
 touching the parser plumbing; their modules go by command group: `server` (db, token, api,
-worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot), `datasets`,
+worker, serve), `dashboard`, `studies` (submit, status, trials, best, cancel, plot), `datasets`,
 `models` and `tasks`. Client commands talk to a running API; their exit codes are EXIT_*
 (`exit_codes`), for shell scripts.
 """
@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from service.cli.dashboard import add_dashboard, cmd_dashboard
 from service.cli.datasets import add_datasets, cmd_datasets
 from service.cli.exit_codes import (
     EXIT_API,
@@ -25,13 +26,11 @@ from service.cli.exit_codes import (
 from service.cli.models import add_models, cmd_models
 from service.cli.server import (
     add_api_command,
-    add_dashboard,
     add_db,
     add_serve,
     add_token,
     add_worker,
     cmd_api,
-    cmd_dashboard,
     cmd_db,
     cmd_serve,
     cmd_token,
