@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     max_model_params: int = Field(
         default=50_000_000, ge=1, description="Most weights an uploaded model file may have."
     )
+    metrics_token_required: bool = Field(
+        default=False,
+        description="Require a valid Bearer token (any tenant's) on /metrics, which otherwise "
+        "shows anyone the service-wide counts of trials, studies, queue and workers.",
+    )
     require_live_plugin: bool = Field(
         default=True,
         description="Refuse (422) a study whose task.plugin no live worker offers. Turn it "

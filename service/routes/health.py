@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics (unauthenticated, aggregate only)."""
+"""Liveness, readiness and Prometheus metrics (aggregate only; unauthenticated, except
+/metrics when LRSEARCH_METRICS_TOKEN_REQUIRED is on)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from search import store
-from service.deps import SessionDep, SettingsDep
-from service.errors import Unavailable, problem_responses
+from service.deps import BearerDep, SessionDep, SettingsDep, _token_caller
+from service.errors import Unauthorized, Unavailable, problem_responses
 from service.settings import Settings
 
 router = APIRouter(tags=["health"])
@@ -79,10 +80,16 @@ def worker_readiness(session: Session, grace_period_s: float) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(503))
-def metrics(session: SessionDep, settings: SettingsDep) -> PlainTextResponse:
+@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(401, 503))
+def metrics(
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep
+) -> PlainTextResponse:
     """Trial and study counts, queue depth, runnable slots, live workers and readiness for
     work; five queries."""
+    if settings.metrics_token_required:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("/metrics requires a Bearer token (LRSEARCH_METRICS_TOKEN_REQUIRED)")
+        _token_caller(request, credentials.credentials)
     lines: list[str] = []
     trials = {k.lower(): n for k, n in store.trial_state_counts(session).items()}
     _gauge(lines, "lrsearch_trials", "Optuna trials by state.", "state", trials)

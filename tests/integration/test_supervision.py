@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -148,3 +149,22 @@ def test_serve_restarts_a_worker_killed_with_sigkill(tmp_path: Path) -> None:
         assert f"(pid {first}) exited with code -9" in text
         assert f"restarted (pid {second}, was {first}" in text
         assert httpx.get(f"{served.url}/readyz").status_code == 200
+
+
+def test_metrics_can_require_a_token(client_factory: Any, db_url: str) -> None:
+    from service import tokens
+
+    engine = store.make_engine(db_url)
+    with client_factory(auth=True, metrics_token_required=True) as client:
+        with store.session_factory(engine)() as session:
+            token = tokens.create_token(session, "ops")
+        engine.dispose()
+        anonymous = client.get("/metrics")
+        assert anonymous.status_code == 401 and "Bearer" in anonymous.json()["detail"]
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer lrs_wrong"})
+        assert wrong.status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and "lrsearch_live_workers" in ok.text
+        assert client.get("/readyz").status_code == 200, "probes stay anonymous"
+    with client_factory(auth=True) as client:
+        assert client.get("/metrics").status_code == 200, "anonymous by default"
