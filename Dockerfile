@@ -7,7 +7,7 @@
 #   docker build --target worker -t lrsearch:worker .   # CPU worker (TensorFlow + Keras)
 #   docker build --target gpu -t lrsearch:gpu .         # GPU worker (TensorFlow's CUDA image)
 #
-#   docker run -p 8000:8000 -e LRSEARCH_DATABASE_URL=... lrsearch            # lrsearch api
+#   docker run -p 8000:8000 -e LRSEARCH_DATABASE_URL=... -e LRSEARCH_AUTH=true lrsearch  # api
 #   docker run -e LRSEARCH_DATABASE_URL=... lrsearch:worker                  # a CPU worker
 #   docker run --gpus all -e LRSEARCH_DATABASE_URL=... lrsearch:gpu          # a GPU worker
 #
@@ -119,4 +119,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('LRSEARCH_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["lrsearch"]
+# On 0.0.0.0 the API refuses to start with auth off: set LRSEARCH_AUTH=true (or, knowingly,
+# LRSEARCH_ALLOW_INSECURE=true).
 CMD ["api", "--host", "0.0.0.0"]

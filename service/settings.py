@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="Most bytes an uploaded NPZ's arrays may decompress to (read from its "
         "headers and refused before anything is decompressed).",
     )
+    allow_insecure: bool = Field(
+        default=False,
+        description="Let `api`, `serve` and `dashboard` listen beyond loopback without "
+        "authentication (refused otherwise: anyone who reaches the port would use it).",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     heartbeat_interval_s: int = Field(
@@ -82,6 +87,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Most training memory (MiB) a study's model may need by the submit-time "
         "estimate: weights, gradients, optimizer state and a batch's activations.",
+    )
+    metrics_token_required: bool = Field(
+        default=False,
+        description="Require a valid Bearer token (any tenant's) on /metrics, which otherwise "
+        "shows anyone the service-wide counts of trials, studies, queue and workers.",
     )
     require_live_plugin: bool = Field(
         default=True,

@@ -15,7 +15,8 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `work`: what a worker reads to choose its work (claimable and active studies, a status);
 - `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA);
 - `best`: the study's best (the best mean over seeds once candidates were re-run);
-- `workers`: the workers' liveness rows (what each live worker can run, and on what).
+- `workers`: the workers' liveness rows (what each live worker can run, and on what);
+- `cancelled`: a cancelled study's waiting trials, failed.
 
 Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
 `optuna_private` (the only module that touches Optuna's private names).
@@ -33,6 +34,7 @@ from search.store.budget import (
     release_slot,
     runnable_studies,
 )
+from search.store.cancelled import fail_waiting_trials
 from search.store.catalog import (
     active_studies_using,
     active_studies_using_model,
@@ -172,6 +174,7 @@ __all__ = [
     "count_live_workers",
     "count_models",
     "current_revision",
+    "fail_waiting_trials",
     "finish_study",
     "get_dataset",
     "get_model",

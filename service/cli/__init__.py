@@ -2,7 +2,7 @@
 
 Subcommands live in `COMMANDS` (name -> (add arguments, handler)) so new ones slot in without
 touching the parser plumbing; their modules go by command group: `server` (db, token, api,
-worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot), `datasets`,
+worker, serve), `dashboard`, `studies` (submit, status, trials, best, cancel, plot), `datasets`,
 `models` and `tasks`. Client commands talk to a running API; their exit codes are EXIT_*
 (`exit_codes`), for shell scripts.
 """
@@ -10,13 +10,17 @@ worker, serve, dashboard), `studies` (submit, status, trials, best, cancel, plot
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+from service.cli.dashboard import add_dashboard, cmd_dashboard
 from service.cli.datasets import add_datasets, cmd_datasets
 from service.cli.exit_codes import (
     EXIT_API,
+    EXIT_BROKEN_PIPE,
     EXIT_CONNECT,
     EXIT_OK,
     EXIT_STUDY_FAILED,
@@ -25,13 +29,11 @@ from service.cli.exit_codes import (
 from service.cli.models import add_models, cmd_models
 from service.cli.server import (
     add_api_command,
-    add_dashboard,
     add_db,
     add_serve,
     add_token,
     add_worker,
     cmd_api,
-    cmd_dashboard,
     cmd_db,
     cmd_serve,
     cmd_token,
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lrsearch",
         description=__doc__.splitlines()[0],
         epilog="exit codes of client commands: 0 ok, 1 study failed or cancelled, 2 usage "
-        "error, 3 API error, 4 cannot connect",
+        "error, 3 API error, 4 cannot connect, 141 the output's reader went away (| head)",
     )
     parser.add_argument("--database-url", help="overrides LRSEARCH_DATABASE_URL / DATABASE_URL")
     parser.add_argument("--data-dir", help="overrides LRSEARCH_DATA_DIR")
@@ -109,6 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for quiet in ("alembic", "httpx", "httpcore"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader gone early (`| head -1`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush cannot fail again (and print
+    `Exception ignored ... BrokenPipeError`)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors and --help: return the code instead of exiting

@@ -1,30 +1,27 @@
-"""Commands that run the service itself: the database, tokens, the API, workers, both at
-once (`serve`), and optuna-dashboard on the service's database."""
+"""Commands that run the service itself: the database, tokens, the API, workers, and both
+at once (`serve`); `lrsearch dashboard` lives in `dashboard`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from socketserver import ThreadingMixIn
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search import store
 from service.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from service.cli.exposure import refuse_insecure_bind
+from service.cli.supervisor import Supervisor
 from service.extras import worker_extra_missing
 from service.settings import Settings
 
 log = logging.getLogger("lrsearch.cli")
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 # --- db / token -----------------------------------------------------------------------------
@@ -149,10 +146,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from service.app import create_app
 
     settings = _with_address(settings, args)
-    if not settings.auth and settings.host not in _LOOPBACK:
-        log.warning(
-            "auth is off while listening on %s: anyone who can reach it can use it", settings.host
-        )
+    if _refused("the API", settings):
+        return EXIT_USAGE
     processes = max(1, getattr(args, "processes", 1))
     if processes == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
@@ -169,6 +164,12 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         workers=processes,
     )
     return 0
+
+
+def _refused(what: str, settings: Settings) -> bool:
+    return refuse_insecure_bind(
+        what, settings.host, authenticated=settings.auth, allowed=settings.allow_insecure
+    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -242,7 +243,10 @@ def _gpu_indexes(text: str) -> tuple[int, ...]:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Upgrade the DB, start K worker processes and serve the API here; stop workers on exit."""
+    """Upgrade the DB, start K worker processes, restart any that dies (`Supervisor`) and
+    serve the API here; stop the workers on exit."""
+    if _refused("the API", _with_address(settings, args)):
+        return EXIT_USAGE
     if args.workers > 0 and (message := worker_extra_missing()):
         print(message, file=sys.stderr)
         return EXIT_USAGE
@@ -253,15 +257,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     store.upgrade(settings.database_url)
     places = placements(max(0, args.workers), args.gpus, args.gpu_memory_mb)
-    workers = [_spawn_worker(settings, place.env()) for place in places]
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    supervisor = Supervisor([_worker_spawner(settings, place.env()) for place in places])
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        return cmd_api(args, settings)
+        with supervisor:
+            return cmd_api(args, settings)
     except KeyboardInterrupt:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-        stop_processes(workers)
+        stop_processes(supervisor.stop())
+
+
+def _worker_spawner(
+    settings: Settings, placement: dict[str, str]
+) -> Callable[[], subprocess.Popen[bytes]]:
+    """Start one worker with this GPU placement, again on every restart."""
+    return lambda: _spawn_worker(settings, placement)
 
 
 def _spawn_worker(settings: Settings, placement: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -287,112 +299,10 @@ def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = 30
             proc.wait()
 
 
-def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+def raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def _with_address(settings: Settings, args: argparse.Namespace) -> Settings:
     update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     return settings.model_copy(update=update)
-
-
-# --- dashboard ------------------------------------------------------------------------------------
-
-
-def add_dashboard(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    parser.add_argument(
-        "--allow-writes",
-        action="store_true",
-        help="let the dashboard change the database (notes, renames, deletes, schema "
-        "migration); off by default because it bypasses the API's bookkeeping",
-    )
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    """The dashboard's page makes parallel API calls; serve them concurrently."""
-
-    daemon_threads = True
-
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_READ_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-def read_only(app: WsgiApp) -> WsgiApp:
-    """Refuse every request that could write (a dashboard delete would orphan our study row)."""
-
-    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET").upper() in _READ_METHODS:
-            return app(environ, start_response)
-        body = json.dumps(
-            {
-                "reason": "this dashboard is read-only (start it with --allow-writes to change "
-                "studies); use the lrsearch API to cancel or delete studies"
-            }
-        ).encode()
-        start_response(
-            "405 Method Not Allowed",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Allow", ", ".join(_READ_METHODS)),
-            ],
-        )
-        return [body]
-
-    return guarded
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per request (the dashboard polls every few seconds)."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve optuna-dashboard on the service's database (read its studies, all tenants)."""
-    import optuna_dashboard
-
-    if args.host not in _LOOPBACK:
-        log.warning(
-            "the dashboard has no authentication and shows every tenant's studies; "
-            "listening on %s exposes them",
-            args.host,
-        )
-    storage = store.optuna_storage(settings.database_url)
-    app: WsgiApp = optuna_dashboard.wsgi(storage)
-    if not args.allow_writes:
-        app = read_only(app)
-    server = make_server(
-        args.host, args.port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-    )
-    mode = "read-write" if args.allow_writes else "read-only"
-    shown = _redacted(settings.database_url)
-    print(
-        f"optuna-dashboard ({mode}) on http://{args.host}:{args.port}/ for {shown}",
-        file=sys.stderr,
-        flush=True,
-    )
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.server_close()
-        storage.engine.dispose()
-    return EXIT_OK
-
-
-def _redacted(url: str) -> str:
-    """The database URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(store.normalise_url(url)).render_as_string(hide_password=True)
-    except Exception:
-        return "the configured database"

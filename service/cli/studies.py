@@ -147,11 +147,17 @@ def cmd_trials(args: argparse.Namespace, _settings: Settings) -> int:
             if args.limit is not None and len(rows) >= args.limit:
                 break
             rows.append(_trial_row(trial))
-    print(format_table(TRIAL_COLUMNS, rows, right={0, 3, 4, 5}))
+    columns: tuple[str, ...] = TRIAL_COLUMNS
+    if any(row[-1] != "-" for row in rows):  # some trial failed: say why, as the last column
+        columns += ("reason",)
+    else:
+        rows = [row[:-1] for row in rows]
+    print(format_table(columns, rows, right={0, 3, 4, 5}))
     return EXIT_OK
 
 
 TRIAL_COLUMNS = ("number", "state", "strategy", "value", "epochs", "seconds")
+REASON_CHARS = 300  # a failure's reason on one line, cut here (the API has it whole)
 
 
 def _trial_row(trial: dict[str, Any]) -> list[str]:
@@ -163,7 +169,16 @@ def _trial_row(trial: dict[str, Any]) -> list[str]:
         _num(trial.get("value")),
         "-" if trial.get("epochs_run") is None else str(trial["epochs_run"]),
         "-" if seconds is None else f"{float(seconds):.1f}",
+        _reason(trial.get("fail_reason")),
     ]
+
+
+def _reason(reason: Any) -> str:
+    """A failure's reason on one line (a traceback's last lines, Keras messages span several)."""
+    if not reason:
+        return "-"
+    text = " ".join(str(reason).split())
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
 def _num(value: Any) -> str:

@@ -144,11 +144,13 @@ def _status_body(state: State, study_id: str, caller: Caller) -> bytes:
     responses=problem_responses(404, 409),
 )
 def cancel_study(study_id: StudyId, session: SessionDep, caller: TenantDep) -> dict[str, Any]:
-    """Stop a queued or running study; workers stop its trials at the next epoch."""
+    """Stop a queued or running study: its waiting trials fail now, running ones at their
+    next epoch (their workers check)."""
     study = study_or_404(session, study_id, caller.tenant_id)
     if not store.finish_study(session, study.id, "cancelled"):
         session.refresh(study)
         raise Conflict(f"study {study_id} is already {study.status}")
+    store.fail_waiting_trials(session, study.optuna_study_name)
     session.refresh(study)
     return detail_json(study, trial_summary(session, study))
 

@@ -671,3 +671,35 @@ def test_compose_config_without_profile_leaves_the_gpu_worker_out() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert set(done.stdout.split()) == EXPECTED_SERVICES - {"worker-gpu"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+def test_no_service_listens_publicly_without_auth_unless_told(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lrsearch api/serve/dashboard` refuse a non-loopback host with auth off unless
+    LRSEARCH_ALLOW_INSECURE is set: a service here that did so would not start at all."""
+    from service.cli.exposure import refuse_insecure_bind
+    from service.settings import Settings
+
+    if not uses_lrsearch_image(name):
+        return
+    for var in list(os.environ):
+        if var.startswith("LRSEARCH_") or var == "DATABASE_URL":
+            monkeypatch.delenv(var)
+    for key, value in environment(name).items():
+        monkeypatch.setenv(key, value)
+    args = parse_lrsearch(argv(name)[1])
+    if args.command not in ("api", "serve", "dashboard"):
+        return
+    settings = Settings()
+    host = args.host or settings.host
+    authenticated = settings.auth and args.command != "dashboard"
+    assert not refuse_insecure_bind(
+        name, host, authenticated=authenticated, allowed=settings.allow_insecure
+    ), f"{name} would refuse to start"
+    if not authenticated and host not in ("127.0.0.1", "::1", "localhost"):
+        published = [interpolate(str(p)) for p in services()[name].get("ports") or []]
+        assert all(p.startswith("127.0.0.1:") for p in published), (
+            f"{name} has no login: its host port must default to loopback, not {published}"
+        )
