@@ -26,6 +26,7 @@ from search.keras_json import model_json_problems
 from search.space import check_spec_against_run, run_shape
 from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, parse_spec
 from search.store.notify import announce
+from search.task_metrics import objective_problem
 
 MODEL_CONFIG_FIELD = "task.model.config"
 PREPROCESS_FIELD = "task.preprocess"
@@ -255,7 +256,8 @@ def _check_dataset_and_run(
     model_input: list[int | None] | None = None,
 ) -> None:
     """The dataset must be "digits" or the tenant's, the ranges must fit the run, the
-    preprocessing the data, and a model file's declared input must take its examples."""
+    objective a metric its task reports, the preprocessing the data, and a model file's
+    declared input must take its examples."""
     ref = spec.task.dataset
     if ref == DIGITS:
         n_train, input_shape, task = _digits_facts(str(data_dir))
@@ -269,6 +271,8 @@ def _check_dataset_and_run(
             message = "not available for a dataset by path (its statistics need a full pass)"
             raise SpecError([FieldError(PREPROCESS_FIELD, message)])
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
+    unreported = objective_problem(spec.objective.metric, task)
+    errors += [unreported] if unreported else []
     prep = spec.task.preprocess
     if prep is not None:
         from search.data.preprocess import problems as preprocess_problems  # numpy, sklearn
