@@ -30,6 +30,7 @@ log = logging.getLogger("lrsearch.worker.sweep")
 _FINISHED = optuna.exceptions.UpdateFinishedTrialError
 _FAIL = optuna.trial.TrialState.FAIL
 TIMED_OUT_REASON = "not run: the study's timeout passed"
+NOT_RUN_REASON = "not run: the study failed"
 
 
 class Sweeper:
@@ -62,7 +63,7 @@ class Sweeper:
             for study_id, _ in studies:
                 store.close_budget(session, study_id)
         for study_id, name in studies:
-            self._drop_waiting(name)
+            self._drop_waiting(name, FailureKind.TIMED_OUT, TIMED_OUT_REASON)
             self.maybe_finish(study_id)
 
     def maybe_finish(self, study_id: str) -> None:
@@ -82,6 +83,8 @@ class Sweeper:
             finished = False
             if reason:
                 finished = store.finish_study(session, study_id, "failed", reason)
+                if finished and progress.waiting:  # a queued retry would wait for ever
+                    self._drop_waiting(row.optuna_study_name, FailureKind.NOT_RUN, NOT_RUN_REASON)
             elif row.trials_claimed >= row.n_trials and progress.running + progress.waiting == 0:
                 # no complete trial: no best either, so the study did not succeed
                 failure = None if progress.complete else self._no_success(row.optuna_study_name)
@@ -129,10 +132,11 @@ class Sweeper:
             checkpoints = self.resources.checkpoints
             quietly(functools.partial(checkpoints.remove, study_id, number))
 
-    def _drop_waiting(self, name: str) -> None:
-        """Fail queued trials that will never get a slot (so the study can finish)."""
+    def _drop_waiting(self, name: str, kind: FailureKind, reason: str) -> None:
+        """Fail queued trials that will never run (so the study can finish, or, once it
+        failed, none stays queued)."""
         storage = self.resources.storage
-        attrs = failure_attrs(FailureKind.TIMED_OUT, TIMED_OUT_REASON)
+        attrs = failure_attrs(kind, reason)
         waiting = (optuna.trial.TrialState.WAITING,)
         for trial in self.resources.load_study(name).get_trials(deepcopy=False, states=waiting):
             trial_id = private.trial_id(trial)

@@ -122,6 +122,8 @@ def test_a_study_whose_trials_keep_killing_workers_fails(
     trials = app_client.get(f"/v1/studies/{study_id}/trials").json()["items"]
     assert [t["state"] for t in trials[:3]] == ["fail", "fail", "fail"]
     assert all(t["fail_reason"].startswith("worker lost") for t in trials[:3])
+    assert body["progress"]["waiting"] == 0  # trial 2's queued retry will never run
+    assert trials[3]["state"] == "fail" and trials[3]["fail_reason"] == "not run: the study failed"
 
 
 def test_a_node_going_away_does_not_fail_a_healthy_study(
