@@ -35,6 +35,7 @@ class FailureKind(enum.StrEnum):
     SHUT_DOWN = "shut_down"  # its worker was told to stop; released for a retry
     CANCELLED = "cancelled"  # the study was cancelled while it trained
     TIMED_OUT = "timed_out"  # queued, then dropped: the study's timeout passed
+    NOT_RUN = "not_run"  # queued, then dropped: the study failed first
 
     @property
     def interrupted(self) -> bool:

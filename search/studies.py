@@ -27,6 +27,7 @@ from search.model_size import DataShape, ModelBudget, check_model_size
 from search.space import check_spec_against_run, run_shape
 from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, parse_spec
 from search.store.notify import announce
+from search.task_metrics import objective_problem
 
 MODEL_CONFIG_FIELD = "task.model.config"
 MODEL_FIELD = "task.model"
@@ -268,8 +269,8 @@ def _check_dataset_and_run(
     budget: ModelBudget,
 ) -> None:
     """The dataset must be "digits" or the tenant's, the ranges must fit the run, the
-    preprocessing the data, a model file's declared input must take its examples, and the
-    model must fit the budget."""
+    objective a metric its task reports, the preprocessing the data, a model file's declared
+    input must take its examples, and the model must fit the budget."""
     ref = spec.task.dataset
     if ref == DIGITS:
         n_train, input_shape, task, n_outputs = _digits_facts(str(data_dir))
@@ -284,6 +285,8 @@ def _check_dataset_and_run(
             message = "not available for a dataset by path (its statistics need a full pass)"
             raise SpecError([FieldError(PREPROCESS_FIELD, message)])
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
+    unreported = objective_problem(spec.objective.metric, task)
+    errors += [unreported] if unreported else []
     prep = spec.task.preprocess
     if prep is not None:
         from search.data.preprocess import problems as preprocess_problems  # numpy, sklearn

@@ -801,7 +801,8 @@ def _outage_lines(log: Path) -> int:
 
 def failing_trials(stage: Stage) -> Outcome:
     """Trials that raise fail alone and the worker lives on: a dataset file deleted under a
-    study (the study fails after 3 such trials, with the reason), a loss that becomes NaN."""
+    study (the study fails after 3 such trials, with the reason), a loss that becomes NaN
+    (both trials of a 2-trial study: it fails, as no trial completed)."""
     out = Outcome("failing trials (dataset deleted, NaN loss)", faults=2)
     _, api = stage.api()
     doomed_data = api.upload(npz_bytes())
@@ -829,9 +830,13 @@ def failing_trials(stage: Stage) -> Outcome:
         len(reasons[doomed]) == 3 and all("DatasetError" in str(r) for r in reasons[doomed]),
         str(reasons[doomed]),
     )
-    out.expect(
-        finals[nan]["status"] == "completed" and finals[nan]["progress"]["failed"] == 2,
-        f"NaN study: {finals[nan]['status']} {finals[nan]['progress']}",
+    nan_error = str(finals[nan]["error"])
+    out.details.update(nan_error=nan_error)
+    out.expect(  # no trial completed: failed with the reasons (it used to say "completed")
+        finals[nan]["status"] == "failed"
+        and finals[nan]["progress"]["failed"] == 2
+        and nan_error.startswith("no trial completed (2 failed): diverged at epoch"),
+        f"NaN study: {finals[nan]['status']} {finals[nan]['progress']} {nan_error}",
     )
     out.expect(all("diverged" in str(r) for r in reasons[nan]), str(reasons[nan]))
     out.expect(

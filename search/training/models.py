@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from search.data import Task
 from search.errors import ModelError
 from search.spec import CnnModel, KerasFileModel, KerasJsonModel, MlpModel
+from search.task_metrics import COMPILED_METRIC
 
 ModelChoice = MlpModel | CnnModel | KerasJsonModel | KerasFileModel
 
@@ -68,10 +69,11 @@ def loss_and_metrics(dataset: Shaped, model: keras.Model) -> tuple[Any, list[str
     """Loss and metrics for compile(); logits vs probabilities read from the last layer."""
     import keras
 
+    metrics = [COMPILED_METRIC[dataset.task]]  # the names the API accepts as objectives
     if dataset.task == "regression":
-        return "mse", ["mae"]
+        return "mse", metrics
     logits = not _ends_in_softmax(model)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=logits), ["accuracy"]
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics
 
 
 def _mlp_body(spec: MlpModel, inputs: Any) -> Any:

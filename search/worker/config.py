@@ -8,6 +8,9 @@ from pathlib import Path
 #: A study fails when this many trials in a row failed the same way (none completed or
 #: pruned; failures from outside the trial, such as a lost worker, do not count).
 SAME_FAILURES_TO_GIVE_UP = 3
+#: A study fails when this many trials in a row lost their worker, one of them a retry (a
+#: trial that kills its worker would otherwise cost workers for ever; search.worker.study_end).
+LOSSES_TO_GIVE_UP = 3
 #: How many times a trial is retried over its whole history (after a lost worker or a
 #: shutdown); the retry resumes from its dead attempt's checkpoint.
 MAX_RETRIES = 1

@@ -1,6 +1,7 @@
 """Looking after the studies every worker shares: fail and retry the trials of dead workers,
 give back slots claimed by a worker that died before its trial began, drop the queued trials
-of a study past its timeout, and finish studies (completed, or failed by the same error).
+of a study past its timeout, and finish studies: completed, or failed (the rules of
+search.worker.study_end: the same error, lost workers, or no trial completed).
 
 Any worker may sweep any study at any time: each change is conditional in the database
 (a state change, a marked release, an unchanged row), so of several sweepers one wins.
@@ -17,17 +18,19 @@ from sqlalchemy.orm import Session
 
 from search import store
 from search.checkpoints import checkpoint_number
-from search.outcome import FailureKind, TrialOutcome, failure_attrs
+from search.outcome import FailureKind, failure_attrs
 from search.store import optuna_private as private
 from search.store.trial_writes import set_trial_user_attrs
-from search.worker.config import SAME_FAILURES_TO_GIVE_UP
+from search.worker.config import LOSSES_TO_GIVE_UP, SAME_FAILURES_TO_GIVE_UP
 from search.worker.resources import WorkerResources, quietly
 from search.worker.retries import retry, retry_note, will_retry
+from search.worker.study_end import no_success_reason, repeated_failure, repeated_losses
 
 log = logging.getLogger("lrsearch.worker.sweep")
 _FINISHED = optuna.exceptions.UpdateFinishedTrialError
 _FAIL = optuna.trial.TrialState.FAIL
 TIMED_OUT_REASON = "not run: the study's timeout passed"
+NOT_RUN_REASON = "not run: the study failed"
 
 
 class Sweeper:
@@ -60,12 +63,13 @@ class Sweeper:
             for study_id, _ in studies:
                 store.close_budget(session, study_id)
         for study_id, name in studies:
-            self._drop_waiting(name)
+            self._drop_waiting(name, FailureKind.TIMED_OUT, TIMED_OUT_REASON)
             self.maybe_finish(study_id)
 
     def maybe_finish(self, study_id: str) -> None:
-        """Mark the study completed (budget spent, nothing running) or failed (same error);
-        first give back slots that were claimed but never became a trial."""
+        """Mark the study completed (budget spent, nothing running, a trial completed) or
+        failed (search.worker.study_end); first give back slots that were claimed but never
+        became a trial."""
         with self.resources.sessions() as session:
             row = store.get_study(session, study_id)
             if row is None or row.status not in store.RUNNABLE:
@@ -79,8 +83,13 @@ class Sweeper:
             finished = False
             if reason:
                 finished = store.finish_study(session, study_id, "failed", reason)
+                if finished and progress.waiting:  # a queued retry would wait for ever
+                    self._drop_waiting(row.optuna_study_name, FailureKind.NOT_RUN, NOT_RUN_REASON)
             elif row.trials_claimed >= row.n_trials and progress.running + progress.waiting == 0:
-                finished = store.finish_study(session, study_id, "completed")
+                # no complete trial: no best either, so the study did not succeed
+                failure = None if progress.complete else self._no_success(row.optuna_study_name)
+                status: store.StudyStatus = "failed" if failure else "completed"
+                finished = store.finish_study(session, study_id, status, failure)
             session.commit()
         if finished:
             checkpoints = self.resources.checkpoints
@@ -123,10 +132,11 @@ class Sweeper:
             checkpoints = self.resources.checkpoints
             quietly(functools.partial(checkpoints.remove, study_id, number))
 
-    def _drop_waiting(self, name: str) -> None:
-        """Fail queued trials that will never get a slot (so the study can finish)."""
+    def _drop_waiting(self, name: str, kind: FailureKind, reason: str) -> None:
+        """Fail queued trials that will never run (so the study can finish, or, once it
+        failed, none stays queued)."""
         storage = self.resources.storage
-        attrs = failure_attrs(FailureKind.TIMED_OUT, TIMED_OUT_REASON)
+        attrs = failure_attrs(kind, reason)
         waiting = (optuna.trial.TrialState.WAITING,)
         for trial in self.resources.load_study(name).get_trials(deepcopy=False, states=waiting):
             trial_id = private.trial_id(trial)
@@ -152,15 +162,16 @@ class Sweeper:
             )
 
     def _repeated_failure(self, name: str, progress: store.Progress) -> str | None:
-        """Why the study should fail: its last trials all failed with the same reason, none
-        completed or pruned, and none was stopped from outside (`FailureKind.interrupted`)."""
+        """Why the study should fail before its budget is spent (search.worker.study_end):
+        only while none of its trials completed or was pruned."""
         if progress.complete or progress.pruned:
             return None
-        if progress.failed + progress.retried < SAME_FAILURES_TO_GIVE_UP:
+        if progress.failed + progress.retried < min(SAME_FAILURES_TO_GIVE_UP, LOSSES_TO_GIVE_UP):
             return None
         failed = self.resources.load_study(name).get_trials(deepcopy=False, states=(_FAIL,))
-        last = [TrialOutcome.from_attrs(t.user_attrs) for t in failed[-SAME_FAILURES_TO_GIVE_UP:]]
-        reasons = {outcome.fail_reason or "" for outcome in last}
-        if len(reasons) == 1 and not any(o.fail_kind and o.fail_kind.interrupted for o in last):
-            return f"{SAME_FAILURES_TO_GIVE_UP} trials failed in a row: {reasons.pop()}"
-        return None
+        return repeated_failure(failed) or repeated_losses(failed)
+
+    def _no_success(self, name: str) -> str | None:
+        """Why a study whose budget is spent failed (None: a trial completed)."""
+        trials = self.resources.load_study(name).get_trials(deepcopy=False)
+        return no_success_reason(trials)

@@ -381,6 +381,41 @@ def test_cli_wait_exits_1_when_the_study_is_cancelled(api: Api, tmp_path: Path) 
     assert out.strip() == study.id and f"study {study.id} cancelled" in err
 
 
+def test_cli_a_study_with_no_completed_trial_exits_1_with_the_reasons(
+    api: Api, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both trials of a 2-trial study fail (its data file is gone): `submit --wait` and
+    `status` exit 1 and say why (it used to be "completed", exit 0)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(
+        data,
+        x_train=rng.normal(size=(64, 4)),
+        y_train=np.arange(64) % 2,
+        x_val=rng.normal(size=(16, 4)),
+        y_val=np.arange(16) % 2,
+    )
+    with Client(api.url) as client:
+        dataset = client.upload_dataset(data)["id"]
+    for stored in api.data_dir.rglob("*.npz"):
+        stored.unlink()
+    spec = tmp_path / "study.json"
+    task = {**TINY_TASK, "dataset": dataset, "epochs": 1, "batch_size": 16}
+    body = {"n_trials": 2, "strategies": ["constant"], "range_test": False, "task": task}
+    spec.write_text(json.dumps(body))
+    with worker_thread(api):
+        code, out, err = cli(
+            capsys, "--url", api.url, "submit", str(spec), "--wait", "--poll", "0.2", "-q"
+        )
+    study_id = out.strip()
+    assert code == 1, err
+    assert f"study {study_id} failed: no trial completed (2 failed): " in err
+    code, out, err = cli(capsys, "--url", api.url, "status", study_id)
+    assert code == 1 and "failed" in out and "no trial completed" in err
+
+
 def test_cli_bad_spec_exits_3_with_the_field_errors(api: Api, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump({"n_trials": 0, "strategies": ["bogus"], "task": {"epochs": 0}}))
