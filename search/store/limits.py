@@ -3,7 +3,7 @@ of active studies, each checked and spent in one transaction under the tenant's 
 
 Why in the database: several API replicas share one database, and a check in one process
 (or a count read before an insert without a lock) let 16 concurrent creations through a
-limit of 10. The lock is `SELECT ... FOR UPDATE` on the tenant's row on PostgreSQL; on
+limit of 10. The lock is `SELECT ... FOR NO KEY UPDATE` on the tenant's row on PostgreSQL; on
 SQLite, a write to that row, which takes the database's single write lock until commit.
 Either way, a second request of the same tenant waits until the first has committed, and
 then counts what it wrote.
@@ -30,7 +30,10 @@ def lock_tenant(session: Session, tenant_id: str) -> None:
     its reads afterwards see every commit made before the lock was taken.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+        # FOR NO KEY UPDATE: serialises these checks without blocking the foreign-key checks
+        # of other inserts that name the tenant (datasets, models, tokens)
+        lock = select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+        session.execute(lock)
     else:
         stmt = update(Tenant).where(Tenant.id == tenant_id).values(name=Tenant.name)
         session.execute(stmt.execution_options(synchronize_session=False))
