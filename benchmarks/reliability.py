@@ -4,7 +4,8 @@ Runs the fault scenarios of tests/faults.py (kill -9 and SIGTERM of a worker mid
 restarts, trials that raise, the database stopped mid-study) and then throws bad input at a
 live API: named bad specs and uploads, path-shaped ids on every route with an id, and a
 schemathesis pass (valid and invalid data) over the whole OpenAPI schema; then hostile NPZ
-uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py) with the API's peak RSS growth.
+uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py) with the API's peak RSS growth,
+and a quota race (16 concurrent creations over two API processes: exactly the quota created).
 
     .venv/bin/python benchmarks/reliability.py [--out benchmarks/out/reliability.json]
         [--fuzz-examples 10] [--skip-outage]
@@ -23,11 +24,16 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -207,6 +213,44 @@ def run_hostile_uploads(root: Path, bound_mib: float = 200) -> faults.Outcome:
     return out
 
 
+def run_quota_race(root: Path, concurrent: int = 16) -> faults.Outcome:
+    """`concurrent` creations by one tenant at once, split over two API processes on one
+    database, against a rate of 10 a minute and a quota of 6: exactly 6 may be created."""
+    out = faults.Outcome("quota race (16 creations, 2 API processes)")
+    limits = {"LRSEARCH_RATE_LIMIT_PER_MINUTE": "10", "LRSEARCH_MAX_RUNNING_STUDIES": "6"}
+    saved = {name: os.environ.get(name) for name in limits}
+    with faults.shared_pg_database() as url, faults.stage_on(url, root) as stage:
+        os.environ.update(limits)  # the API processes inherit this environment
+        try:
+            urls = [stage.api()[0].url for _ in range(2)]
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        for api_url in urls:  # the default tenant exists before the race
+            httpx.get(f"{api_url}/v1/studies", timeout=30).raise_for_status()
+        gate = threading.Barrier(concurrent)
+
+        def post(i: int) -> tuple[int, str]:
+            gate.wait()
+            spec = faults.tiny_spec(3, 2)
+            response = httpx.post(f"{urls[i % 2]}/v1/studies", json=spec, timeout=60)
+            slug = "" if response.status_code == 201 else response.json().get("type", "")
+            return response.status_code, slug.rsplit(":", 1)[-1] or "created"
+
+        with ThreadPoolExecutor(concurrent) as pool:
+            results = list(pool.map(post, range(concurrent)))
+    kinds = Counter(kind for _, kind in results)
+    out.bad_inputs = concurrent
+    out.server_errors = sum(status >= 500 for status, _ in results)
+    out.expect(kinds["created"] == 6, f"{kinds['created']} created, the quota is 6: {kinds}")
+    out.expect(sum(kinds.values()) - kinds["created"] == 10, f"expected 10 x 429: {kinds}")
+    out.details["answers"] = dict(kinds)
+    return out
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -260,6 +304,10 @@ def main() -> int:
         outcomes.append(run_hostile_uploads(root / "hostile"))
         outcomes[-1].details["seconds"] = round(time.perf_counter() - started, 1)
         print(f"API peak RSS growth (MiB): {outcomes[-1].details['api_peak_growth_mib']}")
+        started = time.perf_counter()
+        outcomes.append(run_quota_race(root / "quota"))
+        outcomes[-1].details["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"quota race answers: {outcomes[-1].details['answers']}")
     summary = totals(outcomes)
     report = {
         "machine": platform.platform(),

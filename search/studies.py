@@ -63,9 +63,8 @@ def create_study(
     spec = validate_spec(session, tenant_id, payload, data_dir, budget or ModelBudget())
     if live_within_s is not None:
         check_plugin_offered(session, spec, live_within_s)
-    if store.count_active_studies(session, tenant_id) >= max_active:
-        raise QuotaExceeded(f"at most {max_active} queued or running studies per tenant")
-    return _insert_study(session, storage, tenant_id, spec)
+    _check_quota(session, tenant_id, max_active)  # refuses early, before Optuna's study
+    return _insert_study(session, storage, tenant_id, spec, max_active)
 
 
 def validate_spec(
@@ -353,10 +352,25 @@ def _digits_facts(data_dir: str) -> tuple[int, tuple[int, ...], str, int]:
 # --- writes --------------------------------------------------------------------------------
 
 
+def _check_quota(session: Session, tenant_id: str, max_active: int) -> None:
+    if store.count_active_studies(session, tenant_id) >= max_active:
+        raise QuotaExceeded(f"at most {max_active} queued or running studies per tenant")
+
+
 def _insert_study(
-    session: Session, storage: optuna.storages.BaseStorage, tenant_id: str, spec: StudySpec
+    session: Session,
+    storage: optuna.storages.BaseStorage,
+    tenant_id: str,
+    spec: StudySpec,
+    max_active: int,
 ) -> store.Study:
-    """Create the Optuna study before the row, so a worker never sees a row without it."""
+    """Create the Optuna study before the row, so a worker never sees a row without it.
+
+    The quota is counted again with the row's insert, in one transaction under the tenant's
+    lock: concurrent creations (in any API process) cannot all pass it. Optuna's study is
+    created before the lock is taken (on SQLite its own connection needs the write lock),
+    and deleted again if the quota refuses the row.
+    """
     study_id = store.new_id()
     optuna_name = f"lrsearch-{study_id}"
     optuna.create_study(storage=storage, study_name=optuna_name, direction=spec.objective.direction)
@@ -370,11 +384,13 @@ def _insert_study(
         trials_claimed=0,
         optuna_study_name=optuna_name,
     )
-    session.add(study)
-    announce(session)  # idle workers start on it now, not at their next poll
     try:
+        store.lock_tenant(session, tenant_id)
+        _check_quota(session, tenant_id, max_active)
+        session.add(study)
+        announce(session)  # idle workers start on it now, not at their next poll
         session.commit()
-    except Exception:
+    except BaseException:
         session.rollback()
         optuna.delete_study(study_name=optuna_name, storage=storage)
         raise

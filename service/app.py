@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search import store
 from service.answers import AnswerCache, ReadCoalescer
-from service.deps import RateLimiter
 from service.errors import install_error_handlers, problem_response
 from service.guards import WriteGuard
 from service.routes import datasets, health, models, plots, studies, tasks, trials
@@ -119,7 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.answers = AnswerCache()
     app.state.reads = ReadCoalescer()
     install_error_handlers(app)

@@ -1,16 +1,12 @@
 """FastAPI dependencies (settings, a DB session per request, the calling tenant) and the
-small HTTP helpers handlers share: rate limiting and opaque cursors."""
+small HTTP helpers handlers share: opaque cursors, study look-ups, the DB threads."""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import json
-import math
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -121,36 +117,6 @@ def _default_tenant_id(request: Request) -> str:
 
 
 TenantDep = Annotated[Caller, Depends(get_caller)]
-
-
-class RateLimiter:
-    """Sliding one-minute window per key, in this process (one API process per deployment)."""
-
-    def __init__(self, per_minute: int, window_s: float = 60.0) -> None:
-        self.per_minute = per_minute
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until the key may act again, or None when it may act now."""
-        with self._lock:
-            hits = self._window(key)
-            if len(hits) < self.per_minute:
-                return None
-            return max(1, math.ceil(hits[0] + self.window_s - time.monotonic()))
-
-    def record(self, key: str) -> None:
-        """Count one action (call after it succeeded)."""
-        with self._lock:
-            self._window(key).append(time.monotonic())
-
-    def _window(self, key: str) -> deque[float]:
-        hits = self._hits.setdefault(key, deque())
-        cutoff = time.monotonic() - self.window_s
-        while hits and hits[0] <= cutoff:
-            hits.popleft()
-        return hits
 
 
 def encode_cursor(position: Any) -> str:

@@ -16,7 +16,8 @@ Callers use `from search import store` and `store.<name>`; the modules split it 
 - `queue_depth`: the work waiting and running, for metrics and autoscalers (KEDA);
 - `best`: the study's best (the best mean over seeds once candidates were re-run);
 - `workers`: the workers' liveness rows (what each live worker can run, and on what);
-- `cancelled`: a cancelled study's waiting trials, failed.
+- `cancelled`: a cancelled study's waiting trials, failed;
+- `limits`: the per-tenant rate and quota checks all API processes share (under a lock).
 
 Outside this list (imported by module): `trial_writes` (a trial's batched writes) and
 `optuna_private` (the only module that touches Optuna's private names).
@@ -67,6 +68,7 @@ from search.store.engines import (
     session_factory,
     upgrade,
 )
+from search.store.limits import RATE_WINDOW_S, lock_tenant, take_rate_slot
 from search.store.queue_depth import (
     queue_depth,
     runnable_trial_slots,
@@ -81,6 +83,7 @@ from search.store.schema import (
     ApiToken,
     Base,
     JsonType,
+    RateEvent,
     StoredDataset,
     StoredModel,
     Study,
@@ -136,6 +139,7 @@ __all__ = [
     "LR_RANGE",
     "MIGRATIONS_DIR",
     "OPTUNA_STATES",
+    "RATE_WINDOW_S",
     "READ_INDEXES",
     "RUNNABLE",
     "SLOT_RELEASED",
@@ -148,6 +152,7 @@ __all__ = [
     "JsonType",
     "LiveWorker",
     "Progress",
+    "RateEvent",
     "StoredDataset",
     "StoredModel",
     "StoredTrial",
@@ -188,6 +193,7 @@ __all__ = [
     "list_models",
     "list_studies",
     "live_workers",
+    "lock_tenant",
     "make_engine",
     "new_id",
     "normalise_url",
@@ -211,6 +217,7 @@ __all__ = [
     "study_status_counts",
     "study_system_attr",
     "study_with_trials_version",
+    "take_rate_slot",
     "touch_worker",
     "trial_state_counts",
     "trials_page",

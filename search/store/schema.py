@@ -179,3 +179,16 @@ class WorkerRow(Base):
     device: Mapped[str] = mapped_column(String(255))
     #: Its installed task plugins, {name: version}.
     plugins: Mapped[dict[str, str]] = mapped_column(JsonType)
+
+
+class RateEvent(Base):
+    """One study creation request counted against a rate key's sliding window (created or
+    refused alike). In the database, not in an API process, so every replica counts the same
+    requests; rows older than the window are pruned as the key is used."""
+
+    __tablename__ = "lrsearch_rate_events"
+    __table_args__ = (Index("ix_lrsearch_rate_events_key_at", "rate_key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rate_key: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -107,7 +107,8 @@ class Worker:
         return False
 
     def _candidates(self) -> list[str]:
-        """Runnable studies, those with the fewest running trials first, then the oldest.
+        """Runnable studies, fairest first: those of the tenants running the fewest trials,
+        then, within a tenant, those running the fewest, then the oldest.
 
         The same read finds the studies past their timeout (closed here, not returned), so
         picking a study costs two statements whatever the number of studies.
@@ -120,7 +121,8 @@ class Worker:
         if expired:
             self.sweeper.expire([(r.id, r.optuna_study_name) for r in expired])
         live = [r for r in rows if r not in expired]
-        return [r.id for r in sorted(live, key=lambda r: running.get(r.optuna_study_name, 0))]
+        live.sort(key=lambda r: (r.tenant_running, running.get(r.optuna_study_name, 0)))
+        return [r.id for r in live]  # a stable sort: the oldest first among equals
 
     def _claim(self, study_id: str) -> int | None:
         """Not retried: a claim whose answer was lost may have counted; the sweep heals it."""

@@ -134,8 +134,7 @@ def add_api_command(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="API server processes sharing the port (default 1). Each has its own answer "
-        "cache and rate-limit window: with N processes a token may create up to N times "
-        "the per-minute limit.",
+        "cache; the rate limit and quotas are shared through the database.",
     )
 
 

@@ -14,7 +14,6 @@ from starlette.datastructures import State
 
 from search import store, studies
 from search.checkpoints import CheckpointStore
-from search.errors import SpecError
 from service.deps import (
     Caller,
     Cursor,
@@ -68,30 +67,28 @@ def create_study(
 ) -> dict[str, Any]:
     """Validate the spec against its dataset, create the Optuna study and queue the study.
 
-    Created studies and refused specs (422) both count against the rate limit."""
-    limiter = request.app.state.rate_limiter
-    wait = limiter.retry_after(caller.rate_key)
+    Every request the rate limit lets through counts against it, refused ones included (a
+    refused spec cost its validation too). The rate and the quota are checked in the
+    database under the tenant's lock, so API replicas share them and races cannot pass."""
+    wait = store.take_rate_slot(
+        session, caller.tenant_id, caller.rate_key, settings.rate_limit_per_minute
+    )
     if wait is not None:
         raise TooManyRequests(
             f"at most {settings.rate_limit_per_minute} studies per minute",
             slug="rate-limited",
             retry_after_s=wait,
         )
-    try:
-        study = studies.create_study(
-            session,
-            request.app.state.optuna_storage,
-            caller.tenant_id,
-            payload,
-            data_dir=settings.data_dir,
-            max_active=settings.max_running_studies,
-            live_within_s=settings.grace_period_s if settings.require_live_plugin else None,
-            budget=settings.model_budget,
-        )
-    except SpecError:
-        limiter.record(caller.rate_key)  # a refused spec costs validation: it counts too
-        raise
-    limiter.record(caller.rate_key)
+    study = studies.create_study(
+        session,
+        request.app.state.optuna_storage,
+        caller.tenant_id,
+        payload,
+        data_dir=settings.data_dir,
+        max_active=settings.max_running_studies,
+        live_within_s=settings.grace_period_s if settings.require_live_plugin else None,
+        budget=settings.model_budget,
+    )
     response.headers["Location"] = f"/v1/studies/{study.id}"
     return created_json(study)
 
