@@ -36,6 +36,7 @@ class FailureKind(enum.StrEnum):
     CANCELLED = "cancelled"  # the study was cancelled while it trained
     TIMED_OUT = "timed_out"  # queued, then dropped: the study's timeout passed
     NOT_RUN = "not_run"  # queued, then dropped: the study failed first
+    OUT_OF_MEMORY = "out_of_memory"  # past the worker's memory limit, or an allocation failed
 
     @property
     def interrupted(self) -> bool:
@@ -46,7 +47,13 @@ class FailureKind(enum.StrEnum):
     @classmethod
     def of_exception(cls, exc: BaseException) -> FailureKind:
         """The kind of an exception raised while a trial trained."""
-        return cls.BAD_INPUT if isinstance(exc, _BAD_INPUT) else cls.ERROR
+        if isinstance(exc, _BAD_INPUT):
+            return cls.BAD_INPUT
+        if isinstance(exc, MemoryError) or any(
+            c.__name__ == "ResourceExhaustedError" for c in type(exc).__mro__
+        ):  # TensorFlow's OOM, matched by name: this module never imports TensorFlow
+            return cls.OUT_OF_MEMORY
+        return cls.ERROR
 
 
 _INTERRUPTIONS = frozenset({FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED})

@@ -86,6 +86,13 @@ def configure_devices() -> list[str]:
     return _configured
 
 
+def clear_session() -> None:
+    """Drop Keras's global state (after a trial that ran out of memory: its graphs go)."""
+    import keras
+
+    keras.backend.clear_session()
+
+
 def describe_devices() -> str:
     """What this worker trains on, for its liveness row: "CPU", or its GPUs with their model
     ("GPU:0 NVIDIA H200"). Configures the devices first (once per process)."""

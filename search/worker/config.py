@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+#: The worker's own memory limit in MiB (its resident memory, as /proc/self/status counts it):
+#: a trial that takes the worker past it fails as out of memory (search.worker.memory_guard).
+MEMORY_ENV = "LRSEARCH_WORKER_MEMORY_MB"
 
 #: A study fails when this many trials in a row failed the same way (none completed or
 #: pruned; failures from outside the trial, such as a lost worker, do not count).
@@ -47,6 +53,7 @@ class WorkerConfig:
     slot_leak_s: float | None = None
     checkpoint_every_s: float = 30.0
     data_roots: list[Path] = field(default_factory=list)  # datasets by path (shared storage)
+    memory_limit_mb: int | None = None  # MEMORY_ENV; None: no per-trial memory guard
 
     @property
     def leak_after_s(self) -> float:
@@ -59,3 +66,18 @@ class WorkerConfig:
     def sweep_every_s(self) -> float:
         """How often the dead-worker sweep runs: three times per grace period."""
         return max(1.0, self.grace_period / 3)
+
+
+def memory_limit_from_env(environ: Mapping[str, str] = os.environ) -> int | None:
+    """LRSEARCH_WORKER_MEMORY_MB as a number of MiB (unset or empty: None); ValueError when
+    it is not a whole number of at least 1."""
+    text = environ.get(MEMORY_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{MEMORY_ENV}={text!r}: a whole number of MiB, such as 4096") from None
+    if value < 1:
+        raise ValueError(f"{MEMORY_ENV}={text!r}: at least 1 MiB")
+    return value

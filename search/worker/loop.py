@@ -9,7 +9,8 @@ The retry resumes from the dead attempt's last epoch checkpoint (`search.checkpo
 
 Faults it survives: a database that goes away (each loop iteration is retried after a backoff;
 storage calls inside a trial are retried while it trains on), a trial that raises (it fails
-alone), SIGTERM (the epoch finishes, the trial is released for a retry), and a worker that died
+alone; one past the worker's memory limit fails as out of memory, search.worker.memory_guard),
+SIGTERM (the epoch finishes, the trial is released for a retry), and a worker that died
 between claiming a slot and starting its trial (the sweep gives the slot back).
 """
 
@@ -157,6 +158,7 @@ def run_worker(
     poll_s: float = 1.0,
     checkpoint_every_s: float = 30.0,
     data_roots: list[Path] | None = None,
+    memory_limit_mb: int | None = None,
 ) -> int:
     """`lrsearch worker`: loop until SIGTERM/SIGINT, finishing the current epoch first."""
     stop = threading.Event()
@@ -172,6 +174,7 @@ def run_worker(
         idle_exit_s,
         checkpoint_every_s=checkpoint_every_s,
         data_roots=list(data_roots or []),
+        memory_limit_mb=memory_limit_mb,
     )
     from search.training.devices import describe_devices  # TensorFlow: a worker process only
 

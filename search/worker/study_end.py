@@ -33,10 +33,18 @@ def repeated_failure(failed: Sequence[FrozenTrial]) -> str | None:
     last = [TrialOutcome.from_attrs(t.user_attrs) for t in failed[-SAME_FAILURES_TO_GIVE_UP:]]
     if len(last) < SAME_FAILURES_TO_GIVE_UP:
         return None
-    reasons = {outcome.fail_reason or "" for outcome in last}
-    if len(reasons) == 1 and not any(o.fail_kind and o.fail_kind.interrupted for o in last):
-        return f"{SAME_FAILURES_TO_GIVE_UP} trials failed in a row: {reasons.pop()}"
+    ways = {_way(outcome) for outcome in last}
+    if len(ways) == 1 and not any(o.fail_kind and o.fail_kind.interrupted for o in last):
+        return f"{SAME_FAILURES_TO_GIVE_UP} trials failed in a row: {last[-1].fail_reason or ''}"
     return None
+
+
+def _way(outcome: TrialOutcome) -> str:
+    """How a trial failed, for `repeated_failure`: its reason; out of memory is one way
+    whatever the memory measured (each reason names its own)."""
+    if outcome.fail_kind is FailureKind.OUT_OF_MEMORY:
+        return FailureKind.OUT_OF_MEMORY.value
+    return outcome.fail_reason or ""
 
 
 def repeated_losses(failed: Sequence[FrozenTrial]) -> str | None:

@@ -24,6 +24,7 @@ from search.study_policy import make_pruner, make_sampler
 from search.worker import study_prep
 from search.worker.config import STUDIES_KEPT
 from search.worker.heartbeat import Heartbeat, StopCheck
+from search.worker.memory_guard import MemoryGuard, TrialOutOfMemory, release_memory
 from search.worker.resources import WorkerResources, quietly
 from search.worker.retries import retry, retry_note, will_retry
 from search.worker.workloads import InProcess, StudyUnusable, Workloads
@@ -40,7 +41,7 @@ class _Opened:
     study: optuna.Study
     spec: StudySpec
     workload: Any  # a Dataset or a StreamedTask (search.worker.workloads); None: load_error
-    load_error: Exception | None
+    load_error: BaseException | None  # raised as the trial's failure
 
 
 class TrialRunner:
@@ -48,12 +49,19 @@ class TrialRunner:
 
     def __init__(self, resources: WorkerResources, in_process: InProcess | None = None) -> None:
         self.resources = resources
+        self._in_process = in_process
         self.workloads = Workloads(resources, in_process)
         self._studies: OrderedDict[str, optuna.Study] = OrderedDict()
         self._trainer: Any = None
+        self.guard = MemoryGuard(resources.config.memory_limit_mb)
+        #: Still over the memory limit after a trial's cleanup: the worker stops (and its
+        #: supervisor starts a fresh one) rather than fail every trial that follows.
+        self.memory_exhausted = False
+        self._ran_out = False  # the current trial ran out of memory
 
     def run(self, study_id: str, slot: int) -> None:
         """Run the trial of a claimed slot to its end (a deleted study: nothing to run)."""
+        self._ran_out = False
         opened = self._open(study_id, slot)
         if opened is None:
             return
@@ -62,6 +70,8 @@ class TrialRunner:
         interval = self.resources.config.heartbeat_interval
         with Heartbeat(self.resources.storage, private.trial_id(trial), interval):
             self._train_and_tell(opened, trial, study_id)
+        if self._ran_out:
+            self._after_out_of_memory()
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -75,8 +85,9 @@ class TrialRunner:
         study = self.resources.persist(
             functools.partial(self._loaded_study, name, spec), "open study"
         )
+        load_error: BaseException | None = None
         try:
-            workload, load_error = self._workload(study, spec, tenant_id), None
+            workload = self._workload(study, spec, tenant_id)
         except StudyUnusable as exc:
             self._fail_study(study_id, str(exc))
             return None
@@ -84,11 +95,14 @@ class TrialRunner:
             workload, load_error = None, exc
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
         study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
-        searched = spec
+        searched: StudySpec = spec
         if workload is not None:
-            searched = self.resources.persist(
-                functools.partial(self._prepared_spec, study, spec, workload, slot), "open study"
-            )
+            prepare = functools.partial(self._prepared_spec, study, spec, workload, slot)
+            try:
+                with self.guard.watching():  # the range test builds and trains the model
+                    searched = self.resources.persist(prepare, "open study")
+            except TrialOutOfMemory:  # the trial fails with it
+                load_error = TrialOutOfMemory(self.guard.tripped or "out of memory")
         return _Opened(study, searched, workload, load_error)
 
     def _prepared_spec(
@@ -147,7 +161,14 @@ class TrialRunner:
                 raise opened.load_error
             assert opened.workload is not None
             trainer = self._get_trainer()
-            value = trainer.run(trial, opened.spec, opened.workload, stop_check, handle)
+            with self.guard.watching():
+                value = trainer.run(trial, opened.spec, opened.workload, stop_check, handle)
+        except TrialOutOfMemory as exc:  # not retried: it would run out again
+            self._ran_out = True
+            reason = str(exc) or self.guard.tripped or "out of memory"
+            self._fail(trial, FailureKind.OUT_OF_MEMORY, reason)
+            self._tell(study, trial, handle, state=_FAIL)
+            log.warning("trial %s failed: %s", trial.number, reason)
         except optuna.TrialPruned:
             self._tell(study, trial, handle, state=optuna.trial.TrialState.PRUNED)
         except TrialStopped as exc:
@@ -168,11 +189,24 @@ class TrialRunner:
                 return
             bad_input = exc is opened.load_error
             kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)
+            self._ran_out = kind is FailureKind.OUT_OF_MEMORY
             self._fail(trial, kind, f"{type(exc).__name__}: {exc}"[:2000])
             self._tell(study, trial, handle, state=_FAIL)
             log.warning("trial %s failed: %s", trial.number, exc)
         else:
             self._tell(study, trial, handle, value)
+
+    def _after_out_of_memory(self) -> None:
+        """Drop every compiled model and kept dataset, release the memory; still over the
+        limit: stop this worker (its supervisor restarts it) instead of failing every trial."""
+        self._trainer = None
+        self.workloads = Workloads(self.resources, self._in_process)
+        release_memory()
+        reason = self.guard.over_limit()
+        if reason is not None:
+            log.error("%s after the cleanup: the worker stops (to be restarted fresh)", reason)
+            self.memory_exhausted = True
+            self.resources.stop.set()
 
     def _checkpoint_handle(self, trial: optuna.Trial, study_id: str) -> CheckpointHandle:
         """Where the trial's checkpoint lives: a retry's is its original trial's."""

@@ -95,3 +95,15 @@ def test_the_same_failure_three_times_still_fails_the_study() -> None:
     assert repeated_failure(numbered(same)) == "3 trials failed in a row: ModelError: shape"
     shut = [failed(FailureKind.SHUT_DOWN, "worker shut down; retried") for _ in range(3)]
     assert repeated_failure(numbered(shut)) is None
+
+
+def test_out_of_memory_trials_in_a_row_fail_the_study_whatever_memory_each_measured() -> None:
+    def oom(mib: int) -> FrozenTrial:
+        reason = f"out of memory: worker RSS {mib} MiB over the limit 1000 MiB (X)"
+        return failed(FailureKind.OUT_OF_MEMORY, reason)
+
+    assert repeated_failure(numbered([oom(1201), oom(1433), oom(1090)])) == (
+        "3 trials failed in a row: out of memory: worker RSS 1090 MiB over the limit 1000 MiB (X)"
+    )
+    other = failed(FailureKind.ERROR, "out of memory: worker RSS 1090 MiB over the limit 1000 MiB")
+    assert repeated_failure(numbered([oom(1201), oom(1433), other])) is None

@@ -1,0 +1,62 @@
+"""A real in-process worker with a memory limit: a trial whose model takes the worker past it
+fails as out of memory (not retried), and the same worker goes on to finish the next study."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from search.worker.memory_guard import rss_bytes
+from tests.integration.test_worker import TINY, status, submit, wait_for, worker_thread
+
+pytestmark = pytest.mark.slow
+MIB = 1024 * 1024
+#: Above a warm worker's own needs (a small model's graphs, Optuna, the dataset), far below
+#: the wide model's (~34M weights: with their initial copies, gradients and Adam's moments
+#: over 600 MiB).
+HEADROOM_MB = 250
+WIDE = {**TINY, "model": {"kind": "mlp", "hidden": [4096, 4096, 4096]}, "epochs": 1}
+
+
+def _warm_up() -> None:
+    """TensorFlow and Keras loaded and a small model trained once, as in a warm worker."""
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16), keras.layers.Dense(10)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(np.zeros((256, 64)), np.zeros(256), epochs=2, verbose=0)
+
+
+def test_a_trial_over_the_memory_limit_fails_alone_and_a_fresh_worker_goes_on(
+    app_client: TestClient, db_url: str, tmp_path: Path
+) -> None:
+    _warm_up()
+    limit_mb = rss_bytes() // MIB + HEADROOM_MB
+    wide = submit(app_client, task=WIDE, strategies=["constant"], n_trials=1)
+    started = time.monotonic()
+    with worker_thread(db_url, tmp_path / "data", memory_limit_mb=limit_mb) as worker:
+        wait_for(worker.stop.is_set, 30, "the worker to stop itself")
+        # Keras/TensorFlow keep most of what the wide model took: still over the limit
+        # after the cleanup, the worker stops rather than fail every following trial.
+        assert worker.trials.memory_exhausted
+    trials = app_client.get(f"/v1/studies/{wide}/trials").json()["items"]
+    assert [t["state"] for t in trials] == ["fail"]  # one trial, not retried
+    reason = trials[0]["fail_reason"]
+    assert reason.startswith("out of memory: worker RSS ")
+    assert reason.endswith(f"over the limit {limit_mb} MiB (LRSEARCH_WORKER_MEMORY_MB)")
+    body = status(app_client, wide)
+    assert body["status"] == "failed" and "out of memory" in body["error"]
+
+    # Its supervisor's fresh worker (here: in the same process, its limit above what the
+    # first one left behind) claims the next study and finishes it.
+    small = submit(app_client, strategies=["constant"], n_trials=2)
+    fresh_limit = rss_bytes() // MIB + HEADROOM_MB
+    with worker_thread(db_url, tmp_path / "data", memory_limit_mb=fresh_limit) as fresh:
+        wait_for(lambda: status(app_client, small)["status"] == "completed", 60, "small study")
+        assert not fresh.trials.memory_exhausted and not fresh.stop.is_set()
+    assert status(app_client, small)["progress"]["complete"] == 2
+    assert time.monotonic() - started < 60
