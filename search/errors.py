@@ -42,7 +42,12 @@ class QuotaExceeded(LRSearchError):
 
 
 class DatasetError(LRSearchError, ValueError):
-    """Data cannot be used for training (shape, NaN, types, too small...)."""
+    """Data cannot be used for training (shape, NaN, types, too small...); `field` is the
+    request field to blame (the uploaded file unless a form field is at fault)."""
+
+    def __init__(self, message: str, *, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(LRSearchError, ValueError):

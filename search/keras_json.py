@@ -12,6 +12,16 @@ from typing import Any
 
 _MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 _CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
+#: Keras classes refused whatever Keras's safe mode does: each loads a file or runs a
+#: function given in its config (TFSMLayer a SavedModel, JaxLayer/FlaxLayer a call_fn).
+_REFUSED_CLASSES = {
+    "TFSMLayer": "it loads a TensorFlow SavedModel from a path",
+    "JaxLayer": "it wraps a JAX function",
+    "FlaxLayer": "it wraps a Flax module",
+    "function": "function objects are not allowed: they name code to run",
+}
+#: Lookup layers whose `vocabulary` may be a file path (read when the layer is built).
+_FILE_VOCABULARY = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
 _KERAS_INTERNAL = frozenset(
     {
         "__keras_tensor__",
@@ -62,6 +72,20 @@ def _object_problem(node: dict[str, Any]) -> str | None:
         return "class_name must be a string"
     if name in _CODE_CLASSES:
         return "Lambda layers are not allowed: they carry Python code; use built-in Keras layers"
+    if name in _REFUSED_CLASSES:
+        return f"{_named(node)} is not allowed: {_REFUSED_CLASSES[name]}"
+    cfg = node.get("config")
+    if (
+        name in _FILE_VOCABULARY
+        and isinstance(cfg, dict)
+        and isinstance(cfg.get("vocabulary"), str)
+    ):
+        return (
+            f"{_named(node)} is not allowed with a vocabulary file "
+            f"({cfg['vocabulary'][:80]!r}): give the vocabulary as a list"
+        )
+    if registered is not None and registered != name:
+        return f"{_named(node)}: custom registered class {str(registered)[:80]!r} is not allowed"
     if module is not None and not (
         isinstance(module, str) and (module == "keras" or module.startswith("keras."))
     ):
@@ -69,10 +93,16 @@ def _object_problem(node: dict[str, Any]) -> str | None:
             f"class {name[:80]!r} comes from module {str(module)[:80]!r}:"
             " only Keras's own classes are allowed"
         )
-    if isinstance(registered, str) and ">" in registered:
-        return f"custom registered class {registered[:80]!r} is not allowed"
     if name.startswith("__") and name not in _KERAS_INTERNAL:
         return f"unknown special class {name[:80]!r}"
     if not name.isidentifier():
         return f"unknown class {name[:80]!r}"
     return None
+
+
+def _named(node: dict[str, Any]) -> str:
+    """`layer 'name' (Class)` for a message; a nameless object by its class only."""
+    cfg = node.get("config")
+    name = cfg.get("name") if isinstance(cfg, dict) else None
+    cls = str(node.get("class_name"))[:80]
+    return f"layer {str(name)[:80]!r} ({cls})" if isinstance(name, str) else f"class {cls!r}"

@@ -21,7 +21,14 @@ from typing import Any
 from search.keras_dims import CannotSize, Shape, prod
 from search.keras_layers import apply_layer
 
-__all__ = ["CannotSize", "ModelSize", "keras_json_size", "model_config_size"]
+__all__ = [
+    "CannotSize",
+    "ModelSize",
+    "declared_inputs",
+    "keras_json_size",
+    "model_config_size",
+    "output_shapes",
+]
 
 #: Most layers walked (nested ones included): a bigger model is refused, not walked.
 MAX_LAYERS = 5000
@@ -299,3 +306,27 @@ def _histories(args: Any) -> list[tuple[str, int, int]]:
             history = _config(item).get("keras_history")
             out.extend(_refs([history]))
     return out
+
+
+def declared_inputs(tree: dict[str, Any]) -> list[Shape | None]:
+    """The per-example shape each input of a top-level model declares (None: it declares
+    none, so the worker builds it for the data's shape), in Keras's order."""
+    cfg = _config(tree)
+    layers = cfg.get("layers")
+    if not isinstance(layers, list):
+        raise CannotSize("a model config must list its layers")
+    if tree.get("class_name") == "Sequential":
+        first = layers[0] if layers and isinstance(layers[0], dict) else {}
+        declared = _declared_input(_config(first))
+        if declared is None and cfg.get("build_input_shape") is not None:
+            declared = _shape(cfg["build_input_shape"], "build_input_shape")[1:]
+        return [declared]
+    by_name = {layer.get("name"): layer for layer in layers if isinstance(layer, dict)}
+    names = [ref[0] for ref in _refs(cfg.get("input_layers"))]
+    return [_declared_input(_config(by_name.get(name) or {})) for name in names]
+
+
+def output_shapes(tree: dict[str, Any], data_shape: tuple[int, ...]) -> list[Shape]:
+    """The per-example shape of each output of the model built for `data_shape` (its
+    declared input's None dimensions filled from the data, as the worker builds it)."""
+    return _call_model(_Walk(), tree, None, data_shape)

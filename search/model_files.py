@@ -130,6 +130,16 @@ def declared_input_shape(config: dict[str, Any]) -> list[int | None] | None:
     return list(dims)
 
 
+def read_config(source: bytes | str | Path) -> dict[str, Any]:
+    """The config.json of an accepted .keras file (read capped, as at upload), without its
+    compile_config; a ModelError when it cannot be read."""
+    with _zip(source) as (archive, _size):
+        config = _read_json(archive, "config.json", MAX_CONFIG_BYTES)
+    if not isinstance(config, dict):
+        raise ModelError("config.json must hold a Keras model's config (a JSON object)")
+    return {k: v for k, v in config.items() if k != "compile_config"}
+
+
 @contextmanager
 def _zip(source: bytes | str | Path) -> Iterator[tuple[zipfile.ZipFile, int]]:
     """The archive (and the file's size), or a ModelError for anything but a zip."""
@@ -206,4 +216,5 @@ __all__ = [
     "check_keras_file",
     "declared_input_shape",
     "estimated_params",
+    "read_config",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from search import store
 from search.checkpoints import CheckpointStore
 from search.errors import FieldError, QuotaExceeded, SpecError
 from search.keras_json import model_json_problems
+from search.model_fit import dataset_outputs, file_output_problems, fit_problems, takes
 from search.model_size import DataShape, ModelBudget, check_model_size
 from search.space import check_spec_against_run, run_shape
 from search.spec import KerasFileModel, KerasJsonModel, StudySpec, field_path, parse_spec
@@ -268,9 +270,10 @@ def _check_dataset_and_run(
     budget: ModelBudget,
 ) -> None:
     """The dataset must be "digits" or the tenant's, the ranges must fit the run, the
-    objective a metric its task reports, the preprocessing the data, a model file's declared
-    input must take its examples, and the model must fit the budget."""
+    objective a metric its task reports, the preprocessing the data, a user model must fit
+    the examples and the outputs (search.model_fit), and the budget."""
     ref = spec.task.dataset
+    n_outputs: int | None
     if ref == DIGITS:
         n_train, input_shape, task, n_outputs = _digits_facts(str(data_dir))
     else:
@@ -279,10 +282,11 @@ def _check_dataset_and_run(
             message = f'unknown dataset {ref!r}: use "digits" or the id of a dataset you uploaded'
             raise SpecError([FieldError("task.dataset", message)])
         n_train, input_shape, task = dataset.n_train, tuple(dataset.input_shape), dataset.task
-        n_outputs = _n_outputs(dataset)
+        n_outputs = dataset_outputs(dataset, data_dir)
         if dataset.source is not None and spec.task.preprocess is not None:
             message = "not available for a dataset by path (its statistics need a full pass)"
             raise SpecError([FieldError(PREPROCESS_FIELD, message)])
+    facts = (tuple(input_shape), n_outputs, task)
     errors = check_spec_against_run(spec, run_shape(spec, n_train)) if n_train else []
     unreported = objective_problem(spec.objective.metric, task)
     errors += [unreported] if unreported else []
@@ -298,7 +302,7 @@ def _check_dataset_and_run(
         )
         errors += [FieldError(PREPROCESS_FIELD, m) for m in refused]
     model_input = None if model_file is None else model_file.input_shape
-    if model_input is not None and not _takes(list(model_input), list(input_shape)):
+    if model_input is not None and not takes(list(model_input), list(input_shape)):
         errors.append(
             FieldError(
                 "task.model.id",
@@ -306,29 +310,18 @@ def _check_dataset_and_run(
                 f"have shape {tuple(input_shape)}",
             )
         )
-    shape = DataShape(tuple(input_shape), n_outputs)
+    elif model_file is not None:
+        misfit = file_output_problems(data_dir / model_file.path, *facts)
+        errors += [FieldError("task.model.id", m) for m in misfit]
+    shape = DataShape(tuple(input_shape), n_outputs or 1)
     params = None if model_file is None else model_file.est_params
-    too_big = check_model_size(spec.task, shape, budget, params)
-    if too_big:
-        errors.append(FieldError(MODEL_FIELD, "; ".join(too_big)))
+    problems = check_model_size(spec.task, shape, budget, params)
+    if isinstance(spec.task.model, KerasJsonModel):  # valid JSON: _check_model_json passed
+        problems += fit_problems(json.loads(spec.task.model.config), *facts)
+    if problems:
+        errors.append(FieldError(MODEL_FIELD, "; ".join(problems)))
     if errors:
         raise SpecError(errors)
-
-
-def _takes(model_input: list[int | None], data_input: list[int]) -> bool:
-    """A declared input shape accepts the data's (None matches any size)."""
-    return len(model_input) == len(data_input) and all(
-        m is None or m == d for m, d in zip(model_input, data_input, strict=True)
-    )
-
-
-def _n_outputs(dataset: store.StoredDataset) -> int:
-    """The output layer's width: the classes, else the targets a dataset by path declares;
-    an upload's regression is sized with one (a wider target adds a few output weights)."""
-    if dataset.task == "classification":
-        return int(dataset.n_classes or 0)
-    declared = (dataset.source or {}).get("n_outputs")
-    return declared if isinstance(declared, int) and declared > 0 else 1
 
 
 def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> int | None:

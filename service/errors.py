@@ -227,8 +227,9 @@ async def _on_spec_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_dataset_error(_request: Request, exc: Exception) -> JSONResponse:
     message = str(exc) or "the dataset cannot be used"
+    field = exc.field if isinstance(exc, DatasetError) else "file"
     return problem_response(
-        422, message, slug="invalid-dataset", errors=[FieldError("file", message)]
+        422, message, slug="invalid-dataset", errors=[FieldError(field, message)]
     )
 
 

@@ -855,19 +855,26 @@ def failing_trials(stage: Stage) -> Outcome:
 
 
 def sequential(*layers: dict[str, Any]) -> str:
-    """A Keras 3 `Sequential.to_json()` text built by hand (no Keras import in API tests)."""
+    """A Keras 3 `Sequential.to_json()` text built by hand (no Keras import in API tests):
+    digits' (8, 8) examples flattened to 64 values, then `layers`."""
     inputs = {
         "module": "keras.layers",
         "class_name": "InputLayer",
         "registered_name": None,
-        "config": {"batch_shape": [None, 64], "dtype": "float32", "name": "features"},
+        "config": {"batch_shape": [None, 8, 8], "dtype": "float32", "name": "features"},
+    }
+    flatten = {
+        "module": "keras.layers",
+        "class_name": "Flatten",
+        "registered_name": None,
+        "config": {"name": "flatten"},
     }
     return json.dumps(
         {
             "module": "keras",
             "class_name": "Sequential",
             "registered_name": None,
-            "config": {"name": "m", "layers": [inputs, *layers]},
+            "config": {"name": "m", "layers": [inputs, flatten, *layers]},
         }
     )
 

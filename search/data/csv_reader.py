@@ -167,12 +167,25 @@ def _target_values(target: str, raw: list[str]) -> np.ndarray:
         y = np.array([float(v) for v in raw], dtype=np.float64)
         if not np.isfinite(y).all():
             raise DatasetError(f"NaN or inf in target column {target!r}")
+        _check_varies(target, np.unique(y), raw, "nothing to learn")
         return y
     if any(numeric):
         raise DatasetError(f"target column {target!r} mixes numbers and text")
     classes, ids = np.unique(np.array(raw), return_inverse=True)
+    _check_varies(target, classes, raw, "classification needs at least 2 classes")
     if len(classes) > MAX_CLASSES:
         raise DatasetError(
             f"too many classes in {target!r}: {len(classes)} (at most {MAX_CLASSES})"
         )
     return ids.astype(np.int64)
+
+
+def _check_varies(target: str, distinct: np.ndarray, raw: list[str], why: str) -> None:
+    """A target with one distinct value leaves nothing to learn: refused on the `target`
+    field (a numeric one would otherwise be read as a constant regression)."""
+    if len(distinct) < 2:
+        raise DatasetError(
+            f"target column {target!r} has one distinct value ({raw[0][:40]!r} in all "
+            f"{len(raw)} rows): {why}; choose a column whose values vary",
+            field="target",
+        )

@@ -104,6 +104,21 @@ def _read_npz_arrays(source: Source, max_bytes: int) -> dict[str, np.ndarray]:
             return {k: _read_data(archive, members[k], headers[k], k) for k in members}
 
 
+def array_shape(source: Source, key: str) -> tuple[int, ...]:
+    """The shape of one array of a stored NPZ, from its .npy header only (the API reads an
+    upload's target width at submit without loading the arrays)."""
+    with _binary_stream(source) as fileobj:
+        try:
+            archive = zipfile.ZipFile(fileobj)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise DatasetError(f"not a valid NPZ file (truncated or corrupt): {exc}") from None
+        with archive:
+            members = _members(archive)
+            if key not in members:
+                raise DatasetError(f"the NPZ has no {key}")
+            return _header(archive, members[key], key).shape
+
+
 @contextmanager
 def _binary_stream(source: Source) -> Iterator[IO[bytes]]:
     if isinstance(source, bytes):

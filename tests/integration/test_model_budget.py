@@ -53,9 +53,9 @@ def test_a_huge_mlp_on_a_wide_dataset_is_refused_with_the_estimate(app_client: T
 def test_dense_40000_twice_as_keras_json_is_refused(app_client: TestClient) -> None:
     config = faults.sequential(faults.dense(40_000), faults.dense(40_000))
     message = refusal(app_client, faults.keras_json_spec(config))
-    params = (64 * 40_000 + 40_000) + (40_000 * 40_000 + 40_000)  # the input is (64,)
+    params = (64 * 40_000 + 40_000) + (40_000 * 40_000 + 40_000)  # (8, 8) flattened to 64
     assert f"{params:,} parameters" in message and "at most 50,000,000" in message
-    needed = params * 4 * 4 + 64 * (64 + 40_000 + 40_000) * 4 * 2  # Adam, batch 64
+    needed = params * 4 * 4 + 64 * (64 + 64 + 40_000 + 40_000) * 4 * 2  # Adam, batch 64
     assert f"about {-(-needed // 2**20):,} MB" in message and "at most 4,096 MB" in message
 
 
@@ -104,7 +104,8 @@ def test_a_layer_that_cannot_be_sized_is_refused_by_name(app_client: TestClient)
 
 
 def test_a_functional_model_is_sized_from_its_graph(client_factory: ClientFactory) -> None:
-    """Two branches of Dense(30000) on the (64,) input, added, then a 10-way output."""
+    """Two branches of Dense(30000) on the (8, 8) input flattened, added, then a 10-way
+    output."""
     inputs = {**json.loads(faults.sequential())["config"]["layers"][0], "name": "x"}
 
     def call(name: str, cls: str, cfg: dict[str, Any], *sources: str) -> dict[str, Any]:
@@ -124,8 +125,9 @@ def test_a_functional_model_is_sized_from_its_graph(client_factory: ClientFactor
     layers = [
         {**inputs, "inbound_nodes": []},
         call("out", "Dense", {"units": 10}, "sum"),  # listed first: waits for "sum"
-        call("a", "Dense", {"units": 30_000}, "x"),
-        call("b", "Dense", {"units": 30_000}, "x"),
+        call("a", "Dense", {"units": 30_000}, "flat"),
+        call("b", "Dense", {"units": 30_000}, "flat"),
+        call("flat", "Flatten", {}, "x"),
         call("sum", "Add", {}, "a", "b"),
     ]
     model = {
@@ -152,7 +154,9 @@ def test_a_model_file_is_held_to_the_budget_in_force_at_submit(
 ) -> None:
     """Uploaded under one budget, the file (1,024 weights) is refused under a tighter one;
     a plugin study has no model in its spec and is not sized."""
-    config = file_sequential(FILE_DENSE)
+    flatten = {"module": "keras.layers", "class_name": "Flatten", "config": {}}
+    output = {**FILE_DENSE, "config": {**FILE_DENSE["config"], "units": 10}}  # digits' classes
+    config = file_sequential(flatten, output)
     config["config"]["layers"][0]["config"]["batch_shape"] = [None, 8, 8]  # digits
     with client_factory() as client:
         uploaded = client.post("/v1/models", files={"file": ("net.keras", archive(config))})

@@ -27,8 +27,10 @@ def upload(client: TestClient | httpx.Client, data: bytes, **form: str) -> httpx
 
 
 def digits_model(input_shape: list[int]) -> bytes:
+    """Flatten, then Dense(10): fits digits when `input_shape` is its (8, 8)."""
     inputs = _layer("InputLayer", {"batch_shape": [None, *input_shape], "dtype": "float32"})
-    config = sequential(DENSE)
+    output = _layer("Dense", {"units": 10, "activation": "softmax"})
+    config = sequential(_layer("Flatten", {}), output)
     config["config"]["layers"][0] = inputs
     return archive(config)
 

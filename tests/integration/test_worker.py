@@ -149,16 +149,38 @@ def test_a_study_past_its_timeout_claims_no_more_trials_and_completes(
 def test_a_study_whose_trials_keep_failing_ends_failed_with_the_reason(
     app_client: TestClient, db_url: str, tmp_path: Path
 ) -> None:
-    import keras
+    """The model fits the 3-class upload it was submitted for (the API refuses one that does
+    not), then the stored file is replaced by a 4-class one: every trial's model is refused
+    by the worker for its output size."""
+    import io
 
+    import keras
+    import numpy as np
+
+    def npz(n_classes: int) -> bytes:
+        rng, buf = np.random.default_rng(0), io.BytesIO()
+        x_train, x_val = rng.normal(size=(40, 8, 8)), rng.normal(size=(12, 8, 8))
+        y_train, y_val = np.arange(40) % n_classes, np.arange(12) % n_classes
+        np.savez(buf, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+        return buf.getvalue()
+
+    uploaded = app_client.post("/v1/datasets", files={"file": ("d.npz", npz(3))})
+    assert uploaded.status_code == 201, uploaded.text
     inputs = keras.Input((8, 8))
-    wrong = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    fits = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
     study_id = submit(
         app_client,
         n_trials=10,
         strategies=["constant"],
-        task={**TINY, "model": {"kind": "keras_json", "config": wrong.to_json()}},
+        task={
+            **TINY,
+            "dataset": uploaded.json()["id"],
+            "model": {"kind": "keras_json", "config": fits.to_json()},
+        },
     )
+    stored = [p for p in (tmp_path / "data" / "datasets").glob("*.npz") if p.is_file()]
+    assert len(stored) == 1
+    stored[0].write_bytes(npz(4))
     with worker_thread(db_url, tmp_path / "data"):
         wait_for(lambda: status(app_client, study_id)["status"] == "failed", 120, "failed")
     body = status(app_client, study_id)
