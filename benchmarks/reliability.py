@@ -4,8 +4,11 @@ Runs the fault scenarios of tests/faults.py (kill -9 and SIGTERM of a worker mid
 restarts, trials that raise, the database stopped mid-study) and then throws bad input at a
 live API: named bad specs and uploads, path-shaped ids on every route with an id, and a
 schemathesis pass (valid and invalid data) over the whole OpenAPI schema; then hostile NPZ
-uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py) with the API's peak RSS growth,
-and a quota race (16 concurrent creations over two API processes: exactly the quota created).
+uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py), a quota race (16 concurrent
+creations over two API processes: exactly the quota created), an error flood, oversized models
+(refused at submit; over a worker's memory limit while training) and a worker killed under
+`lrsearch serve` (benchmarks/hostile_scenarios.py). Each hostile row reports the peak RSS
+(VmHWM) of the API and, where one runs, of a worker.
 
     .venv/bin/python benchmarks/reliability.py [--out benchmarks/out/reliability.json]
         [--fuzz-examples 10] [--skip-outage]
@@ -39,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import hostile_uploads  # noqa: E402  (benchmarks/, this script's folder)
+import hostile_scenarios  # noqa: E402  (benchmarks/, this script's folder)
+import hostile_uploads  # noqa: E402
 
 from tests import faults  # noqa: E402
 
@@ -49,6 +53,11 @@ SHARED: list[Scenario] = [
     faults.sigterm_mid_trial,
     faults.api_restart,
     faults.failing_trials,
+]
+HOSTILE: list[Scenario] = [
+    hostile_scenarios.error_flood,
+    hostile_scenarios.oversized_at_submit,
+    hostile_scenarios.over_worker_memory,
 ]
 
 
@@ -203,7 +212,9 @@ def run_hostile_uploads(root: Path, bound_mib: float = 200) -> faults.Outcome:
     with faults.shared_pg_database() as url, faults.stage_on(url, root) as stage:
         process, _ = stage.api()
         assert process.proc is not None
+        watch = hostile_scenarios.PeakWatch(process.proc.pid)
         rows = hostile_uploads.run(process.url, process.proc.pid, root)
+        out.details["api_peak_mib"] = watch.stop().peak_mib
     out.bad_inputs = len(rows)
     out.server_errors = sum(r.status >= 500 for r in rows)
     for r in rows:
@@ -222,13 +233,15 @@ def run_quota_race(root: Path, concurrent: int = 16) -> faults.Outcome:
     with faults.shared_pg_database() as url, faults.stage_on(url, root) as stage:
         os.environ.update(limits)  # the API processes inherit this environment
         try:
-            urls = [stage.api()[0].url for _ in range(2)]
+            processes = [stage.api()[0] for _ in range(2)]
         finally:
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+        urls = [p.url for p in processes]
+        watches = [hostile_scenarios.PeakWatch(p.proc.pid) for p in processes if p.proc]
         for api_url in urls:  # the default tenant exists before the race
             httpx.get(f"{api_url}/v1/studies", timeout=30).raise_for_status()
         gate = threading.Barrier(concurrent)
@@ -242,6 +255,10 @@ def run_quota_race(root: Path, concurrent: int = 16) -> faults.Outcome:
 
         with ThreadPoolExecutor(concurrent) as pool:
             results = list(pool.map(post, range(concurrent)))
+        for watch in watches:
+            watch.stop()
+        out.details["api_peak_mib"] = max(w.peak_mib for w in watches)
+        out.details["api_peak_growth_mib"] = max(w.growth_mib for w in watches)
     kinds = Counter(kind for _, kind in results)
     out.bad_inputs = concurrent
     out.server_errors = sum(status >= 500 for status, _ in results)
@@ -251,13 +268,35 @@ def run_quota_race(root: Path, concurrent: int = 16) -> faults.Outcome:
     return out
 
 
+def run_dead_worker(root: Path) -> faults.Outcome:
+    started = time.perf_counter()
+    try:
+        outcome = hostile_scenarios.dead_worker_under_serve(root)
+    except Exception as exc:
+        log = root / "serve" / "serve.log"
+        outcome = _crashed("dead worker under serve", exc, log.read_text() if log.exists() else "")
+    outcome.details["seconds"] = round(time.perf_counter() - started, 1)
+    return outcome
+
+
+def _mib(details: dict[str, Any], key: str) -> str:
+    """A peak RSS column: the peak in MiB, and for the API its growth while attacked."""
+    peak = details.get(f"{key}_peak_mib")
+    if peak is None:
+        return "-"
+    growth = details.get(f"{key}_peak_growth_mib")
+    if isinstance(growth, dict):  # per upload
+        growth = max(growth.values(), default=0)
+    return f"{peak:.0f}" + ("" if growth is None else f" (+{growth:.0f})")
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
 def table(outcomes: list[faults.Outcome]) -> str:
     head = (
         f"{'scenario':<50} {'faults':>6} {'lost':>5} {'double':>6} {'bad in':>7} "
-        f"{'5xx':>4} {'secs':>6}  result"
+        f"{'5xx':>4} {'secs':>6} {'API MiB':>11} {'worker MiB':>10}  result"
     )
     lines = [head, "-" * len(head)]
     for o in outcomes:
@@ -265,7 +304,8 @@ def table(outcomes: list[faults.Outcome]) -> str:
         lines.append(
             f"{o.name[:50]:<50} {o.faults:>6} {o.lost:>5} {o.double_counted:>6} "
             f"{o.bad_inputs:>7} {o.server_errors:>4} "
-            f"{o.details.get('seconds', 0):>6}  {result}"
+            f"{o.details.get('seconds', 0):>6} {_mib(o.details, 'api'):>11} "
+            f"{_mib(o.details, 'worker'):>10}  {result}"
         )
         lines += [f"    ! {p[:160]}" for p in o.problems[:5]]
         if "skipped" in o.details:
@@ -308,6 +348,11 @@ def main() -> int:
         outcomes.append(run_quota_race(root / "quota"))
         outcomes[-1].details["seconds"] = round(time.perf_counter() - started, 1)
         print(f"quota race answers: {outcomes[-1].details['answers']}")
+        for i, scenario in enumerate(HOSTILE):
+            outcomes.append(run_shared(scenario, root / f"h{i}"))
+            print(table(outcomes[-1:]).splitlines()[-1], flush=True)
+        outcomes.append(run_dead_worker(root / "dead"))
+        print(table(outcomes[-1:]).splitlines()[-1], flush=True)
     summary = totals(outcomes)
     report = {
         "machine": platform.platform(),
