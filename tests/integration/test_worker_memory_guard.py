@@ -36,11 +36,12 @@ def test_a_trial_over_the_memory_limit_fails_alone_and_a_fresh_worker_goes_on(
     _warm_up()
     limit_mb = rss_bytes() // MIB + HEADROOM_MB
     wide = submit(app_client, task=WIDE, strategies=["constant"], n_trials=1)
-    with worker_thread(db_url, tmp_path / "data", memory_limit_mb=limit_mb) as worker:
-        wait_for(worker.stop.is_set, 120, "the worker to stop itself")
-        # Keras/TensorFlow keep most of what the wide model took: still over the limit
-        # after the cleanup, the worker stops rather than fail every following trial.
-        assert worker.trials.memory_exhausted
+    with worker_thread(db_url, tmp_path / "data", memory_limit_mb=limit_mb):
+        wait_for(lambda: status(app_client, wide)["status"] == "failed", 120, "the wide study")
+    # The worker thread ended cleanly (worker_thread joins it and asserts so): after the
+    # cleanup it either stopped itself, still over its limit (Keras often keeps what the wide
+    # model took), or was going on under it (in a process that had freed more before, as in
+    # the whole suite); it never died of the trial.
     trials = app_client.get(f"/v1/studies/{wide}/trials").json()["items"]
     assert [t["state"] for t in trials] == ["fail"]  # one trial, not retried
     reason = trials[0]["fail_reason"]
@@ -49,8 +50,8 @@ def test_a_trial_over_the_memory_limit_fails_alone_and_a_fresh_worker_goes_on(
     body = status(app_client, wide)
     assert body["status"] == "failed" and "out of memory" in body["error"]
 
-    # Its supervisor's fresh worker (here: in the same process, its limit above what the
-    # first one left behind) claims the next study and finishes it.
+    # The next study is finished by a fresh worker, as its supervisor would start one (here:
+    # in the same process, its limit above what the first one left behind).
     small = submit(app_client, strategies=["constant"], n_trials=2)
     fresh_limit = rss_bytes() // MIB + HEADROOM_MB
     with worker_thread(db_url, tmp_path / "data", memory_limit_mb=fresh_limit) as fresh:
