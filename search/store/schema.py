@@ -179,6 +179,8 @@ class WorkerRow(Base):
     device: Mapped[str] = mapped_column(String(255))
     #: Its installed task plugins, {name: version}.
     plugins: Mapped[dict[str, str]] = mapped_column(JsonType)
+    #: The trial it trains now, "<study id>/<trial number>" (None when idle).
+    current_trial: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RateEvent(Base):

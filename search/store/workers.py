@@ -31,6 +31,7 @@ class LiveWorker:
     last_seen: datetime
     device: str
     plugins: dict[str, str]
+    current_trial: str | None = None
 
 
 def register_worker(
@@ -63,13 +64,18 @@ def register_worker(
     session.commit()
 
 
-def touch_worker(session: Session, worker_id: str, now: datetime | None = None) -> bool:
-    """Refresh the row's `last_seen`; False when the row is gone (pruned: register again).
-    Commits."""
+def touch_worker(
+    session: Session,
+    worker_id: str,
+    now: datetime | None = None,
+    current_trial: str | None = None,
+) -> bool:
+    """Refresh the row's `last_seen` and the trial it runs now; False when the row is gone
+    (pruned: register again). Commits."""
     stmt = (
         update(WorkerRow)
         .where(WorkerRow.id == worker_id)
-        .values(last_seen=now or utcnow())
+        .values(last_seen=now or utcnow(), current_trial=current_trial)
         .execution_options(synchronize_session=False)
     )
     result: Any = session.execute(stmt)
@@ -101,6 +107,7 @@ def live_workers(session: Session, within_s: float) -> list[LiveWorker]:
             last_seen=row.last_seen,
             device=row.device,
             plugins={str(k): str(v) for k, v in (row.plugins or {}).items()},
+            current_trial=row.current_trial,
         )
         for row in session.scalars(stmt)
     ]

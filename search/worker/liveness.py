@@ -1,6 +1,7 @@
 """A worker's liveness row while it runs: registered at start with what it can run (its
-task plugins with their versions, its device), `last_seen` refreshed every heartbeat
-interval by a thread (training blocks the loop for minutes), deleted on a clean exit."""
+task plugins with their versions, its device), `last_seen` and the trial it trains now
+refreshed every heartbeat interval by a thread (training blocks the loop for minutes),
+deleted on a clean exit."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ class Liveness:
         while not self._done.wait(self._interval):
             try:
                 with self._resources.sessions() as session:
-                    found = store.touch_worker(session, self.worker_id)
+                    found = store.touch_worker(
+                        session, self.worker_id, current_trial=self._resources.current_trial
+                    )
             except Exception as exc:
                 log.warning("liveness refresh failed: %s", exc.__class__.__name__)
                 continue

@@ -34,6 +34,8 @@ class WorkerResources:
             grace_period=config.grace_period,
         )
         self.checkpoints = CheckpointStore(Path(config.data_dir) / "checkpoints")
+        #: "<study id>/<trial number>" while a trial trains (its liveness row shows it).
+        self.current_trial: str | None = None
 
     def persist(self, fn: Callable[[], T], what: str = "storage call") -> T:
         """Retry a repeatable storage call while the database is briefly away (not once the

@@ -68,8 +68,12 @@ class TrialRunner:
         # `ask` is never retried: a retry after a lost answer could create a second trial.
         trial = opened.study.ask()
         interval = self.resources.config.heartbeat_interval
-        with Heartbeat(self.resources.storage, private.trial_id(trial), interval):
-            self._train_and_tell(opened, trial, study_id)
+        self.resources.current_trial = f"{study_id}/{trial.number}"
+        try:
+            with Heartbeat(self.resources.storage, private.trial_id(trial), interval):
+                self._train_and_tell(opened, trial, study_id)
+        finally:
+            self.resources.current_trial = None
         if self._ran_out:
             self._after_out_of_memory()
 

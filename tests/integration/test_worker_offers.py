@@ -177,6 +177,16 @@ def test_a_running_worker_keeps_its_row_fresh_and_removes_it_on_exit(
                     break
                 time.sleep(0.1)
             assert [r.id for r in rows] == [row.id] and rows[0].last_seen > row.last_seen
+            assert rows[0].current_trial is None  # idle
+            resources.current_trial = "s1/7"  # what the trial run sets while it trains
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with resources.sessions() as session:
+                    [now] = store.live_workers(session, GRACE_S)
+                if now.current_trial == "s1/7":
+                    break
+                time.sleep(0.1)
+            assert now.current_trial == "s1/7"
         with resources.sessions() as session:
             assert store.live_workers(session, GRACE_S) == []
     finally:

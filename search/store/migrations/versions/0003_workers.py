@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
         sa.Column("device", sa.String(255), nullable=False),
         sa.Column("plugins", _JSON, nullable=False),
+        sa.Column("current_trial", sa.String(64), nullable=True),
     )
     op.create_index("ix_lrsearch_workers_last_seen", "lrsearch_workers", ["last_seen"])
 
