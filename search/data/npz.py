@@ -93,11 +93,7 @@ def _read_npz_arrays(source: Source, max_bytes: int) -> dict[str, np.ndarray]:
             raise DatasetError("not a valid NPZ file: expected a zip archive from numpy.savez")
         _check_directory(fileobj)
         fileobj.seek(0)
-        try:
-            archive = zipfile.ZipFile(fileobj)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise DatasetError(f"not a valid NPZ file (truncated or corrupt): {exc}") from None
-        with archive:
+        with _open_zip(fileobj) as archive:
             members = _members(archive)
             _check_total(sum(info.file_size for info in members.values()), max_bytes)
             headers = {k: _header(archive, info, k) for k, info in members.items()}
@@ -107,16 +103,11 @@ def _read_npz_arrays(source: Source, max_bytes: int) -> dict[str, np.ndarray]:
 def array_shape(source: Source, key: str) -> tuple[int, ...]:
     """The shape of one array of a stored NPZ, from its .npy header only (the API reads an
     upload's target width at submit without loading the arrays)."""
-    with _binary_stream(source) as fileobj:
-        try:
-            archive = zipfile.ZipFile(fileobj)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise DatasetError(f"not a valid NPZ file (truncated or corrupt): {exc}") from None
-        with archive:
-            members = _members(archive)
-            if key not in members:
-                raise DatasetError(f"the NPZ has no {key}")
-            return _header(archive, members[key], key).shape
+    with _binary_stream(source) as fileobj, _open_zip(fileobj) as archive:
+        members = _members(archive)
+        if key not in members:
+            raise DatasetError(f"the NPZ has no {key}")
+        return _header(archive, members[key], key).shape
 
 
 @contextmanager
@@ -195,19 +186,32 @@ def _check_total(total: int, max_bytes: int) -> None:
         )
 
 
+def read_npy_header(stream: IO[bytes], key: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, fortran order, dtype) of the .npy header at the stream's position (versions
+    1.0 and 2.0); the stream is left at the array's data."""
+    fmt = np.lib.format
+    version = fmt.read_magic(stream)
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(stream)
+    raise DatasetError(f"{key}: unsupported .npy format version {version}")
+
+
+def _open_zip(fileobj: IO[bytes]) -> zipfile.ZipFile:
+    """The archive, or a DatasetError saying it is not a readable NPZ."""
+    try:
+        return zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise DatasetError(f"not a valid NPZ file (truncated or corrupt): {exc}") from None
+
+
 def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _Header:
     """The member's .npy header, from its first bytes only; its sizes must match the zip's."""
-    fmt = np.lib.format
     with _member_errors(key):
         with archive.open(info) as f:
             stream = io.BytesIO(f.read(min(_HEADER_BYTES, info.file_size)))
-        version = fmt.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
-        else:
-            raise DatasetError(f"{key}: unsupported .npy format version {version}")
+        shape, fortran, dtype = read_npy_header(stream, key)
     if dtype.hasobject:
         raise DatasetError(
             f"{key} is a pickled/object array; pickle is not allowed (store plain numeric "

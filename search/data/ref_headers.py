@@ -33,6 +33,7 @@ from search.data.dataset import (
     class_ids,
     infer_task,
 )
+from search.data.npz import read_npy_header
 from search.data.references import VAL_EVERY, ReferenceRequest
 from search.errors import DatasetError
 
@@ -150,13 +151,7 @@ def npz_layout(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str, int]],
                 raw.seek(info.header_offset + 26)
                 name_len, extra_len = struct.unpack("<HH", raw.read(4))
                 raw.seek(info.header_offset + 30 + name_len + extra_len)
-                version = fmt.read_magic(raw)
-                if version == (1, 0):
-                    shape, fortran, dtype = fmt.read_array_header_1_0(raw)
-                elif version == (2, 0):
-                    shape, fortran, dtype = fmt.read_array_header_2_0(raw)
-                else:
-                    raise DatasetError(f"{key}: unsupported .npy format version {version}")
+                shape, fortran, dtype = read_npy_header(raw, key)
                 if dtype.hasobject or fortran or dtype.kind not in "biuf" or not shape:
                     raise DatasetError(f"{key} must be a plain numeric C-order array")
                 headers[key] = (tuple(int(d) for d in shape), dtype.str, raw.tell())
