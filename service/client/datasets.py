@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.client.errors import InputFileError
 from service.client.transport import Transport
 
 
@@ -16,15 +15,8 @@ class DatasetCalls(Transport):
         self, path: str | Path, target: str | None = None, name: str | None = None
     ) -> dict[str, Any]:
         """Upload an .npz or a .csv (with its `target` column); returns the dataset record."""
-        path = Path(path)
         form = {k: v for k, v in (("target", target), ("name", name)) if v}
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-        with handle:
-            files = {"file": (path.name, handle, "application/octet-stream")}
-            return dict(self.request("POST", "/v1/datasets", files=files, data=form).json())
+        return self._upload("/v1/datasets", path, form)
 
     def datasets(self) -> list[dict[str, Any]]:
         """The caller's datasets, newest first."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.client.errors import InputFileError
 from service.client.transport import Transport
 
 
@@ -15,15 +14,7 @@ class ModelCalls(Transport):
     def upload_model(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
         """Upload a `.keras` file (from `model.save()`); returns the model record, whose id
         goes into `task.model: {kind: keras_file, id: ...}`."""
-        path = Path(path)
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-        with handle:
-            files = {"file": (path.name, handle, "application/octet-stream")}
-            form = {"name": name} if name else {}
-            return dict(self.request("POST", "/v1/models", files=files, data=form).json())
+        return self._upload("/v1/models", path, {"name": name} if name else {})
 
     def models(self) -> list[dict[str, Any]]:
         """The caller's model files, newest first."""

@@ -7,11 +7,12 @@ nowhere else, so the resource calls (studies, datasets) never see raw httpx erro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
 
-from service.client.errors import ApiError, CannotConnect
+from service.client.errors import ApiError, CannotConnect, InputFileError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -63,3 +64,15 @@ class Transport:
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
+
+    def _upload(self, route: str, path: str | Path, form: dict[str, str]) -> dict[str, Any]:
+        """POST a local file as the multipart field `file` (with `form`); the record made.
+        A file that cannot be read is an InputFileError, before anything is sent."""
+        path = Path(path)
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with handle:
+            files = {"file": (path.name, handle, "application/octet-stream")}
+            return dict(self.request("POST", route, files=files, data=form).json())
