@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_env(
+    data_dir: Path,
+    database_url: str | None = None,
+    tf_threads: str = "1",
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment `start_server` gives `lrsearch serve`: `base_env` (default: this
+    process's) with the data directory, the database (its own SQLite file under data_dir
+    unless `database_url`) and the TensorFlow threads set."""
+    env = {
+        **(os.environ if base_env is None else base_env),
+        "LRSEARCH_DATA_DIR": str(data_dir),
+        "LRSEARCH_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'lrsearch.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LRSEARCH_TF_THREADS": tf_threads,
+    }
+    env.pop("DATABASE_URL", None)
+    return env
+
+
 def start_server(
     data_dir: Path,
     port: int,
@@ -49,17 +69,11 @@ def start_server(
     database_url: str | None = None,
     tf_threads: str = "1",
     serve_args: Sequence[str] = (),
+    base_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`lrsearch serve` on loopback, logging to data_dir/serve.log, on `database_url` or
-    its own SQLite file under data_dir; `serve_args` are more flags (e.g. --gpus 0)."""
-    env = {
-        **os.environ,
-        "LRSEARCH_DATA_DIR": str(data_dir),
-        "LRSEARCH_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'lrsearch.db'}",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "LRSEARCH_TF_THREADS": tf_threads,
-    }
-    env.pop("DATABASE_URL", None)
+    """`lrsearch serve` on loopback, logging to data_dir/serve.log, in `server_env`'s
+    environment; `serve_args` are more flags (e.g. --gpus 0)."""
+    env = server_env(data_dir, database_url, tf_threads, base_env)
     cmd = [
         sys.executable,
         "-m",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 
 from service.cli.server import stop_processes
-from service.demo import free_port, wait_ready
+from service.demo import free_port, server_env, start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,35 +49,12 @@ def serve(data_dir: Path, env: dict[str, str] | None = None, workers: int = 1) -
     stop it (and its workers) afterwards."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    full_env = {
-        **(env or os.environ),
-        "LRSEARCH_DATA_DIR": str(data_dir),
-        "LRSEARCH_DATABASE_URL": f"sqlite:///{data_dir / 'lrsearch.db'}",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "LRSEARCH_TF_THREADS": "1",
-    }
-    full_env.pop("DATABASE_URL", None)
     log = data_dir / "serve.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--workers",
-        str(workers),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
-        )
+    process = start_server(data_dir, port, workers, base_env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, timeout_s=120, server=process, log=log)
-        yield Served(url, process, log, full_env)
+        yield Served(url, process, log, server_env(data_dir, base_env=env))
     finally:
         stop_processes([process])
 
