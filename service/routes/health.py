@@ -76,8 +76,13 @@ def worker_readiness(session: Session, grace_period_s: float) -> dict[str, Any]:
         "live": live,
         "queued_studies": store.study_status_counts(session).get("queued", 0),
         "runnable_trial_slots": slots,
-        "ready_for_work": live > 0 or slots == 0,
+        "ready_for_work": ready_for_work(live, slots),
     }
+
+
+def ready_for_work(live_workers: int, runnable_slots: int) -> bool:
+    """Queued work can progress: some worker is live, or no trial slot waits for one."""
+    return live_workers > 0 or runnable_slots == 0
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(401, 503))
@@ -125,7 +130,7 @@ def metrics(
         lines,
         "lrsearch_ready_for_work",
         "1 unless trial slots wait and no worker is live (then queued work cannot progress).",
-        int(live > 0 or slots == 0),
+        int(ready_for_work(live, slots)),
     )
     return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_MEDIA_TYPE)
 
