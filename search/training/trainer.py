@@ -18,7 +18,7 @@ import functools
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +136,27 @@ class Trainer:
             finally:
                 reports.close()
             self.persist(functools.partial(set_user_attrs, trial, outcome.to_attrs()))
+
+    def run_many(
+        self,
+        trials: Sequence[optuna.Trial],
+        spec: StudySpec,
+        dataset: Dataset | StreamedTask,
+        should_stop: StopCheck | None = None,
+        checkpoints: Sequence[CheckpointHandle | None] | None = None,
+    ) -> list[float | BaseException]:
+        """Train several trials of one study (a worker's population); per member, its value
+        or the exception `run` raises for it (TrialPruned, TrialDiverged, TrialStopped...).
+
+        One after another here: every member gets exactly what a solo trial gets."""
+        handles = list(checkpoints) if checkpoints is not None else [None] * len(trials)
+        results: list[float | BaseException] = []
+        for trial, handle in zip(trials, handles, strict=True):
+            try:
+                results.append(self.run(trial, spec, dataset, should_stop, handle))
+            except Exception as exc:  # the member's own ending; the others go on
+                results.append(exc)
+        return results
 
     def _fit(
         self,
