@@ -81,7 +81,26 @@ def search(
     result.epochs_spent = sum(e for e, _ in result.trials)
     result.export = _export(best)
     result.reported_best = best.get("value")
+    result.detail = {"lr_range": _range(study.data), "trial_detail": [_brief(t) for t in trials]}
     return result, trials
+
+
+def _range(study: dict[str, Any]) -> dict[str, Any] | None:
+    """The range test's edge and bounds (its curve left out: the record stays small)."""
+    found = study.get("lr_range") or None
+    return None if found is None else {k: found.get(k) for k in ("edge", "low", "high")}
+
+
+def _brief(trial: dict[str, Any]) -> list[Any]:
+    """A trial in one line of the record: what was tried and how it ended (for dev reading)."""
+    return [
+        trial["number"],
+        trial["strategy"],
+        trial["params"],
+        trial["state"],
+        trial.get("value"),
+        trial.get("epochs_run"),
+    ]
 
 
 def _export(best: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class SearchResult:
     export: dict[str, Any] | None = None
     reported_best: float | None = None
     wall_s: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)  # lrsearch: range and trials, for dev
 
 
 def export_of(spec: StudySpec, strategy_id: str, params: dict[str, Any], run: RunShape) -> Any:

@@ -102,8 +102,7 @@ def split_summary(
             spent += peers_spend if beat is None else beat
             peer_epochs += peers_spend
     budget_share = statistics.fmean(
-        table[t][LRSEARCH]["epochs"]
-        / max(table[t][p]["epochs"] for p in peers.SEARCHING_PEERS if p in table[t])
+        table[t][LRSEARCH]["epochs"] / _budget(table[t], table[t][LRSEARCH]["epochs"])
         for t in complete
     )
     return {
@@ -138,3 +137,9 @@ def print_contender_ranks(table: dict[str, dict[str, dict[str, float]]], tasks: 
 
 
 __all__ = ["BASELINES", "per_task", "print_contender_ranks", "print_tasks", "split_summary"]
+
+
+def _budget(row: dict[str, Any], fallback: int) -> int:
+    """The task's search budget in epochs: the most any searching peer spent (the peers that
+    never prune spend all of it); lrsearch's own spend when no peer ran (a dev variant)."""
+    return max((row[p]["epochs"] for p in peers.SEARCHING_PEERS if p in row), default=fallback)

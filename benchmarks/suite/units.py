@@ -75,6 +75,7 @@ def record(
             wall_s=round(search.wall_s, 1),
             choice=search.export,
             trials=search.trials,
+            **search.detail,
         )
     else:
         out.update(epochs=task.epochs)
