@@ -45,10 +45,11 @@ def worker_population(args: argparse.Namespace) -> int:
 
 
 def worker_env(args: argparse.Namespace) -> dict[str, str]:
-    """What `serve` sets in each worker's environment (checked here, before any starts)."""
+    """What `serve` sets in each worker's environment (checked here, before any starts): the
+    population only when the flag gives one (else the workers read the inherited variable)."""
     limit, population = worker_memory_mb(args), worker_population(args)
-    env = {POPULATION_ENV: str(population)}  # set even when 1: it overrides an inherited one
-    return env if limit is None else {**env, ENV: str(limit)}
+    env = {} if limit is None else {ENV: str(limit)}
+    return env if args.population is None else {**env, POPULATION_ENV: str(population)}
 
 
 __all__ = ["add_worker_options", "worker_env", "worker_memory_mb", "worker_population"]
