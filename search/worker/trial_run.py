@@ -117,9 +117,8 @@ class TrialRunner:
         per claimed slot."""
         spec = opened.read
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
-        opened.study.sampler = make_sampler(
-            spec, seed
-        )  # seeded per slot: reproducible in any order
+        # seeded per slot: reproducible in any order
+        opened.study.sampler = make_sampler(spec, seed)
         if opened.workload is None or opened.load_error is not None:
             return opened
         prepare = functools.partial(self._prepared_spec, opened.study, spec, opened.workload, slot)
