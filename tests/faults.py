@@ -690,6 +690,36 @@ def kill9_mid_population(stage: Stage) -> Outcome:
     return out
 
 
+def sigterm_mid_population(stage: Stage) -> Outcome:
+    """SIGTERM a worker training a population: it exits 0 with every member released for one
+    retry (none left running), and the next population worker runs them to the budget."""
+    out = Outcome("SIGTERM worker mid-population", faults=1)
+    _, api = stage.api()
+    study_id = api.create(tiny_spec(POPULATION, KILL_EPOCHS))
+    first = stage.worker("worker-a", population=POPULATION)
+    wait_for(
+        lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
+        240,
+        "a member with >= 3 epochs",
+    )
+    first.signal(signal.SIGTERM)
+    code = first.wait(120)
+    released = api.trials(study_id)
+    stage.worker("worker-b", population=POPULATION)
+    final = api.wait_final(study_id, 300)
+    out.details.update(exit_code=code, released=[t["state"] for t in released])
+    out.expect(code == 0, f"worker exited {code}")
+    shut = [t for t in released if "worker shut down" in str(t["fail_reason"])]
+    out.expect(len(shut) == POPULATION, f"{len(shut)} members released")
+    out.expect(sum(t["state"] == "waiting" for t in released) == POPULATION, "retries queued")
+    out.expect(not any(t["state"] == "running" for t in released), "a member left running")
+    out.expect(final["status"] == "completed", f"study ended {final['status']}")
+    out.expect(final["progress"]["retried"] == POPULATION, f"progress: {final['progress']}")
+    count_study(out, api, stage.db_url, study_id, POPULATION)
+    out.server_errors += api.server_errors()
+    return out
+
+
 def sigterm_mid_trial(stage: Stage) -> Outcome:
     """SIGTERM a worker mid-trial: it finishes the epoch, fails the trial with a reason,
     queues its retry and exits 0; the next worker resumes the retry from that very epoch."""
