@@ -196,10 +196,13 @@ class WorkerProcess(Proc):
         log: Path,
         grace_s: int,
         idle_exit_s: float | None = None,
+        population: int = 1,
     ) -> None:
         argv = [sys.executable, "-m", "service.cli", "worker"]
         if idle_exit_s is not None:
             argv += ["--idle-exit", str(idle_exit_s)]
+        if population != 1:
+            argv += ["--population", str(population)]
         env = {
             **_base_env(db_url, data_dir),
             "LRSEARCH_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
@@ -483,6 +486,25 @@ def count_study(outcome: Outcome, api: Api, db_url: str, study_id: str, n_trials
     }
 
 
+def retried_trials(db_url: str, study_id: str) -> dict[int, int]:
+    """Each retried trial's number -> its retry's number (read from Optuna's storage)."""
+    import optuna
+
+    from search import store
+
+    storage = store.optuna_storage(db_url)
+    try:
+        study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=storage)
+        trials = study.get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
+    return {
+        int(t.system_attrs["failed_trial"]): t.number
+        for t in trials
+        if t.system_attrs.get("failed_trial") is not None
+    }
+
+
 def duplicate_retries(db_url: str, study_id: str) -> int:
     """Dead trials that were queued again more than once (each must be retried once at most)."""
     import optuna
@@ -522,10 +544,12 @@ class Stage:
         process = ApiProcess(self.group, self.db_url, self.data_dir, self.logs).start()
         return process, Api(process.url)
 
-    def worker(self, name: str, grace_s: int = 3, idle_exit_s: float | None = None) -> Proc:
+    def worker(
+        self, name: str, grace_s: int = 3, idle_exit_s: float | None = None, population: int = 1
+    ) -> Proc:
         log = self.logs / f"{name}.log"
         return WorkerProcess(
-            self.group, self.db_url, self.data_dir, log, grace_s, idle_exit_s
+            self.group, self.db_url, self.data_dir, log, grace_s, idle_exit_s, population
         ).start()
 
 
@@ -598,6 +622,100 @@ def kill9_mid_trial(stage: Stage) -> Outcome:
         not list((stage.data_dir / "checkpoints").glob("*/*.npz")), "checkpoints left behind"
     )
     count_study(out, api, stage.db_url, study_id, 3)
+    out.server_errors += api.server_errors()
+    return out
+
+
+POPULATION = 3
+
+
+def kill9_mid_population(stage: Stage) -> Outcome:
+    """kill -9 a worker training a population of POPULATION trials once one of them reported
+    >= 3 epochs: every member is failed by another population worker's sweep and retried
+    once, each retry resumes from its own checkpoint (if it had saved one), none is lost or
+    counted twice."""
+    out = Outcome("kill -9 worker mid-population", faults=1)
+    _, api = stage.api()
+    study_id = api.create(tiny_spec(POPULATION, KILL_EPOCHS))
+    first = stage.worker("worker-a", population=POPULATION)
+    victim = wait_for(
+        lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
+        240,
+        "a member with >= 3 epochs",
+    )
+    running = api.poll(f"/v1/studies/{study_id}/trials?state=running")["items"]
+    first.kill9()
+    stage.worker("worker-b", population=POPULATION)
+    final = api.wait_final(study_id, 300)
+    trials = {t["number"]: t for t in api.trials(study_id)}
+    dead = [trials[r["number"]] for r in running]
+    retry_of = retried_trials(stage.db_url, study_id)  # original number -> its retry's
+    retries = [trials[number] for number in retry_of.values()]
+    resumed = {original: trials[r]["resumed_from_epoch"] for original, r in retry_of.items()}
+    out.details.update(
+        members_running_at_kill=len(running),
+        dead_reasons=sorted({str(t["fail_reason"])[:40] for t in dead}),
+        resumed_from=resumed,
+        retry_epochs=[t["epochs_run"] for t in retries],
+    )
+    out.expect(final["status"] == "completed", f"study ended {final['status']}")
+    out.expect(len(running) == POPULATION, f"{len(running)} members were running")
+    for trial in dead:
+        out.expect(
+            trial["state"] == "fail"
+            and "worker lost" in str(trial["fail_reason"])
+            and "retried" in str(trial["fail_reason"]),
+            f"dead member {trial['number']}: {trial['state']} {trial['fail_reason']!r}",
+        )
+    out.expect(final["progress"]["retried"] == POPULATION, f"progress: {final['progress']}")
+    out.expect(
+        sorted(resumed) == sorted(t["number"] for t in dead), f"retries of {sorted(resumed)}"
+    )
+    out.expect(
+        (resumed.get(victim["number"]) or 0) >= 2,
+        f"the member killed after >= 3 epochs resumed from {resumed.get(victim['number'])}",
+    )
+    for retry in retries:
+        out.expect(
+            retry["state"] == "complete"
+            and retry["epochs_run"] == KILL_EPOCHS == len(retry["lr"])
+            and len(retry["intermediate_values"]) == KILL_EPOCHS,
+            f"retry {retry['number']}: {retry['state']}, {retry['epochs_run']} epochs",
+        )
+    out.expect(
+        not list((stage.data_dir / "checkpoints").glob("*/*.npz")), "checkpoints left behind"
+    )
+    count_study(out, api, stage.db_url, study_id, POPULATION)
+    out.server_errors += api.server_errors()
+    return out
+
+
+def sigterm_mid_population(stage: Stage) -> Outcome:
+    """SIGTERM a worker training a population: it exits 0 with every member released for one
+    retry (none left running), and the next population worker runs them to the budget."""
+    out = Outcome("SIGTERM worker mid-population", faults=1)
+    _, api = stage.api()
+    study_id = api.create(tiny_spec(POPULATION, KILL_EPOCHS))
+    first = stage.worker("worker-a", population=POPULATION)
+    wait_for(
+        lambda: running_trial_with_epochs(api, study_id, 3, KILL_EPOCHS - 10),
+        240,
+        "a member with >= 3 epochs",
+    )
+    first.signal(signal.SIGTERM)
+    code = first.wait(120)
+    released = api.trials(study_id)
+    stage.worker("worker-b", population=POPULATION)
+    final = api.wait_final(study_id, 300)
+    out.details.update(exit_code=code, released=[t["state"] for t in released])
+    out.expect(code == 0, f"worker exited {code}")
+    shut = [t for t in released if "worker shut down" in str(t["fail_reason"])]
+    out.expect(len(shut) == POPULATION, f"{len(shut)} members released")
+    out.expect(sum(t["state"] == "waiting" for t in released) == POPULATION, "retries queued")
+    out.expect(not any(t["state"] == "running" for t in released), "a member left running")
+    out.expect(final["status"] == "completed", f"study ended {final['status']}")
+    out.expect(final["progress"]["retried"] == POPULATION, f"progress: {final['progress']}")
+    count_study(out, api, stage.db_url, study_id, POPULATION)
     out.server_errors += api.server_errors()
     return out
 

@@ -29,6 +29,7 @@ from search.store.best import LR_RANGE, Best, best_trial, best_value
 from search.store.budget import (
     SLOT_RELEASED,
     claim_slot,
+    claim_slots,
     close_budget,
     finish_study,
     reclaim_slots,
@@ -172,6 +173,7 @@ __all__ = [
     "best_trial",
     "best_value",
     "claim_slot",
+    "claim_slots",
     "claimable_studies",
     "close_budget",
     "count_active_studies",

@@ -25,6 +25,18 @@ def claim_slot(session: Session, study_id: str) -> int | None:
     One UPDATE ... RETURNING, so racing workers never over-claim. Commits. The result is
     truthy exactly when a slot was claimed (usable as the bool `claimed`).
     """
+    slots = claim_slots(session, study_id, 1)
+    return slots[0] if slots else None
+
+
+def claim_slots(session: Session, study_id: str, most: int) -> list[int]:
+    """Reserve up to `most` trials of the study at once (a worker's population); their slot
+    numbers, fewer when the study has fewer left, [] when none. Commits.
+
+    The same UPDATE as one claim, repeated in one transaction: the first takes the row's lock
+    (PostgreSQL) or the write lock (SQLite) until the commit, so a racing worker waits and then
+    sees every slot taken here: never over-claimed, and all or nothing if the commit fails.
+    """
     now = utcnow()
     stmt = (
         update(Study)
@@ -42,9 +54,14 @@ def claim_slot(session: Session, study_id: str) -> int | None:
         .returning(Study.trials_claimed)
         .execution_options(synchronize_session=False)
     )
-    slot = session.execute(stmt).scalar_one_or_none()
+    slots: list[int] = []
+    for _ in range(most):
+        slot = session.execute(stmt).scalar_one_or_none()
+        if slot is None:
+            break
+        slots.append(int(slot))
     session.commit()
-    return None if slot is None else int(slot)
+    return slots
 
 
 def release_slot(session: Session, study_id: str, failed_trial_id: int) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 #: The worker's own memory limit in MiB (its resident memory, as /proc/self/status counts it):
 #: a trial that takes the worker past it fails as out of memory (search.worker.memory_guard).
 MEMORY_ENV = "LRSEARCH_WORKER_MEMORY_MB"
+#: How many trial slots of one study a worker claims and trains together (search.worker.population).
+POPULATION_ENV = "LRSEARCH_WORKER_POPULATION"
 
 #: A study fails when this many trials in a row failed the same way (none completed or
 #: pruned; failures from outside the trial, such as a lost worker, do not count).
@@ -39,7 +41,8 @@ class WorkerConfig:
     a slot claimed but never turned into a trial is given back after `slot_leak_s`
     (default: db_retry_s + 2 grace periods, so a live claimer is never overtaken); a running
     trial is checkpointed at most every `checkpoint_every_s` (0: every epoch); datasets
-    registered by path are read only from under `data_roots` (as the API checked them).
+    registered by path are read only from under `data_roots` (as the API checked them);
+    `population` slots of one study are claimed at once and their trials trained together.
     """
 
     database_url: str
@@ -54,6 +57,7 @@ class WorkerConfig:
     checkpoint_every_s: float = 30.0
     data_roots: list[Path] = field(default_factory=list)  # datasets by path (shared storage)
     memory_limit_mb: int | None = None  # MEMORY_ENV; None: no per-trial memory guard
+    population: int = 1  # POPULATION_ENV; trials of one study claimed and trained together
 
     @property
     def leak_after_s(self) -> float:
@@ -80,4 +84,21 @@ def memory_limit_from_env(environ: Mapping[str, str] = os.environ) -> int | None
         raise ValueError(f"{MEMORY_ENV}={text!r}: a whole number of MiB, such as 4096") from None
     if value < 1:
         raise ValueError(f"{MEMORY_ENV}={text!r}: at least 1 MiB")
+    return value
+
+
+def population_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """LRSEARCH_WORKER_POPULATION as a number of trials (unset or empty: 1); ValueError when
+    it is not a whole number of at least 1."""
+    text = environ.get(POPULATION_ENV, "").strip()
+    if not text:
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(
+            f"{POPULATION_ENV}={text!r}: a whole number of trials, such as 4"
+        ) from None
+    if value < 1:
+        raise ValueError(f"{POPULATION_ENV}={text!r}: at least 1 trial")
     return value

@@ -1,4 +1,5 @@
-"""The worker loop: claim a trial slot, train it, report it, and look for the next.
+"""The worker loop: claim a trial slot, train it, report it, and look for the next (with a
+population of K, up to K slots of one study, trained together: search.worker.population).
 
 Stateless: everything it knows comes from the database, so any number of workers on any number
 of machines share the work. A slot is claimed with one atomic UPDATE on the study row, so a
@@ -33,9 +34,9 @@ from search.worker.config import (
     WorkerConfig,
 )
 from search.worker.liveness import Liveness
+from search.worker.population import PopulationRunner
 from search.worker.resources import WorkerResources
 from search.worker.sweep import Sweeper
-from search.worker.trial_run import TrialRunner
 
 log = logging.getLogger("lrsearch.worker.loop")
 
@@ -49,7 +50,7 @@ class Worker:
         self.config = config
         self.stop = stop or threading.Event()
         self.resources = WorkerResources(config, self.stop)
-        self.trials = TrialRunner(self.resources)
+        self.trials = PopulationRunner(self.resources)
         #: Task plugins installed here: a study needing another one is left to other workers.
         self.installed = {name: p.version for name, p in installed_plugins().items()}
         self.plugins = frozenset(self.installed)
@@ -72,7 +73,8 @@ class Worker:
         while not self.stop.is_set():
             try:
                 self.sweeper.sweep_if_due()
-                ran = self.run_one()
+                left = None if self.config.max_trials is None else self.config.max_trials - done
+                ran = self.run_one(left)
             except Exception as exc:
                 _log_loop_error(exc, backoff)
                 self.stop.wait(backoff)
@@ -80,7 +82,7 @@ class Worker:
                 continue
             backoff = BACKOFF_FIRST_S
             if ran:
-                done, idle_since = done + 1, time.monotonic()
+                done, idle_since = done + ran, time.monotonic()
                 if self.config.max_trials is not None and done >= self.config.max_trials:
                     break
                 continue
@@ -93,19 +95,21 @@ class Worker:
         self._wakeup.close()
         return done
 
-    def run_one(self) -> bool:
-        """Claim and run one trial of the most deserving study; False when there is no work."""
+    def run_one(self, most: int | None = None) -> int:
+        """Claim and run the trials of the most deserving study (up to `population` of them,
+        and at most `most`); how many it ran, 0 when there is no work."""
+        wanted = self.config.population if most is None else min(self.config.population, most)
         for study_id in self._candidates():
-            slot = self._claim(study_id)
-            if slot is None:
+            slots = self._claim(study_id, max(1, wanted))
+            if not slots:
                 continue
             try:
-                self.trials.run(study_id, slot)
+                self.trials.run_slots(study_id, slots)
             except Exception:  # a broken study must never kill the worker
                 log.exception("study %s: trial could not run", study_id)
             self.sweeper.maybe_finish(study_id)
-            return True
-        return False
+            return len(slots)
+        return 0
 
     def _candidates(self) -> list[str]:
         """Runnable studies, fairest first: those of the tenants running the fewest trials,
@@ -125,12 +129,12 @@ class Worker:
         live.sort(key=lambda r: (r.tenant_running, running.get(r.optuna_study_name, 0)))
         return [r.id for r in live]  # a stable sort: the oldest first among equals
 
-    def _claim(self, study_id: str) -> int | None:
+    def _claim(self, study_id: str, most: int) -> list[int]:
         """Not retried: a claim whose answer was lost may have counted; the sweep heals it."""
         with self.resources.sessions() as session:
-            slot = store.claim_slot(session, study_id)
+            slots = store.claim_slots(session, study_id, most)
             session.commit()
-        return slot
+        return slots
 
 
 def _past_timeout(started_at: datetime | None, timeout_s: float | None) -> bool:
@@ -159,6 +163,7 @@ def run_worker(
     checkpoint_every_s: float = 30.0,
     data_roots: list[Path] | None = None,
     memory_limit_mb: int | None = None,
+    population: int = 1,
 ) -> int:
     """`lrsearch worker`: loop until SIGTERM/SIGINT, finishing the current epoch first."""
     stop = threading.Event()
@@ -175,6 +180,7 @@ def run_worker(
         checkpoint_every_s=checkpoint_every_s,
         data_roots=list(data_roots or []),
         memory_limit_mb=memory_limit_mb,
+        population=population,
     )
     from search.training.devices import describe_devices  # TensorFlow: a worker process only
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,26 @@ _FAIL = optuna.trial.TrialState.FAIL
 
 
 @dataclass
-class _Opened:
+class Opened:
     """A claimed slot's study, ready for `ask`: what the trial needs, or why it cannot run."""
 
     study: optuna.Study
-    spec: StudySpec
+    spec: StudySpec  # what trials sample from (the range test's rate range in it)
     workload: Any  # a Dataset or a StreamedTask (search.worker.workloads); None: load_error
     load_error: BaseException | None  # raised as the trial's failure
+    read: StudySpec  # the spec as stored (the sampler and the slot duties read it)
+
+
+@dataclass(frozen=True)
+class Member:
+    """An asked trial and where its checkpoint lives."""
+
+    trial: optuna.Trial
+    handle: CheckpointHandle
+
+
+#: A trained trial: its value, or the exception that ended it (`Trainer.run_many`).
+Result = float | BaseException
 
 
 class TrialRunner:
@@ -79,7 +92,7 @@ class TrialRunner:
 
     # -- opening ----------------------------------------------------------------------------
 
-    def _open(self, study_id: str, slot: int) -> _Opened | None:
+    def _open(self, study_id: str, slot: int) -> Opened | None:
         """Read the study (safe to repeat), then its workload; None when the study was
         deleted, or failed here because it cannot run (its plugin is unusable)."""
         read = self.resources.persist(functools.partial(self._read, study_id), "open study")
@@ -97,17 +110,25 @@ class TrialRunner:
             return None
         except (DatasetError, OSError, ValueError) as exc:  # a file deleted under a study
             workload, load_error = None, exc
+        return self._for_slot(Opened(study, spec, workload, load_error, spec), slot)
+
+    def _for_slot(self, opened: Opened, slot: int) -> Opened:
+        """Before the slot's `ask`: its seeded sampler and its duties (_prepared_spec), once
+        per claimed slot."""
+        spec = opened.read
         seed = None if spec.seed is None else spec.seed * 100_003 + slot
-        study.sampler = make_sampler(spec, seed)  # seeded per slot: reproducible in any order
-        searched: StudySpec = spec
-        if workload is not None:
-            prepare = functools.partial(self._prepared_spec, study, spec, workload, slot)
-            try:
-                with self.guard.watching():  # the range test builds and trains the model
-                    searched = self.resources.persist(prepare, "open study")
-            except TrialOutOfMemory:  # the trial fails with it
-                load_error = TrialOutOfMemory(self.guard.tripped or "out of memory")
-        return _Opened(study, searched, workload, load_error)
+        # seeded per slot: reproducible in any order
+        opened.study.sampler = make_sampler(spec, seed)
+        if opened.workload is None or opened.load_error is not None:
+            return opened
+        prepare = functools.partial(self._prepared_spec, opened.study, spec, opened.workload, slot)
+        try:
+            with self.guard.watching():  # the range test builds and trains the model
+                searched = self.resources.persist(prepare, "open study")
+        except TrialOutOfMemory:  # the trial fails with it
+            error = TrialOutOfMemory(self.guard.tripped or "out of memory")
+            return replace(opened, load_error=error)
+        return replace(opened, spec=searched)
 
     def _prepared_spec(
         self, study: optuna.Study, spec: StudySpec, workload: Any, slot: int
@@ -156,17 +177,42 @@ class TrialRunner:
 
     # -- training and telling ---------------------------------------------------------------
 
-    def _train_and_tell(self, opened: _Opened, trial: optuna.Trial, study_id: str) -> None:
-        study = opened.study
+    def _train_and_tell(self, opened: Opened, trial: optuna.Trial, study_id: str) -> None:
+        member = Member(trial, self._checkpoint_handle(trial, study_id))
+        (result,) = self._train(opened, [member], study_id)
+        self._end(opened, member, result, study_id)
+
+    def _train(self, opened: Opened, members: list[Member], study_id: str) -> list[Result]:
+        """Train the members (one: `Trainer.run`, several: `Trainer.run_many`); per member
+        its value or what ended it (an error of the whole population ends every member)."""
         stop_check = StopCheck(self.resources.stop, lambda: self.resources.cancelled(study_id))
-        handle = self._checkpoint_handle(trial, study_id)
         try:
             if opened.load_error is not None:
                 raise opened.load_error
             assert opened.workload is not None
             trainer = self._get_trainer()
             with self.guard.watching():
-                value = trainer.run(trial, opened.spec, opened.workload, stop_check, handle)
+                if len(members) == 1:
+                    only = members[0]
+                    return [
+                        trainer.run(
+                            only.trial, opened.spec, opened.workload, stop_check, only.handle
+                        )
+                    ]
+                trials, handles = [m.trial for m in members], [m.handle for m in members]
+                results = trainer.run_many(
+                    trials, opened.spec, opened.workload, stop_check, handles
+                )
+                return list(results)
+        except (Exception, TrialOutOfMemory) as exc:
+            return [exc] * len(members)
+
+    def _end(self, opened: Opened, member: Member, result: Result, study_id: str) -> None:
+        """Tell how the member's trial ended: its value, pruned, failed with its kind,
+        cancelled or released for a retry, or left to the sweep (the database is away)."""
+        study, trial, handle = opened.study, member.trial, member.handle
+        try:
+            value = _value(result)
         except TrialOutOfMemory as exc:  # not retried: it would run out again
             self._ran_out = True
             reason = str(exc) or self.guard.tripped or "out of memory"
@@ -193,7 +239,7 @@ class TrialRunner:
                 return
             bad_input = exc is opened.load_error
             kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)
-            self._ran_out = kind is FailureKind.OUT_OF_MEMORY
+            self._ran_out = self._ran_out or kind is FailureKind.OUT_OF_MEMORY
             self._fail(trial, kind, f"{type(exc).__name__}: {exc}"[:2000])
             self._tell(study, trial, handle, state=_FAIL)
             log.warning("trial %s failed: %s", trial.number, exc)
@@ -280,3 +326,10 @@ class TrialRunner:
             models_dir = Path(self.resources.config.data_dir) / "models"
             self._trainer = Trainer(persist=self.resources.persist, models_dir=models_dir)
         return self._trainer
+
+
+def _value(result: Result) -> float:
+    """The trained value, or the exception that ended the trial raised again."""
+    if isinstance(result, BaseException):
+        raise result
+    return result

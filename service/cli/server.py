@@ -18,7 +18,12 @@ from search import store
 from service.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from service.cli.exposure import refuse_insecure_bind
 from service.cli.supervisor import Supervisor
-from service.cli.worker_memory import add_memory_limit, memory_env, worker_memory_mb
+from service.cli.worker_options import (
+    add_worker_options,
+    worker_env,
+    worker_memory_mb,
+    worker_population,
+)
 from service.extras import worker_extra_missing
 from service.settings import Settings
 
@@ -185,7 +190,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def add_worker(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-trials", type=int, help="exit after this many trials")
     parser.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
-    add_memory_limit(parser)
+    add_worker_options(parser)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -197,7 +202,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from search.worker import run_worker
 
     try:
-        memory_mb = worker_memory_mb(args)
+        memory_mb, population = worker_memory_mb(args), worker_population(args)
         if Placement.from_env().requested:  # placed on a GPU: fail now, not in a trial
             configure_devices()
     except ValueError as exc:
@@ -213,6 +218,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         checkpoint_every_s=settings.checkpoint_every_s,
         data_roots=settings.data_roots,
         memory_limit_mb=memory_mb,
+        population=population,
     )
     return 0
 
@@ -232,7 +238,7 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
         help="GPU memory limit of each worker in MiB (LRSEARCH_GPU_MEMORY_MB), so that "
         "several workers share a GPU safely (default: memory growth)",
     )
-    add_memory_limit(parser)
+    add_worker_options(parser)
     _add_api(parser)
 
 
@@ -260,13 +266,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("error: --gpu-memory-mb must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     try:
-        worker_env = memory_env(args)
+        each_worker = worker_env(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     store.upgrade(settings.database_url)
     places = placements(max(0, args.workers), args.gpus, args.gpu_memory_mb)
-    spawns = [_worker_spawner(settings, {**place.env(), **worker_env}) for place in places]
+    spawns = [_worker_spawner(settings, {**place.env(), **each_worker}) for place in places]
     supervisor = Supervisor(spawns)
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:

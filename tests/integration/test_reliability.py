@@ -241,3 +241,17 @@ def _stop_after(epochs: int) -> Callable[[], bool]:
         return asked[0] >= epochs
 
     return should_stop
+
+
+def test_kill9_mid_population_retries_every_member_once_and_loses_none(
+    stage: faults.Stage,
+) -> None:
+    outcome = faults.kill9_mid_population(stage)
+    check(outcome, stage)
+    assert outcome.details["members_running_at_kill"] == faults.POPULATION
+
+
+def test_sigterm_mid_population_releases_every_member_and_exits_0(stage: faults.Stage) -> None:
+    outcome = faults.sigterm_mid_population(stage)
+    check(outcome, stage)
+    assert outcome.details["exit_code"] == 0
