@@ -55,19 +55,22 @@ def replicate_seed(study_seed: int | None, k: int) -> int:
 
 @dataclass(frozen=True)
 class Run:
-    """One finished trial as selection sees it."""
+    """One finished trial as selection sees it; `seed` is a replicate's own seed (None: the
+    study's seed, which every original trial starts from)."""
 
     number: int
     value: float
     replicate_of: int | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A configuration and the runs behind it (the original first)."""
+    """A configuration and the runs behind it (the original first), with each run's seed."""
 
     number: int
     values: tuple[float, ...]
+    seeds_used: tuple[int | None, ...] = ()
 
     @property
     def mean(self) -> float:
@@ -84,7 +87,7 @@ class Candidate:
 
 def candidates(runs: Iterable[Run]) -> list[Candidate]:
     """Group replicates with the trial they re-run (finite values only)."""
-    groups: dict[int, list[float]] = {}
+    groups: dict[int, list[Run]] = {}
     order: list[int] = []
     for run in sorted(runs, key=lambda r: (r.replicate_of is not None, r.number)):
         if not math.isfinite(run.value):
@@ -94,8 +97,11 @@ def candidates(runs: Iterable[Run]) -> list[Candidate]:
             if run.replicate_of is not None:
                 continue  # its original did not complete: not comparable
             groups[key], order = [], [*order, key]
-        groups[key].append(run.value)
-    return [Candidate(n, tuple(groups[n])) for n in order]
+        groups[key].append(run)
+    return [
+        Candidate(n, tuple(r.value for r in groups[n]), tuple(r.seed for r in groups[n]))
+        for n in order
+    ]
 
 
 def choose(runs: Iterable[Run], maximize: bool, reference: int | None = None) -> Candidate | None:
@@ -115,9 +121,27 @@ def choose(runs: Iterable[Run], maximize: bool, reference: int | None = None) ->
 
 
 def _noise(a: Candidate, b: Candidate) -> float:
-    """STANDARD_ERRORS standard errors of the difference of two candidates' means."""
+    """STANDARD_ERRORS standard errors of the difference of two candidates' means.
+
+    Runs on the same seed start from the same weights and see the same batches (common
+    random numbers), so where both candidates ran on two or more common seeds the error is
+    that of their paired differences: the luck of an initialisation, shared by both, cancels
+    (unpaired, it dwarfed real differences between schedules)."""
+    paired = _paired_differences(a, b)
+    if len(paired) >= 2:
+        return STANDARD_ERRORS * statistics.stdev(paired) / math.sqrt(len(paired))
     var = sum((c.sd or 0.0) ** 2 / c.seeds for c in (a, b))
     return STANDARD_ERRORS * math.sqrt(var)
+
+
+def _paired_differences(a: Candidate, b: Candidate) -> list[float]:
+    """a - b on each seed both ran (empty when the seeds are not known)."""
+    if len(a.seeds_used) != a.seeds or len(b.seeds_used) != b.seeds:
+        return []
+    on_b = dict(zip(b.seeds_used, b.values, strict=True))
+    if len(on_b) != b.seeds:
+        return []  # a seed ran twice (a retried replicate): not a clean pairing
+    return [v - on_b[s] for s, v in zip(a.seeds_used, a.values, strict=True) if s in on_b]
 
 
 def top_numbers(

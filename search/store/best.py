@@ -86,9 +86,10 @@ def best_trial(session: Session, study: Study) -> tuple[StoredTrial, Best] | Non
 def _replicated(session: Session, study: Study) -> Best | None:
     """The best candidate by mean, when some candidate has replicates."""
     study_id = optuna_study_id(study.optuna_study_name)
+    seed = optuna_system_attrs.alias("seed")
     rows = session.execute(
         _complete_values()
-        .add_columns(optuna_system_attrs.c.value_json)
+        .add_columns(optuna_system_attrs.c.value_json, seed.c.value_json.label("seed_json"))
         .join(
             optuna_system_attrs,
             sa.and_(
@@ -96,12 +97,22 @@ def _replicated(session: Session, study: Study) -> Best | None:
                 optuna_system_attrs.c.key == selection.REPLICATE_OF,
             ),
         )
+        .outerjoin(
+            seed,
+            sa.and_(seed.c.trial_id == optuna_trials.c.trial_id, seed.c.key == selection.INIT_SEED),
+        )
         .where(optuna_trials.c.study_id == study_id)
     ).all()
     if not rows:
         return None
     replicates = [
-        selection.Run(int(r.number), _finite(r), int(json.loads(r.value_json))) for r in rows
+        selection.Run(
+            int(r.number),
+            _finite(r),
+            int(json.loads(r.value_json)),
+            None if r.seed_json is None else int(json.loads(r.seed_json)),
+        )
+        for r in rows
     ]
     originals = {run.replicate_of for run in replicates}
     found = session.execute(

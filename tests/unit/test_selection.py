@@ -105,3 +105,44 @@ def test_the_reference_stays_unless_beaten_by_more_than_the_noise() -> None:
     ]
     score = choose(up, maximize=True, reference=0)
     assert score is not None and score.number == 1  # accuracy: higher is better, clearly
+
+
+def test_runs_on_common_seeds_are_compared_pair_by_pair() -> None:
+    """Seed luck shared by both candidates cancels: a challenger better on every seed by a
+    steady margin beats the reference even when the seeds' spread is far wider."""
+    steady = [
+        Run(0, 0.95),
+        Run(1, 0.94),
+        Run(4, 0.91, 0, seed=11),
+        Run(5, 0.90, 1, seed=11),
+        Run(6, 0.99, 0, seed=22),
+        Run(7, 0.98, 1, seed=22),
+    ]  # seeds move both by 0.08; the challenger is better by 0.01 on each
+    chosen = choose(steady, maximize=False, reference=0)
+    assert chosen is not None and chosen.number == 1
+    unpaired = [Run(r.number, r.value, r.replicate_of) for r in steady]
+    kept = choose(unpaired, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0  # without the seeds: within the noise
+    erratic = [
+        Run(0, 0.95),
+        Run(1, 0.90),
+        Run(4, 0.91, 0, seed=11),
+        Run(5, 0.93, 1, seed=11),
+        Run(6, 0.99, 0, seed=22),
+        Run(7, 0.97, 1, seed=22),
+    ]  # better on two seeds, worse on one: the differences' own spread keeps the reference
+    kept = choose(erratic, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0
+
+
+def test_a_seed_run_twice_is_not_paired() -> None:
+    twice = [
+        Run(0, 0.95),
+        Run(1, 0.94),
+        Run(4, 0.91, 0, seed=11),
+        Run(5, 0.90, 1, seed=11),
+        Run(6, 0.99, 0, seed=11),
+        Run(7, 0.98, 1, seed=11),
+    ]
+    kept = choose(twice, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0  # falls back to the unpaired error
