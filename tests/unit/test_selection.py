@@ -146,3 +146,28 @@ def test_a_seed_run_twice_is_not_paired() -> None:
     ]
     kept = choose(twice, maximize=False, reference=0)
     assert kept is not None and kept.number == 0  # falls back to the unpaired error
+
+
+def test_paired_evidence_must_clear_students_t_not_one_standard_error() -> None:
+    """Three seeds: the challenger better by 0.0068 and 0.0053, worse by 0.0016 (t = 1.35):
+    past one standard error, short of t(0.90, 2 df) = 1.886, so the reference stays."""
+    runs = [
+        Run(0, 0.1035),
+        Run(1, 0.0967),
+        Run(12, 0.0965, 0, seed=11),
+        Run(13, 0.0912, 1, seed=11),
+        Run(14, 0.1034, 0, seed=22),
+        Run(15, 0.1050, 1, seed=22),
+    ]
+    kept = choose(runs, maximize=False, reference=0)
+    assert kept is not None and kept.number == 0
+    clear = [  # better on every seed by 0.0057, 0.0135, 0.0199 (t = 3.2)
+        Run(0, 0.9114),
+        Run(1, 0.9057),
+        Run(12, 0.9574, 0, seed=11),
+        Run(13, 0.9439, 1, seed=11),
+        Run(14, 0.9561, 0, seed=22),
+        Run(15, 0.9362, 1, seed=22),
+    ]
+    switched = choose(clear, maximize=False, reference=0)
+    assert switched is not None and switched.number == 1
