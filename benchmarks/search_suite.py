@@ -56,7 +56,9 @@ def main() -> None:
         for path in _shard_paths(out, args.jobs):
             path.unlink(missing_ok=True)
     started = time.perf_counter()
-    if args.report_only:
+    if args.fill_beat:
+        _fill_beat(out, chosen)
+    if args.report_only or args.fill_beat:
         _report(units.read_records(_shard_paths(out, max(args.jobs, 1))), chosen, 0.0)
         return
     if args.shard is not None:
@@ -109,12 +111,32 @@ def _parser() -> argparse.ArgumentParser:
         "--variant", default="", help="report: read the records labelled so as lrsearch's"
     )
     p.add_argument("--report-only", action="store_true", help="print the tables of --out")
+    p.add_argument(
+        "--fill-beat",
+        action="store_true",
+        help="add the epochs-to-beat measure to lrsearch records of --out run with --skip-beat"
+        " (once the peers' records are in the same file), then report",
+    )
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/n", internal
     args, _ = p.parse_known_args()
     if args.list:
         print(tasks.describe())
         raise SystemExit(0)
     return p
+
+
+def _fill_beat(out: Path, chosen: list[tasks.Task]) -> None:
+    """Measure epochs-to-beat where a record lacks it (lrsearch ran before or beside its
+    peers); --out is rewritten with the completed records."""
+    records = units.read_records([out])
+    by_name = {t.name: t for t in chosen}
+    for rec in records:
+        task = by_name.get(rec["task"])
+        if task is None or rec["contender"] != units.LRSEARCH or "epochs_to_beat" in rec:
+            continue
+        rec["epochs_to_beat"] = units.epochs_to_beat(task, records, rec["seed"], {})
+        _log(f"{task.name} seed {rec['seed']}: epochs to beat {rec['epochs_to_beat']}")
+    out.write_text("".join(_json(r) + "\n" for r in records))
 
 
 def _shard_paths(out: Path, jobs: int) -> list[Path]:
