@@ -26,9 +26,9 @@ REPLICATE_OF = "lrsearch:replicate_of"
 INIT_SEED = "lrsearch:init_seed"
 #: User attribute of the reference trial: the optimizer's default rate, held constant.
 REFERENCE = "lrsearch:reference"
-#: A candidate replaces the reference only when its mean is better by more than this many
-#: standard errors of the difference (the one-standard-error rule: keep the simpler, known
-#: choice when the evidence against it is within the noise of re-runs).
+#: Without known seeds, a candidate replaces the reference only when its mean is better by
+#: more than this many standard errors of the difference (the one-standard-error rule: keep
+#: the simpler, known choice when the evidence against it is within the noise of re-runs).
 STANDARD_ERRORS = 1.0
 #: Paired differences (same seeds) must favour a challenger at this one-sided confidence
 #: (Student's t on the differences) for it to replace the reference.
@@ -115,7 +115,8 @@ def candidates(runs: Iterable[Run]) -> list[Candidate]:
 
 def choose(runs: Iterable[Run], maximize: bool, reference: int | None = None) -> Candidate | None:
     """The best candidate: among those re-run on several seeds, the best mean, unless the
-    re-run reference is within STANDARD_ERRORS of it; when none was re-run, the best run."""
+    re-run reference is within the noise of it (`_noise`: paired by seed where the seeds are
+    known); when none was re-run, the best run."""
     pool = candidates(runs)
     replicated = [c for c in pool if c.seeds > 1]
     pick = replicated or pool
