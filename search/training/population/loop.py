@@ -38,6 +38,7 @@ class PopulationLoop:
         batch_size: int,
         classification: bool,
         metric: str,
+        jit: bool = True,
     ) -> None:
         self.k = k
         self.net = StackedNet(layers, shapes, k)
@@ -49,6 +50,10 @@ class PopulationLoop:
         self._classification = classification
         self._metric = metric
         self._epoch = tf.function(self._run_epoch, autograph=False, reduce_retracing=True)
+        # the steps compiled by XLA (fused elementwise work: 2-3x faster per step on CPU
+        # for the digits MLP); the rates stay outside, evaluated exactly as solo
+        self._train_step = tf.function(self._train, autograph=False, jit_compile=jit)
+        self._test_step = tf.function(self._batch_losses, autograph=False, jit_compile=jit)
         self._reset = tf.function(self.optimizer.reset, autograph=False)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
 
@@ -74,14 +79,14 @@ class PopulationLoop:
         return logs, [float(r) for r in rates.numpy()]
 
     def _rates(self, n_steps: int) -> tf.Tensor:
-        """[n_steps, K]: every member's schedule at each step of this epoch, each evaluated
-        exactly as a solo optimizer evaluates it (one scalar call per step)."""
-        steps = self.optimizer.iterations + tf.range(n_steps, dtype=tf.int64)
-        per_member = [
-            tf.map_fn(schedule, steps, fn_output_signature=tf.float32)
-            for schedule in self.schedules
-        ]
-        return tf.stack(per_member, axis=1)
+        """[n_steps, K]: every member's schedule at each step of this epoch. The first step's
+        rate (the one recorded) is the schedule's own per-step call, exactly what a solo
+        optimizer reads; the rest one vector call per member (`SwitchSchedule.over`)."""
+        start = self.optimizer.iterations
+        steps = start + tf.range(n_steps, dtype=tf.int64)
+        first = tf.stack([schedule(start) for schedule in self.schedules])
+        rest = tf.stack([schedule.over(steps[1:]) for schedule in self.schedules], axis=1)
+        return tf.concat([first[tf.newaxis], rest], axis=0)
 
     def _run_epoch(
         self, order: tf.Tensor, active: tf.Tensor
@@ -89,20 +94,14 @@ class PopulationLoop:
         n = int(self._x.shape[0])
         n_steps = -(-n // self._batch)
         rates = self._rates(n_steps)
-        variables = self.net.variables
         batch = self._batch
 
         def train(step: tf.Tensor, *totals: tf.Tensor) -> tuple[tf.Tensor, ...]:
             idx = order[step * batch : tf.minimum((step + 1) * batch, n)]
             x, y = tf.gather(self._x, idx), tf.gather(self._y, idx)
             size = tf.cast(tf.shape(idx)[0], tf.float32)
-            with tf.GradientTape() as tape:
-                loss, metric = self._batch_losses(x, y)
-                total = tf.reduce_sum(tf.where(active > 0, loss, tf.zeros_like(loss)))
-            grads = tape.gradient(total, variables)
-            done = self.optimizer.apply(grads, variables, rates[step] * active)
-            with tf.control_dependencies([done]):
-                return self._accumulate(step, totals, loss, metric, size)
+            loss, metric = self._train_step(x, y, rates[step] * active, active)
+            return self._accumulate(step, totals, loss, metric, size)
 
         train_totals = self._loop(n_steps, train)
         with tf.control_dependencies(train_totals):
@@ -116,15 +115,29 @@ class PopulationLoop:
     def _val(self, step: tf.Tensor, *totals: tf.Tensor) -> tuple[tf.Tensor, ...]:
         n, batch = int(self._x_val.shape[0]), self._val_batch
         start, end = step * batch, tf.minimum((step + 1) * batch, n)
-        loss, metric = self._batch_losses(self._x_val[start:end], self._y_val[start:end])
+        loss, metric = self._test_step(self._x_val[start:end], self._y_val[start:end])
         return self._accumulate(step, totals, loss, metric, tf.cast(end - start, tf.float32))
 
+    def _train(
+        self, x: tf.Tensor, y: tf.Tensor, rates: tf.Tensor, active: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One step of every member (Keras's train_step, K at once): their batch losses and
+        metric sums, after the update. The loss differentiated leaves ended members out."""
+        variables = self.net.variables
+        with tf.GradientTape() as tape:
+            loss, metric = self._batch_losses(x, y)
+            total = tf.reduce_sum(tf.where(active > 0, loss, tf.zeros_like(loss)))
+        grads = tape.gradient(total, variables)
+        done = self.optimizer.apply(grads, variables, rates)
+        with tf.control_dependencies([done]):
+            return tf.identity(loss), tf.identity(metric)
+
     def _batch_losses(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Per member: the batch's mean loss (Keras's sum over batch size) and the per
-        example metric values."""
+        """Per member: the batch's mean loss (Keras's sum over batch size) and the sum of
+        the per example metric values."""
         per_example, metric = member_losses(self.net(x), y, self._classification)
         size = tf.cast(tf.shape(per_example)[1], per_example.dtype)
-        return tf.reduce_sum(per_example, axis=1) / size, metric
+        return tf.reduce_sum(per_example, axis=1) / size, tf.reduce_sum(metric, axis=1)
 
     @staticmethod
     def _accumulate(
@@ -134,13 +147,14 @@ class PopulationLoop:
         metric: tf.Tensor,
         size: tf.Tensor,
     ) -> tuple[tf.Tensor, ...]:
-        """Keras's Mean trackers: the loss weighted by batch size, the metric per example."""
+        """Keras's Mean trackers: the loss weighted by batch size, the metric per example
+        (`metric` is the batch's sum)."""
         loss_sum, loss_count, metric_sum, metric_count = totals
         return (
             step + 1,
             loss_sum + loss * size,
             loss_count + size,
-            metric_sum + tf.reduce_sum(metric, axis=1),
+            metric_sum + metric,
             metric_count + size,
         )
 

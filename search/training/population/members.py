@@ -56,6 +56,7 @@ class _Member:
     stub: _Stub = field(default_factory=_Stub)
     rate: float = float("nan")  # the rate its last epoch started with
     active: bool = True
+    index: int = 0  # its place among the trials asked for
 
 
 def train_fused(
@@ -76,15 +77,25 @@ def train_fused(
     if loop is None:
         return None
     members: list[_Member] = []
-    for slot, trial in enumerate(trials):
-        begun = trainer.begin_trial(trial, spec, dataset)
-        trial_export(spec, dataset, begun.run, begun.outcome)
+    ended: dict[int, Result] = {}  # members that failed before training: as solo they would
+    for i, trial in enumerate(trials):
+        try:
+            begun = trainer.begin_trial(trial, spec, dataset)
+        except Exception as exc:
+            ended[i] = exc
+            continue
+        try:
+            trial_export(spec, dataset, begun.run, begun.outcome)
+            _, stock = build_schedule_and_callbacks(begun.outcome.export, for_trial=True)
+        except Exception as exc:  # a bad strategy or parameters: this member's own ending
+            ended[i] = _end(trainer, trial, begun, _raiser(exc))
+            continue
         monitor = EpochMonitor(
             trial, spec, begun.outcome, should_stop, trainer.persist, begun.reports.report
         )
-        _, stock = build_schedule_and_callbacks(begun.outcome.export, for_trial=True)
-        members.append(_Member(slot, trial, begun, monitor, stock))
-    loop.restart([weights] * len(members), [m.begun.outcome.export for m in members])
+        members.append(_Member(len(members), trial, begun, monitor, stock, index=i))
+    if members:
+        loop.restart([weights] * len(members), [m.begun.outcome.export for m in members])
     for member, handle in zip(members, handles, strict=True):
         _wire(member, loop, handle)
     failure: BaseException | None = None
@@ -92,14 +103,17 @@ def train_fused(
         _train(loop, members, spec.task.epochs, seed)
     except Exception as exc:  # a failure of the shared graph ends every member with it
         failure = exc
-    results: list[Result] = []
     for member in members:
         finish = member.monitor.finish if failure is None else _raiser(failure)
-        try:
-            results.append(trainer.end_trial(member.trial, member.begun, finish))
-        except Exception as exc:
-            results.append(exc)
-    return results
+        ended[member.index] = _end(trainer, member.trial, member.begun, finish)
+    return [ended[i] for i in range(len(trials))]
+
+
+def _end(trainer: Trainer, trial: optuna.Trial, begun: Begun, finish: Any) -> Result:
+    try:
+        return trainer.end_trial(trial, begun, finish)
+    except Exception as exc:  # the member's own ending (pruned, diverged, stopped...)
+        return exc
 
 
 def _raiser(exc: BaseException) -> Any:
@@ -165,9 +179,11 @@ def _loop_for(
     cache: OrderedDict[str, PopulationLoop | None] = trainer.populations or OrderedDict()
     trainer.populations = cache
     opt = optimizer_config(spec.task.optimizer, spec.task.momentum)
+    model_spec = spec.task.model.model_dump(mode="json")
     key = json.dumps(
-        [dataset.fingerprint(), spec.task.model_dump(mode="json"), opt, k], sort_keys=True
-    )
+        [dataset.fingerprint(), model_spec, opt, spec.task.batch_size, spec.seed, k],
+        sort_keys=True,
+    )  # not the epochs: the graph is per epoch
     if key not in cache:
         layers = describe(model)
         cache[key] = (
@@ -182,6 +198,7 @@ def _loop_for(
                 spec.task.batch_size,
                 dataset.task == "classification",
                 COMPILED_METRIC[dataset.task],
+                jit=not any(layer.kind == "conv" for layer in layers),
             )
         )
         while len(cache) > _CACHE_SIZE:

@@ -58,6 +58,7 @@ class StackedOptimizer:
         else:
             self.slot_names = ("velocity",)
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._compiled = tf.function(self._apply, autograph=False, jit_compile=True)
         self.slots = {
             name: [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
             for name in self.slot_names
@@ -82,7 +83,11 @@ class StackedOptimizer:
         return state
 
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable], rates: tf.Tensor) -> Any:
-        """One step for every member: `rates` is [K], each member's own learning rate."""
+        """One step for every member: `rates` is [K], each member's own learning rate.
+        Compiled by XLA: its many small elementwise ops fuse into a few loops."""
+        return self._compiled(grads, variables, rates)
+
+    def _apply(self, grads: list[tf.Tensor], variables: list[tf.Variable], rates: tf.Tensor) -> Any:
         updates = []
         for i, (grad, var) in enumerate(zip(grads, variables, strict=True)):
             lr = tf.reshape(rates, [-1] + [1] * (var.shape.rank - 1))
