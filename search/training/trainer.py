@@ -30,15 +30,14 @@ from search.data import Dataset
 from search.errors import TrialDiverged
 from search.lr_range import RangeResult, plan_for
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.selection import INIT_SEED
 from search.space import run_shape, suggest
 from search.spec import StudySpec
-from search.store import optuna_private as private
 from search.store.trial_writes import batched_params, set_user_attrs
-from search.strategies import RunShape, get_strategy
+from search.strategies import RunShape
 from search.training.monitor import EpochMonitor, StopCheck, direct
 from search.training.prepared import PreparedFit
 from search.training.report_writer import Persist, ReportWriter
+from search.training.trial_start import Begun, replicate_seed, trial_export
 
 if TYPE_CHECKING:
     from search.training.streamed import StreamedTask
@@ -64,23 +63,6 @@ class _Compiled:
             model = build_model(spec.task.model, dataset, seed, self.models_dir)
             self._weights[seed] = model.get_weights()
         return self._weights[seed]
-
-
-@dataclass
-class Begun:
-    """A trial under way: its run shape, its record, its report writer, when it began."""
-
-    run: RunShape
-    outcome: TrialOutcome
-    reports: ReportWriter
-    started: float
-
-
-def replicate_seed(trial: optuna.Trial) -> int | None:
-    """A replicate's own seed of initial weights and batch order (search.selection); None
-    for every other trial, which starts from the study's seed."""
-    own = private.frozen_view(trial).system_attrs.get(INIT_SEED)
-    return None if own is None else int(own)
 
 
 class Trainer:
@@ -330,27 +312,6 @@ class Trainer:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return compiled
-
-
-def trial_export(
-    spec: StudySpec, dataset: Dataset | StreamedTask, run: RunShape, outcome: TrialOutcome
-) -> int:
-    """Set the trial's export (what its schedule plays) on `outcome`; return its seed."""
-    from search.training.keras_export import optimizer_config
-
-    strategy = get_strategy(str(outcome.strategy))
-    opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
-    outcome.export = strategy.export(
-        outcome.params,
-        run,
-        spec.objective.metric,
-        opt_cfg,
-        spec.objective.direction,
-        best_mode=spec.objective.best_mode,
-        preprocess=dataset.preprocess,
-    ).as_dict()
-    outcome.export.update(strategy=outcome.strategy, params=outcome.params)
-    return int(spec.seed or 0) if outcome.seed is None else outcome.seed
 
 
 def workload_run(spec: StudySpec, dataset: Dataset | StreamedTask) -> RunShape:

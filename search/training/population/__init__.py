@@ -13,7 +13,7 @@ one after another through `Trainer.run`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
@@ -21,9 +21,8 @@ from search.checkpoints import CheckpointHandle
 from search.data import Dataset
 from search.spec import CnnModel, MlpModel, StudySpec
 from search.training.monitor import StopCheck
-
-if TYPE_CHECKING:
-    from search.training.trainer import Trainer
+from search.training.population.host import Host
+from search.training.trial_start import replicate_seed
 
 Result = float | BaseException
 
@@ -43,7 +42,7 @@ def fusable(spec: StudySpec, dataset: Any) -> bool:
 
 
 def run_population(
-    trainer: Trainer,
+    trainer: Host,
     trials: list[optuna.Trial],
     spec: StudySpec,
     dataset: Any,
@@ -53,8 +52,6 @@ def run_population(
     """Per member its value or its ending. Members sharing the study's seed and starting
     from scratch train fused; a member resuming from its checkpoint, or with a replicate's
     own seed (its own batches), trains solo."""
-    from search.training.trainer import replicate_seed
-
     results: list[Result | None] = [None] * len(trials)
     group: list[int] = []
     if len(trials) > 1 and fusable(spec, dataset):
@@ -70,8 +67,8 @@ def run_population(
             trainer, [trials[i] for i in group], spec, dataset, should_stop,
             [handles[i] for i in group],
         )  # fmt: skip
-        for i, result in zip(group, fused or [None] * len(group), strict=True):
-            results[i] = result  # None: this model cannot be fused after all
+        for i, result in zip(group, fused or [], strict=False):
+            results[i] = result  # none: this model cannot be fused after all
     for i, trial in enumerate(trials):
         if results[i] is None:
             try:

@@ -56,6 +56,7 @@ class PopulationLoop:
         self._test_step = tf.function(self._batch_losses, autograph=False, jit_compile=jit)
         self._reset = tf.function(self.optimizer.reset, autograph=False)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self.epochs_run = 0  # fused epochs trained so far (what a test or benchmark reads)
 
     def restart(self, members: list[list[np.ndarray]], exports: list[dict[str, Any]]) -> None:
         """A new population: each member's initial weights and schedule, a fresh optimizer."""
@@ -71,9 +72,12 @@ class PopulationLoop:
             self._orders[key] = epoch_orders(int(self._x.shape[0]), seed, epochs)
         return self._orders[key]
 
-    def epoch(self, order: np.ndarray, active: np.ndarray) -> tuple[list[dict[str, float]], list[float]]:
+    def epoch(
+        self, order: np.ndarray, active: np.ndarray
+    ) -> tuple[list[dict[str, float]], list[float]]:
         """Train one epoch; per member its logs and the rate the epoch started with."""
         values, rates = self._epoch(tf.constant(order), tf.constant(active, tf.float32))
+        self.epochs_run += 1
         arrays = {name: v.numpy() for name, v in values.items()}
         logs = [{name: float(a[k]) for name, a in arrays.items()} for k in range(self.k)]
         return logs, [float(r) for r in rates.numpy()]

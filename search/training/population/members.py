@@ -15,7 +15,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
@@ -28,12 +28,11 @@ from search.task_metrics import COMPILED_METRIC
 from search.training.keras_export import build_schedule_and_callbacks, optimizer_config
 from search.training.lr_graph import DrivenCallback
 from search.training.monitor import EpochMonitor, StopCheck
+from search.training.population.host import Host
 from search.training.population.loop import PopulationLoop
 from search.training.population.stacked import describe
 from search.training.prepared import _callback_state
-
-if TYPE_CHECKING:
-    from search.training.trainer import Begun, Trainer
+from search.training.trial_start import Begun, trial_export
 
 Result = float | BaseException
 _CACHE_SIZE = 2
@@ -60,7 +59,7 @@ class _Member:
 
 
 def train_fused(
-    trainer: Trainer,
+    trainer: Host,
     trials: list[optuna.Trial],
     spec: StudySpec,
     dataset: Dataset,
@@ -69,8 +68,6 @@ def train_fused(
 ) -> list[Result] | None:
     """Train `trials` (all from scratch, all on the study's seed) as one population; None
     when this model cannot be fused (nothing has been asked of any trial then)."""
-    from search.training.trainer import trial_export
-
     seed = int(spec.seed or 0)
     model, weights = trainer.solo_start(spec, dataset, seed)
     loop = _loop_for(trainer, spec, dataset, model, len(trials))
@@ -109,7 +106,7 @@ def train_fused(
     return [ended[i] for i in range(len(trials))]
 
 
-def _end(trainer: Trainer, trial: optuna.Trial, begun: Begun, finish: Any) -> Result:
+def _end(trainer: Host, trial: optuna.Trial, begun: Begun, finish: Any) -> Result:
     try:
         return trainer.end_trial(trial, begun, finish)
     except Exception as exc:  # the member's own ending (pruned, diverged, stopped...)
@@ -172,7 +169,7 @@ def _train(loop: PopulationLoop, members: list[_Member], epochs: int, seed: int)
 
 
 def _loop_for(
-    trainer: Trainer, spec: StudySpec, dataset: Dataset, model: keras.Model, k: int
+    trainer: Host, spec: StudySpec, dataset: Dataset, model: keras.Model, k: int
 ) -> PopulationLoop | None:
     """The trainer's population loop for this model, data, optimizer and size (built once,
     a few kept); None when the model has a layer the stacked net does not compute."""

@@ -135,7 +135,9 @@ class StackedNet:
         h = tf.transpose(h, [3, 0, 1, 2, 4])
         return tf.reshape(h, [self.k, tf.shape(h)[1], int(height) * int(width) * per])
 
-    def _conv(self, h: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, layer: Layer) -> tf.Tensor:
+    def _conv(
+        self, h: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, layer: Layer
+    ) -> tf.Tensor:
         """One convolution for all members: member kernels side by side on the output axis;
         on stacked inputs a grouped convolution (groups = K, member-major channels)."""
         _, kh, kw, c_in, c_out = kernel.shape
