@@ -94,16 +94,21 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
 
     def over(self, steps: Any) -> Any:
-        """The rates at a vector of int64 steps in one branch call (a fused population reads
-        an epoch's K x steps rates this way: a call per step was most of its epoch). Vector
-        math may round cos and pow differently from per-step calls: within 1e-6 relative."""
+        """The rates at a vector of int64 steps, in one branch call (a fused population plays
+        its members' runs this way: a call per step was most of its epoch). The
+        first step is computed alone, exactly as `__call__` computes it; on the others,
+        vector math may round cos and pow differently: within 1e-6 relative."""
 
-        def vector(fn: Any) -> Any:
+        def vector(fn: Any, at: Any) -> Any:
             if isinstance(fn, keras.optimizers.schedules.CosineDecay):
-                return _cosine_over(fn, steps)  # Keras's one uses a scalar `cond`
-            return tf.cast(fn(steps), tf.float32) + tf.zeros(tf.shape(steps), tf.float32)
+                return _cosine_over(fn, at)  # Keras's one uses a scalar `cond`
+            return tf.cast(fn(at), tf.float32) + tf.zeros(tf.shape(at), tf.float32)
 
-        branches = [lambda fn=fn: vector(fn) for fn in self._fns]
+        def both(fn: Any) -> Any:
+            first = tf.reshape(tf.cast(fn(steps[0]), tf.float32), [1])
+            return tf.concat([first, vector(fn, steps[1:])], axis=0)
+
+        branches = [lambda fn=fn: both(fn) for fn in self._fns]
         return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
 
     def load(self, export: dict[str, Any]) -> None:

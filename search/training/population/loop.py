@@ -2,11 +2,13 @@
 
 Why: `search.training.epoch_loop` made a solo trial one graph call per epoch; here that one
 call trains a whole population. The batches are the solo trial's (`epoch_orders` for the
-seed), each member's rate at every step is its own `SwitchSchedule` (K of them, each loaded
-from its member's export) at the shared step count, read in the graph just as a solo
-optimizer reads its schedule, and the logs are per member with the names a solo epoch gives
-(loss, accuracy/mae, val_...). The loss differentiated is the sum of the members' mean
-losses: members share no weights, so each one's gradient is its own.
+seed). Each member's rate at every step is its own schedule's: a scheduled member's rates
+for the whole run are played once at the start (`SwitchSchedule.over`, one branch call per
+epoch, each epoch's first rate computed exactly as a solo optimizer computes it), a member
+on a constant or callback-driven rate reads its own base rate each epoch. The graph holds no
+schedule, so tracing it does not grow with K. The logs are per member with the names a solo
+epoch gives (loss, accuracy/mae, val_...). The loss differentiated is the sum of the
+members' mean losses: members share no weights, so each one's gradient is its own.
 
 `active` masks members that ended (pruned, diverged, stopped): their rate is 0 and their
 loss leaves the sum, so they stop moving; the graph keeps its K slots (no retrace).
@@ -43,7 +45,12 @@ class PopulationLoop:
         self.k = k
         self.net = StackedNet(layers, shapes, k)
         self.optimizer = StackedOptimizer(optimizer, self.net.variables)
+        # each member's own schedule: its base rate, which its LR callbacks drive
         self.schedules = [SwitchSchedule() for _ in range(k)]
+        self._planner = SwitchSchedule()  # plays each scheduled member's rates ahead
+        self._plan = tf.function(self._plan_rates, autograph=False, reduce_retracing=True)
+        self._tables: list[np.ndarray | None] = [None] * k
+        self._steps = -(-int(data[0].shape[0]) // batch_size)
         self._x, self._y, self._x_val, self._y_val = (tf.identity(a) for a in data)
         self._batch = batch_size
         self._val_batch = max(batch_size, 1024)
@@ -58,13 +65,32 @@ class PopulationLoop:
         self._orders: dict[tuple[int, int], np.ndarray] = {}
         self.epochs_run = 0  # fused epochs trained so far (what a test or benchmark reads)
 
-    def restart(self, members: list[list[np.ndarray]], exports: list[dict[str, Any]]) -> None:
-        """A new population: each member's initial weights and schedule, a fresh optimizer."""
+    def restart(
+        self, members: list[list[np.ndarray]], exports: list[dict[str, Any]], epochs: int
+    ) -> None:
+        """A new population: each member's initial weights and schedule, a fresh optimizer.
+        A scheduled member's rates for the whole run are played here, one graph call each;
+        a member on a constant or callback-driven rate reads its base rate every epoch."""
         padded = members + [members[-1]] * (self.k - len(members))
         self.net.load(padded)
         self._reset()
-        for schedule, export in zip(self.schedules, exports, strict=False):
-            schedule.load(export)
+        starts = tf.range(epochs, dtype=tf.int64) * self._steps
+        self._tables = [None] * self.k
+        for slot, export in enumerate(exports):
+            self.schedules[slot].load(export)
+            if export.get("schedule"):
+                self._planner.load(export)
+                self._tables[slot] = self._plan(starts).numpy()
+
+    def _plan_rates(self, starts: tf.Tensor) -> tf.Tensor:
+        """[epochs, steps]: the planner's rates, one branch call per epoch; each epoch's
+        first step (the rate recorded) exactly as a solo optimizer reads it."""
+        steps = tf.range(self._steps, dtype=tf.int64)
+        return tf.map_fn(
+            lambda start: self._planner.over(start + steps),
+            starts,
+            fn_output_signature=tf.TensorSpec([self._steps], tf.float32),
+        )
 
     def orders(self, seed: int, epochs: int) -> np.ndarray:
         key = (seed, epochs)
@@ -73,31 +99,24 @@ class PopulationLoop:
         return self._orders[key]
 
     def epoch(
-        self, order: np.ndarray, active: np.ndarray
+        self, epoch: int, order: np.ndarray, active: np.ndarray
     ) -> tuple[list[dict[str, float]], list[float]]:
         """Train one epoch; per member its logs and the rate the epoch started with."""
-        values, rates = self._epoch(tf.constant(order), tf.constant(active, tf.float32))
+        rates = np.zeros((self._steps, self.k), dtype=np.float32)
+        for slot, table in enumerate(self._tables):
+            base = self.schedules[slot].base_lr.numpy()  # float32, as the graph reads it
+            rates[:, slot] = base if table is None else table[epoch]
+        values = self._epoch(tf.constant(order), tf.constant(rates), tf.constant(active))
         self.epochs_run += 1
         arrays = {name: v.numpy() for name, v in values.items()}
         logs = [{name: float(a[k]) for name, a in arrays.items()} for k in range(self.k)]
-        return logs, [float(r) for r in rates.numpy()]
-
-    def _rates(self, n_steps: int) -> tf.Tensor:
-        """[n_steps, K]: every member's schedule at each step of this epoch. The first step's
-        rate (the one recorded) is the schedule's own per-step call, exactly what a solo
-        optimizer reads; the rest one vector call per member (`SwitchSchedule.over`)."""
-        start = self.optimizer.iterations
-        steps = start + tf.range(n_steps, dtype=tf.int64)
-        first = tf.stack([schedule(start) for schedule in self.schedules])
-        rest = tf.stack([schedule.over(steps[1:]) for schedule in self.schedules], axis=1)
-        return tf.concat([first[tf.newaxis], rest], axis=0)
+        return logs, [float(r) for r in rates[0]]
 
     def _run_epoch(
-        self, order: tf.Tensor, active: tf.Tensor
-    ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-        n = int(self._x.shape[0])
-        n_steps = -(-n // self._batch)
-        rates = self._rates(n_steps)
+        self, order: tf.Tensor, rates: tf.Tensor, active: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """The epoch's logs per member; `rates` is [steps, K]."""
+        n, n_steps = int(self._x.shape[0]), self._steps
         batch = self._batch
 
         def train(step: tf.Tensor, *totals: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -114,7 +133,7 @@ class PopulationLoop:
             **self._results(train_totals, ""),
             **self._results(val_totals, "val_"),
         }
-        return logs, rates[0]
+        return logs
 
     def _val(self, step: tf.Tensor, *totals: tf.Tensor) -> tuple[tf.Tensor, ...]:
         n, batch = int(self._x_val.shape[0]), self._val_batch

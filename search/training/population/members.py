@@ -92,7 +92,8 @@ def train_fused(
         )
         members.append(_Member(len(members), trial, begun, monitor, stock, index=i))
     if members:
-        loop.restart([weights] * len(members), [m.begun.outcome.export for m in members])
+        exports = [m.begun.outcome.export for m in members]
+        loop.restart([weights] * len(members), exports, spec.task.epochs)
     for member, handle in zip(members, handles, strict=True):
         _wire(member, loop, handle)
     failure: BaseException | None = None
@@ -159,7 +160,7 @@ def _train(loop: PopulationLoop, members: list[_Member], epochs: int, seed: int)
             member.hooks.on_epoch_begin(epoch)
         active = np.zeros(loop.k, dtype=np.float32)
         active[[m.slot for m in alive]] = 1.0
-        logs, rates = loop.epoch(orders[epoch], active)
+        logs, rates = loop.epoch(epoch, orders[epoch], active)
         for member in alive:
             member.rate = rates[member.slot]
             member.hooks.on_epoch_end(epoch, logs[member.slot])
