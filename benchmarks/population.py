@@ -3,9 +3,9 @@
 For the digits MLP and CNN, the same planned trials (strategies and parameters sampled once)
 are trained with K = 1 (today's solo path: `Trainer.run`, one trial after another) and with
 K = 2, 4, 8, 16 (`Trainer.run_many`, K members fused in one graph), all in this process.
-Each K's graph is traced once before it is timed (a 1-epoch warm-up population, shown as
-`warm s`; a worker pays it once per study and K). Every member is compared with the same
-trial trained solo: within tolerance when its recorded LR equals solo's (rel 1e-6) and its
+Each K's graph is traced and compiled before it is timed (one warm-up population of the
+first K planned trials, shown as `warm s`: a worker pays the tracing once per study and K).
+Every member is compared with the same trial trained solo: within tolerance when its recorded LR equals solo's (rel 1e-6) and its
 final value is within max(1e-3, 1e-2 * |solo|) (float sums run in another order), or when
 both diverged. Memory: RSS after each K and the process's peak (VmHWM; it only grows).
 
@@ -95,9 +95,7 @@ def bench_model(
 ) -> tuple[float, int, int]:
     task = {"epochs": epochs, "model": model}
     spec = parse_spec({"task": task, "pruner": "none"})
-    warm_spec = parse_spec({"task": {**task, "epochs": 1}, "pruner": "none"})
     plan = planned_trials(spec, n, len(data.x_train))
-    warm_plan = planned_trials(warm_spec, max(ks), len(data.x_train))
     trainer = Trainer()
     print(f"\n{model['kind']}: {n} trials x {epochs} epochs, strategies {sorted(spec.strategies)}")
     print(f"{'K':>3}{'seconds':>9}{'trials/min':>12}{'warm s':>8}{'max|dv|':>10}{'same':>7}"
@@ -106,10 +104,7 @@ def bench_model(
     solo: list[Any] = []
     for k in ks:
         started = time.perf_counter()
-        if k > 1:
-            train(trainer, warm_spec, data, warm_plan[:k], k)
-        else:
-            train(trainer, spec, data, plan[:1], k)
+        train(trainer, spec, data, plan[:k], k)
         warm = time.perf_counter() - started
         seconds, got = train(trainer, spec, data, plan, k)
         rate = 60 * n / seconds

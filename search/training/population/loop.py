@@ -48,7 +48,9 @@ class PopulationLoop:
         # each member's own schedule: its base rate, which its LR callbacks drive
         self.schedules = [SwitchSchedule() for _ in range(k)]
         self._planner = SwitchSchedule()  # plays each scheduled member's rates ahead
-        self._plan = tf.function(self._plan_rates, autograph=False, reduce_retracing=True)
+        self._plan = tf.function(  # one trace for every number of epochs
+            self._plan_rates, autograph=False, input_signature=[tf.TensorSpec([None], tf.int64)]
+        )
         self._tables: list[np.ndarray | None] = [None] * k
         self._steps = -(-int(data[0].shape[0]) // batch_size)
         self._x, self._y, self._x_val, self._y_val = (tf.identity(a) for a in data)
