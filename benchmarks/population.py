@@ -5,9 +5,12 @@ are trained with K = 1 (today's solo path: `Trainer.run`, one trial after anothe
 K = 2, 4, 8, 16 (`Trainer.run_many`, K members fused in one graph), all in this process.
 Each K's graph is traced and compiled before it is timed (one warm-up population of the
 first K planned trials, shown as `warm s`: a worker pays the tracing once per study and K).
-Every member is compared with the same trial trained solo: within tolerance when its recorded LR equals solo's (rel 1e-6) and its
-final value is within max(1e-3, 1e-2 * |solo|) (float sums run in another order), or when
-both diverged. Memory: RSS after each K and the process's peak (VmHWM; it only grows).
+Every member is compared with the same trial trained solo: within tolerance when its
+recorded LR equals solo's (rel 1e-6) and its final value is within max(1e-3, 1e-2 * |solo|)
+(float sums run in another order), or when both diverged. A trial at a rate on the edge of
+chaos can amplify that float noise beyond the tolerance: its solo value moves as much when
+only TensorFlow's summation order changes (TF_ENABLE_ONEDNN_OPTS=0). Memory: RSS after
+each K and the process's peak (VmHWM; it only grows).
 
     .venv/bin/python benchmarks/population.py [--quick] [--trials 16] [--epochs 5]
 
