@@ -93,6 +93,24 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
         branches = [lambda fn=fn: tf.cast(fn(step), tf.float32) for fn in self._fns]
         return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
 
+    def over(self, steps: Any) -> Any:
+        """The rates at a vector of int64 steps, in one branch call (a fused population plays
+        its members' runs this way: a call per step was most of its epoch). The
+        first step is computed alone, exactly as `__call__` computes it; on the others,
+        vector math may round cos and pow differently: within 1e-6 relative."""
+
+        def vector(fn: Any, at: Any) -> Any:
+            if isinstance(fn, keras.optimizers.schedules.CosineDecay):
+                return _cosine_over(fn, at)  # Keras's one uses a scalar `cond`
+            return tf.cast(fn(at), tf.float32) + tf.zeros(tf.shape(at), tf.float32)
+
+        def both(fn: Any) -> Any:
+            first = tf.reshape(tf.cast(fn(steps[0]), tf.float32), [1])
+            return tf.concat([first, vector(fn, steps[1:])], axis=0)
+
+        branches = [lambda fn=fn: both(fn) for fn in self._fns]
+        return tf.switch_case(tf.convert_to_tensor(self.branch), branches)
+
     def load(self, export: dict[str, Any]) -> None:
         """Play the strategy described by an export (schedule config or a plain initial rate)."""
         self.base_lr.assign(float(export["initial_lr"]))
@@ -124,6 +142,20 @@ class SwitchSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+def _cosine_over(fn: Any, steps: Any) -> Any:
+    """Keras's CosineDecay.__call__ (with a warmup target, as loaded here) on a vector of
+    steps: its two branches computed with its own functions, then selected elementwise."""
+    initial = tf.convert_to_tensor(fn.initial_learning_rate)
+    dtype = initial.dtype
+    decay_steps = tf.cast(fn.decay_steps, dtype)
+    target = tf.cast(fn.warmup_target, dtype)
+    warmup_steps = tf.cast(fn.warmup_steps, dtype)
+    step = tf.minimum(tf.cast(steps, dtype), decay_steps + warmup_steps)
+    rising = fn._warmup_function(step, warmup_steps, target, initial)
+    falling = fn._decay_function(step - warmup_steps, decay_steps, target, dtype)
+    return tf.cast(tf.where(step < warmup_steps, rising, falling), tf.float32)
 
 
 class _ShapedWarmupStableDecay:

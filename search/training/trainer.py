@@ -30,15 +30,14 @@ from search.data import Dataset
 from search.errors import TrialDiverged
 from search.lr_range import RangeResult, plan_for
 from search.outcome import FailureKind, TrialOutcome, failure_attrs
-from search.selection import INIT_SEED
 from search.space import run_shape, suggest
 from search.spec import StudySpec
-from search.store import optuna_private as private
 from search.store.trial_writes import batched_params, set_user_attrs
-from search.strategies import RunShape, get_strategy
+from search.strategies import RunShape
 from search.training.monitor import EpochMonitor, StopCheck, direct
 from search.training.prepared import PreparedFit
 from search.training.report_writer import Persist, ReportWriter
+from search.training.trial_start import Begun, replicate_seed, trial_export
 
 if TYPE_CHECKING:
     from search.training.streamed import StreamedTask
@@ -66,13 +65,6 @@ class _Compiled:
         return self._weights[seed]
 
 
-def replicate_seed(trial: optuna.Trial) -> int | None:
-    """A replicate's own seed of initial weights and batch order (search.selection); None
-    for every other trial, which starts from the study's seed."""
-    own = private.frozen_view(trial).system_attrs.get(INIT_SEED)
-    return None if own is None else int(own)
-
-
 class Trainer:
     """Runs trials; keeps a few compiled models so a study is not N cold starts."""
 
@@ -90,6 +82,7 @@ class Trainer:
         self.models_dir = models_dir  # where `keras_file` models are (data_dir/models)
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
         self._streams: Any = None  # search.training.streamed.CompiledStreams, made on first use
+        self.populations: Any = None  # search.training.population's loops, made on first use
 
     def objective(
         self,
@@ -115,21 +108,33 @@ class Trainer:
         `save_if_due`) and an existing checkpoint is resumed from (the outcome's
         `resumed_from_epoch` says where).
         """
+        begun = self.begin_trial(trial, spec, dataset)
+        run, outcome, reports = begun.run, begun.outcome, begun.reports
+        fit = functools.partial(
+            self._fit, trial, spec, dataset, run, outcome, should_stop, checkpoint, reports
+        )
+        return self.end_trial(trial, begun, fit)
+
+    def begin_trial(self, trial: optuna.Trial, spec: StudySpec, dataset: Any) -> Begun:
+        """A trial's strategy and parameters (suggested or enqueued) and its empty record."""
         run = workload_run(spec, dataset)
         with batched_params(trial):  # one storage write for all of them
             strategy_id, params = suggest(trial, spec, run)  # honours enqueued/retried params
         outcome = TrialOutcome(strategy_id, params, seed=replicate_seed(trial))
-        reports = ReportWriter(trial, self.persist)
-        started = time.perf_counter()
+        return Begun(run, outcome, ReportWriter(trial, self.persist), time.perf_counter())
+
+    def end_trial(self, trial: optuna.Trial, begun: Begun, fit: Callable[[], float]) -> float:
+        """`fit()`'s value; a divergence recorded as such; the record stored either way."""
+        outcome, reports = begun.outcome, begun.reports
         try:
-            return self._fit(trial, spec, dataset, run, outcome, should_stop, checkpoint, reports)
+            return fit()
         except TrialDiverged as exc:
             outcome.fail_kind, outcome.fail_reason = FailureKind.DIVERGED, str(exc)
             attrs = failure_attrs(FailureKind.DIVERGED, str(exc))
             self.persist(functools.partial(set_user_attrs, trial, attrs))
             raise
         finally:
-            outcome.seconds = round(time.perf_counter() - started, 4)
+            outcome.seconds = round(time.perf_counter() - begun.started, 4)
             outcome.epochs_run = len(outcome.lr)
             try:
                 reports.flush()  # every epoch stored before the attributes and the tell
@@ -148,15 +153,22 @@ class Trainer:
         """Train several trials of one study (a worker's population); per member, its value
         or the exception `run` raises for it (TrialPruned, TrialDiverged, TrialStopped...).
 
-        One after another here: every member gets exactly what a solo trial gets."""
+        Fused (`search.training.population`: one graph, stacked weights, each member its
+        own rate, optimizer state, monitor and checkpoint) when the model is a built-in
+        mlp/cnn without dropout on in-memory arrays and the optimizer is one the stacked
+        update reproduces; members that resume from a checkpoint or hold their own seed (a
+        replicate's), and everything else, train one after another through `run`."""
+        from search.training.population import run_population
+
         handles = list(checkpoints) if checkpoints is not None else [None] * len(trials)
-        results: list[float | BaseException] = []
-        for trial, handle in zip(trials, handles, strict=True):
-            try:
-                results.append(self.run(trial, spec, dataset, should_stop, handle))
-            except Exception as exc:  # the member's own ending; the others go on
-                results.append(exc)
-        return results
+        return run_population(self, list(trials), spec, dataset, should_stop, handles)
+
+    def solo_start(self, spec: StudySpec, dataset: Dataset, seed: int) -> tuple[Any, list[Any]]:
+        """The compiled model a solo trial of this study trains, and the initial weights a
+        solo trial with `seed` starts from."""
+        compiled = self._compiled(spec, dataset)
+        compiled.loop.restart(compiled.initial_weights(spec, dataset, seed))
+        return compiled.model, compiled.model.get_weights()
 
     def _fit(
         self,
@@ -169,21 +181,7 @@ class Trainer:
         checkpoint: CheckpointHandle | None,
         reports: ReportWriter,
     ) -> float:
-        from search.training.keras_export import optimizer_config
-
-        strategy = get_strategy(str(outcome.strategy))
-        opt_cfg = optimizer_config(spec.task.optimizer, spec.task.momentum)
-        outcome.export = strategy.export(
-            outcome.params,
-            run,
-            spec.objective.metric,
-            opt_cfg,
-            spec.objective.direction,
-            best_mode=spec.objective.best_mode,
-            preprocess=dataset.preprocess,
-        ).as_dict()
-        outcome.export.update(strategy=outcome.strategy, params=outcome.params)
-        seed = int(spec.seed or 0) if outcome.seed is None else outcome.seed
+        seed = trial_export(spec, dataset, run, outcome)
         prepared = self._prepare(spec, dataset, outcome.export, seed)
         monitor = EpochMonitor(trial, spec, outcome, should_stop, self.persist, reports.report)
         resumed = self._resume(prepared, checkpoint, outcome, monitor)

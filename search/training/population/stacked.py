@@ -1,0 +1,179 @@
+"""K copies of a built-in model (`mlp`, `cnn`) as one set of stacked weights.
+
+Why: on a small model a step is dominated by per-op overhead, not arithmetic; K members
+stacked on a leading axis run one batched matmul (or one grouped convolution) where K solo
+trials run K graphs. Every member computes exactly the layers of the Keras model it stands
+for (`search.training.models`): the stacked weights are the members' own Keras weights, in
+`model.get_weights()` order, one slice per member.
+
+Layouts: the shared input has no member axis; images of the K members sit side by side on
+the channel axis ([B, H, W, K*C], member-major, so a grouped convolution keeps them apart);
+flat features are [K, B, D].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_ACTIVATIONS = ("relu", "linear", "softmax")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the Keras model, as much as the fused forward pass needs."""
+
+    kind: str  # dense, conv, pool, flatten, reshape
+    activation: str = "linear"
+    shape: tuple[int, ...] = ()  # reshape's target; pool's size
+    padding: str = "VALID"
+
+
+def describe(model: keras.Model) -> list[Layer] | None:
+    """The model's layers in a form the stacked net computes; None when it cannot (a layer
+    it does not know, dropout that is on, strides, another activation...)."""
+    layers: list[Layer] = []
+    for layer in model.layers:
+        name = type(layer).__name__
+        if name == "InputLayer" or (name == "Dropout" and float(layer.rate) == 0.0):
+            continue
+        if name == "Flatten":
+            layers.append(Layer("flatten"))
+        elif name == "Reshape":
+            layers.append(Layer("reshape", shape=tuple(int(d) for d in layer.target_shape)))
+        elif name == "MaxPooling2D":
+            if tuple(layer.pool_size) != tuple(layer.strides) or layer.padding != "valid":
+                return None
+            layers.append(Layer("pool", shape=tuple(int(d) for d in layer.pool_size)))
+        elif name in ("Dense", "Conv2D"):
+            activation = _activation(layer)
+            if activation is None or not layer.use_bias:
+                return None
+            if name == "Conv2D" and not _plain_conv(layer):
+                return None
+            padding = "SAME" if name == "Conv2D" and layer.padding == "same" else "VALID"
+            kind = "dense" if name == "Dense" else "conv"
+            layers.append(Layer(kind, activation, padding=padding))
+        else:
+            return None
+    if not layers or layers[-1].kind != "dense":
+        return None
+    if any(layer.activation == "softmax" for layer in layers[:-1]):
+        return None
+    return layers
+
+
+def _activation(layer: Any) -> str | None:
+    name = getattr(layer.activation, "__name__", None)
+    return name if name in _ACTIVATIONS else None
+
+
+def _plain_conv(layer: Any) -> bool:
+    return (
+        tuple(layer.strides) == (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and int(layer.groups) == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+class StackedNet:
+    """The stacked weights of K members and their forward pass."""
+
+    def __init__(self, layers: list[Layer], shapes: list[tuple[int, ...]], k: int) -> None:
+        self.layers, self.k = layers, k
+        self.variables = [
+            tf.Variable(tf.zeros((k, *shape)), trainable=True, name=f"stacked_{i}")
+            for i, shape in enumerate(shapes)
+        ]
+        self._assign = tf.function(self._assign_all, autograph=False, reduce_retracing=True)
+
+    def load(self, members: list[list[np.ndarray]]) -> None:
+        """Every member's Keras weights (`model.get_weights()` order) into its slice."""
+        stacked = [np.stack(ws) for ws in zip(*members, strict=True)]
+        self._assign(stacked)
+
+    def _assign_all(self, values: list[tf.Tensor]) -> None:
+        for var, value in zip(self.variables, values, strict=True):
+            var.assign(value)
+
+    def member_weights(self, k: int) -> list[np.ndarray]:
+        """Member k's weights, as its solo Keras model's `get_weights()` would give them."""
+        return [np.asarray(var[k].numpy()) for var in self.variables]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """[K, B, outputs] pre-activation outputs (logits for a softmax head)."""
+        h, stacked = x, False
+        params = iter(self.variables)
+        for layer in self.layers:
+            if layer.kind == "reshape":
+                h = tf.reshape(h, [-1, *layer.shape])
+            elif layer.kind == "pool":
+                h = tf.nn.max_pool2d(h, layer.shape, layer.shape, "VALID")
+            elif layer.kind == "flatten":
+                h = self._flatten(h, stacked)
+            elif layer.kind == "conv":
+                h = self._conv(h, next(params), next(params), layer)
+                stacked = True
+            else:
+                h = self._dense(h, next(params), next(params), stacked, layer)
+                stacked = True
+        return h
+
+    def _flatten(self, h: tf.Tensor, stacked: bool) -> tf.Tensor:
+        if not stacked:
+            return tf.reshape(h, [tf.shape(h)[0], -1])
+        if h.shape.rank == 3:
+            return h
+        _, height, width, channels = h.shape
+        per = int(channels) // self.k
+        h = tf.reshape(h, [-1, int(height), int(width), self.k, per])
+        h = tf.transpose(h, [3, 0, 1, 2, 4])
+        return tf.reshape(h, [self.k, tf.shape(h)[1], int(height) * int(width) * per])
+
+    def _conv(
+        self, h: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, layer: Layer
+    ) -> tf.Tensor:
+        """One convolution for all members: member kernels side by side on the output axis;
+        on stacked inputs a grouped convolution (groups = K, member-major channels)."""
+        _, kh, kw, c_in, c_out = kernel.shape
+        k = tf.transpose(kernel, [1, 2, 3, 0, 4])
+        k = tf.reshape(k, [int(kh), int(kw), int(c_in), self.k * int(c_out)])
+        h = tf.nn.conv2d(h, k, 1, layer.padding)
+        h = tf.nn.bias_add(h, tf.reshape(bias, [-1]))
+        return _apply(h, layer.activation)
+
+    def _dense(
+        self, h: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, stacked: bool, layer: Layer
+    ) -> tf.Tensor:
+        if not stacked:  # the shared input: one batch, K kernels (broadcast batch matmul)
+            h = h[tf.newaxis]
+        h = tf.matmul(h, kernel) + bias[:, tf.newaxis, :]
+        return h if layer.activation == "softmax" else _apply(h, layer.activation)
+
+
+def _apply(h: tf.Tensor, activation: str) -> tf.Tensor:
+    return tf.nn.relu(h) if activation == "relu" else h
+
+
+def member_losses(
+    out: tf.Tensor, y: tf.Tensor, classification: bool
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per member and example: (loss, compiled metric) as Keras computes them for one solo
+    model: sparse cross-entropy from the softmax's logits and accuracy, or MSE and MAE."""
+    if classification:
+        labels = tf.broadcast_to(tf.cast(y, tf.int64), tf.shape(out)[:2])
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=out)
+        predicted = tf.argmax(tf.nn.softmax(out), axis=-1)
+        hit = tf.cast(tf.equal(labels, predicted), tf.float32)
+        return loss, hit
+    target = tf.reshape(tf.cast(y, out.dtype), [-1, int(out.shape[-1])])
+    diff = target[tf.newaxis] - out
+    return tf.reduce_mean(tf.square(diff), axis=-1), tf.reduce_mean(tf.abs(diff), axis=-1)
+
+
+__all__ = ["Layer", "StackedNet", "describe", "member_losses"]
