@@ -85,7 +85,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     elif spec.pruner == "successive_halving":
         inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 3))
     else:
-        inner = DecayAwarePruner.for_epochs(epochs)
+        inner = DecayAwarePruner.for_epochs(epochs, judge_last=spec.objective.best_mode is None)
     return SparingReplicates(inner)
 
 
@@ -185,9 +185,13 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
       minimising a non-negative loss, 1 - value when maximising a score in [0, 1]), is more
       than `factor` times the best completed trial's error at this epoch. A rate far too small
       or too large shows this after an epoch or two, whatever the schedule.
-    - median, from `warmup_steps`: the trial's best value so far is worse than the median of
-      the completed trials at this epoch (Optuna's MedianPruner), only once half of the run
-      has passed, when decaying schedules have done most of their decay.
+    - median, from `warmup_steps`: the trial's value is worse than the median of the
+      completed trials at this epoch, only once half of the run has passed, when decaying
+      schedules have done most of their decay. With `judge_last` (the objective is the last
+      epoch's value, the default) the trial's value is its latest epoch's: a trial that has
+      begun to overfit is judged by where it is heading, not by the best epoch it will not
+      keep. Without it (objective.aggregate = best), its best value so far (Optuna's
+      MedianPruner).
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         min_completed_hopeless: int = HOPELESS_MIN_COMPLETED,
         min_completed_median: int = MEDIAN_MIN_COMPLETED,
         refresh_s: float = PEERS_REFRESH_S,
+        judge_last: bool = False,
     ) -> None:
         if factor <= 1:
             raise ValueError("factor must be above 1")
@@ -208,15 +213,17 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
         self.min_completed_hopeless = min_completed_hopeless
         self.min_completed_median = min_completed_median
         self.refresh_s = refresh_s
+        self.judge_last = judge_last
         self._peers: tuple[tuple[int, int, int], float, list[FrozenTrial]] | None = None
 
     @classmethod
-    def for_epochs(cls, epochs: int) -> DecayAwarePruner:
+    def for_epochs(cls, epochs: int, judge_last: bool = False) -> DecayAwarePruner:
         """Hopeless from the second epoch (a tenth of long runs); median from half the run."""
         return cls(
             early_step=max(1, epochs // 10),
             warmup_steps=max(1, int(epochs * MEDIAN_FROM)),
             factor=HOPELESS_FACTOR,
+            judge_last=judge_last,
         )
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -235,7 +242,9 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
             return True
         if step >= self.warmup_steps and len(peers) >= self.min_completed_median:
             median = _median(peers)
-            return mine < median if maximize else mine > median
+            latest = trial.intermediate_values.get(step, math.nan)
+            now = latest if self.judge_last and math.isfinite(latest) else mine
+            return now < median if maximize else now > median
         return False
 
     def _completed(self, study: optuna.Study, number: int) -> list[FrozenTrial]:

@@ -93,6 +93,18 @@ def test_below_median_is_judged_only_from_half_of_the_run() -> None:
     assert not pruner.prune(study, running([1.0, 0.4, 0.3, 0.2, 0.15, 0.12]))
 
 
+def test_an_overfitting_trial_is_judged_by_its_latest_epoch_when_the_objective_is_last() -> None:
+    """Good early, then rising above the median: its best epoch is one it will not keep."""
+    overfitting = [0.8, 0.3, 0.15, 0.12, 0.14, 0.26]  # best 0.12; at epoch 6 0.26 > 0.23
+    study = study_with(PEERS)
+    assert DecayAwarePruner.for_epochs(10, judge_last=True).prune(study, running(overfitting))
+    assert not DecayAwarePruner.for_epochs(10).prune(study, running(overfitting))
+    last = make_pruner(parse_spec({"task": {"epochs": 10}}))
+    best = make_pruner(parse_spec({"task": {"epochs": 10}, "objective": {"aggregate": "best"}}))
+    assert isinstance(last, SparingReplicates) and isinstance(best, SparingReplicates)
+    assert last.inner.judge_last and not best.inner.judge_last  # type: ignore[attr-defined]
+
+
 def test_the_median_rule_waits_for_enough_completed_trials() -> None:
     pruner = DecayAwarePruner.for_epochs(10)
     study = study_with(PEERS[:3])
