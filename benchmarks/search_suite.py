@@ -134,7 +134,8 @@ def _fill_beat(out: Path, chosen: list[tasks.Task]) -> None:
         task = by_name.get(rec["task"])
         if task is None or rec["contender"] != units.LRSEARCH or "epochs_to_beat" in rec:
             continue
-        rec["epochs_to_beat"] = units.epochs_to_beat(task, records, rec["seed"], {})
+        same_task = [r for r in records if r["task"] == task.name]
+        rec["epochs_to_beat"] = units.epochs_to_beat(task, same_task, rec["seed"], {})
         _log(f"{task.name} seed {rec['seed']}: epochs to beat {rec['epochs_to_beat']}")
     out.write_text("".join(_json(r) + "\n" for r in records))
 
