@@ -1,14 +1,14 @@
 """Reliability under faults and bad input, against real processes and real PostgreSQL.
 
-Runs the fault scenarios of tests/faults.py (kill -9 and SIGTERM of a worker mid-trial, API
-restarts, trials that raise, the database stopped mid-study) and then throws bad input at a
-live API: named bad specs and uploads, path-shaped ids on every route with an id, and a
-schemathesis pass (valid and invalid data) over the whole OpenAPI schema; then hostile NPZ
-uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py), a quota race (16 concurrent
-creations over two API processes: exactly the quota created), an error flood, oversized models
-(refused at submit; over a worker's memory limit while training) and a worker killed under
-`lrsearch serve` (benchmarks/hostile_scenarios.py). Each hostile row reports the peak RSS
-(VmHWM) of the API and, where one runs, of a worker.
+Runs the fault scenarios of tests/faults.py (kill -9 and SIGTERM of a worker mid-trial and of
+one training a population of trials, API restarts, trials that raise, the database stopped
+mid-study) and then throws bad input at a live API: named bad specs and uploads, path-shaped
+ids on every route with an id, and a schemathesis pass (valid and invalid data) over the whole
+OpenAPI schema; then hostile NPZ uploads (zip bombs, lying sizes: benchmarks/hostile_uploads.py),
+a quota race (16 concurrent creations over two API processes: exactly the quota created), an
+error flood, oversized models (refused at submit; over a worker's memory limit while
+training) and a worker killed under `lrsearch serve` (benchmarks/hostile_scenarios.py). Each
+hostile row reports the peak RSS (VmHWM) of the API and, where one runs, of a worker.
 
     .venv/bin/python benchmarks/reliability.py [--out benchmarks/out/reliability.json]
         [--fuzz-examples 10] [--skip-outage]
@@ -51,6 +51,8 @@ Scenario = Callable[[faults.Stage], faults.Outcome]
 SHARED: list[Scenario] = [
     faults.kill9_mid_trial,
     faults.sigterm_mid_trial,
+    faults.kill9_mid_population,
+    faults.sigterm_mid_population,
     faults.api_restart,
     faults.failing_trials,
 ]
