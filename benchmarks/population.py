@@ -28,26 +28,14 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import optuna
+from trial_overhead import planned_trials  # the same planned trials, sampled once
 
 from search.data import Dataset, load_digits
-from search.space import run_shape, suggest
 from search.spec import StudySpec, parse_spec
 from search.training.trainer import Trainer
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 RTOL, ATOL, LR_RTOL = 1e-2, 1e-3, 1e-6
-
-
-def planned_trials(spec: StudySpec, n: int, n_train: int) -> list[dict[str, Any]]:
-    """n parameter sets sampled once, so every K trains exactly the same trials."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=42))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        suggest(trial, spec, run_shape(spec, n_train))
-        out.append(dict(trial.params))
-        study.tell(trial, 0.0)
-    return out
 
 
 def train(
