@@ -14,27 +14,9 @@ from fastapi.testclient import TestClient
 from search import store
 from search.worker import Worker, WorkerConfig
 from tests import faults
+from tests.integration.test_api import _study_row
 
 N_TRIALS, EPOCHS, POPULATION = 6, 3, 4
-
-
-def _study_row(db_url: str, n_trials: int) -> str:
-    engine = store.make_engine(db_url)
-    try:
-        with store.session_factory(engine)() as session:
-            tenant = store.get_or_create_tenant(session, "workers")
-            study = store.Study(
-                tenant_id=tenant.id,
-                name="p",
-                spec={},
-                n_trials=n_trials,
-                optuna_study_name=f"lrsearch-{store.new_id()}",
-            )
-            session.add(study)
-            session.commit()
-            return study.id
-    finally:
-        engine.dispose()
 
 
 def test_claim_slots_takes_whole_batches_and_never_over_claims(db_url: str) -> None:
