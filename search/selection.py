@@ -30,11 +30,10 @@ REFERENCE = "lrsearch:reference"
 #: more than this many standard errors of the difference (the one-standard-error rule: keep
 #: the simpler, known choice when the evidence against it is within the noise of re-runs).
 STANDARD_ERRORS = 1.0
-#: Paired differences (same seeds) must favour a challenger at this one-sided confidence
-#: (Student's t on the differences) for it to replace the reference.
-PAIRED_CONFIDENCE = 0.9
-#: Student's t quantiles at 0.90 by degrees of freedom (above 30: the normal's 1.282, the
-#: last entry); a table, not scipy, so the API's selection needs nothing beyond the stdlib.
+#: Paired differences (same seeds) must favour a challenger at 90% one-sided confidence
+#: (Student's t on the differences) for it to replace the reference: the t quantiles at 0.90
+#: by degrees of freedom (above 30: the normal's 1.282, the last entry); a table, not scipy,
+#: so the API's selection needs nothing beyond the stdlib.
 T_QUANTILES_90: dict[int, float] = {
     1: 3.078, 2: 1.886, 3: 1.638, 4: 1.533, 5: 1.476, 6: 1.440, 7: 1.415, 8: 1.397,
     9: 1.383, 10: 1.372, 12: 1.356, 15: 1.341, 20: 1.325, 30: 1.310, 1000: 1.282,
@@ -145,7 +144,7 @@ def _noise(a: Candidate, b: Candidate) -> float:
 
 
 def _t_quantile(df: int) -> float:
-    """Student's t at PAIRED_CONFIDENCE (one-sided) for `df` degrees of freedom: with three
+    """Student's t at 0.90 (one-sided) for `df` degrees of freedom: with three
     seeds the spread of the differences is itself a guess, and one standard error of it let
     a challenger through that lost on retraining (dev task cancer-mlp)."""
     table = T_QUANTILES_90
