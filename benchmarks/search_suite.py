@@ -49,7 +49,8 @@ def main() -> None:
         args.tasks.split(",") if args.tasks else (list(tasks.QUICK) if args.quick else None),
         args.split,
     )
-    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    count = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    seeds = list(range(args.first_seed, args.first_seed + count))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh:
@@ -82,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="4 tasks, 1 seed (about 15 minutes)")
     p.add_argument("--seeds", type=int, default=None, help="search seeds (default 3; quick 1)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds from this one (resume a seed alone)"
+    )
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     p.add_argument("--split", choices=("dev", "test"), default=None)
