@@ -9,10 +9,9 @@ Why these defaults (measured in benchmarks/search_quality.py):
   them once per trial instead (on PostgreSQL that was ~0.1 s of every trial).
 - The default pruner (`median`) is `DecayAwarePruner`: it kills hopeless trials (several times
   worse than the best at the same epoch) after a couple of epochs, but judges a trial against
-  the median only from a quarter of the run, so a decaying schedule is not killed in its first
-  epochs (every trial is compared at the same epoch, the same fraction of its schedule). The
-  completed trials it compares with are read once per trial and then at most every few
-  seconds, not at every epoch.
+  the median only from half of the run, so a decaying schedule is not killed before its decay
+  has happened. The completed trials it compares with are read once per trial and then at
+  most every few seconds, not at every epoch.
 """
 
 from __future__ import annotations
@@ -38,11 +37,8 @@ HOPELESS_FACTOR = 4.0
 #: Trials completed before the hopeless rule / the median rule may prune.
 HOPELESS_MIN_COMPLETED = 2
 MEDIAN_MIN_COMPLETED = 4
-#: Share of the run after which the median rule judges. From half, a third or a quarter, the
-#: dev tasks' studies returned the same retrained choice on 15 of 18 (task, seed) pairs (a
-#: quarter: better on 2, worse on 1 by 0.6%); a quarter spent 10% fewer epochs than half
-#: (benchmarks/RESULTS.md, ninth session).
-MEDIAN_FROM = 0.25
+#: Share of the run after which the median rule judges (decays have mostly happened by then).
+MEDIAN_FROM = 0.5
 #: The categorical parameter that picks the strategy (see search.space.suggest).
 STRATEGY_PARAM = "strategy"
 #: Seconds the pruner reuses its read of the completed trials.
@@ -190,12 +186,12 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
       than `factor` times the best completed trial's error at this epoch. A rate far too small
       or too large shows this after an epoch or two, whatever the schedule.
     - median, from `warmup_steps`: the trial's value is worse than the median of the
-      completed trials at this epoch, only once a quarter of the run has passed (decaying
-      schedules are then compared at the same point of their decay). With `judge_last` (the
-      objective is the last epoch's value, the default) the trial's value is its latest
-      epoch's: a trial that has begun to overfit is judged by where it is heading, not by the
-      best epoch it will not keep. Without it (objective.aggregate = best), its best value so
-      far (Optuna's MedianPruner).
+      completed trials at this epoch, only once half of the run has passed, when decaying
+      schedules have done most of their decay. With `judge_last` (the objective is the last
+      epoch's value, the default) the trial's value is its latest epoch's: a trial that has
+      begun to overfit is judged by where it is heading, not by the best epoch it will not
+      keep. Without it (objective.aggregate = best), its best value so far (Optuna's
+      MedianPruner).
     """
 
     def __init__(
@@ -222,7 +218,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
 
     @classmethod
     def for_epochs(cls, epochs: int, judge_last: bool = False) -> DecayAwarePruner:
-        """Hopeless from the second epoch (a tenth of long runs); median from a quarter."""
+        """Hopeless from the second epoch (a tenth of long runs); median from half the run."""
         return cls(
             early_step=max(1, epochs // 10),
             warmup_steps=max(1, int(epochs * MEDIAN_FROM)),

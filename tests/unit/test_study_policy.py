@@ -64,12 +64,12 @@ def test_median_names_the_decay_aware_pruner_timed_by_the_run_length() -> None:
     assert isinstance(wrapper, SparingReplicates)
     pruner = wrapper.inner
     assert isinstance(pruner, DecayAwarePruner)
-    assert (pruner.early_step, pruner.warmup_steps) == (1, 2)
+    assert (pruner.early_step, pruner.warmup_steps) == (1, 5)
     long = make_pruner(parse_spec({"task": {"epochs": 100}}))
     assert isinstance(long, SparingReplicates)
     long = long.inner
     assert isinstance(long, DecayAwarePruner)
-    assert (long.early_step, long.warmup_steps) == (10, 25)
+    assert (long.early_step, long.warmup_steps) == (10, 50)
     assert isinstance(make_pruner(parse_spec({"pruner": "none"})), optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="factor"):
         DecayAwarePruner(factor=1.0)
@@ -83,12 +83,13 @@ def test_a_hopeless_trial_is_pruned_after_two_epochs() -> None:
     assert not pruner.prune(study, running([1.2, 1.1]))  # 3.7 times worse: not hopeless
 
 
-def test_below_median_is_judged_only_from_a_quarter_of_the_run() -> None:
-    """A schedule that is behind early survives until a quarter of the run has passed."""
+def test_below_median_is_judged_only_from_half_of_the_run() -> None:
+    """A decaying schedule that is behind mid-run survives until half of the run has passed."""
     pruner = DecayAwarePruner.for_epochs(10)
     study = study_with(PEERS)
-    assert not pruner.prune(study, running(SLOW[:2]))  # 0.55 > median 0.45, but epoch 2
-    assert pruner.prune(study, running(SLOW[:3]))  # 0.45 > median 0.35 at epoch 3
+    for step in range(1, 5):
+        assert not pruner.prune(study, running(SLOW[: step + 1])), step
+    assert pruner.prune(study, running(SLOW[:6]))  # 0.27 > median 0.23 at epoch 6
     assert not pruner.prune(study, running([1.0, 0.4, 0.3, 0.2, 0.15, 0.12]))
 
 
