@@ -49,7 +49,9 @@ class Best:
     def describe(self) -> dict[str, Any]:
         rule = (
             "mean over seeds of a candidate re-run on fresh seeds (the reference, the"
-            " optimizer's default rate, is kept unless beaten by more than one standard error)"
+            " optimizer's default rate, is kept unless the challenger beats it seed for seed"
+            " at 90% one-sided confidence, Student's t on the paired differences; one"
+            " standard error of the means where the seeds are not known)"
             if self.seeds > 1
             else ("the best single trial (no candidate was re-run on other seeds)")
         )

@@ -68,3 +68,4 @@ def test_best_pairs_runs_on_the_same_seed(
     best = app_client.get(f"/v1/studies/{study_id}/best").json()
     assert best["trial_number"] == chosen
     assert best["selection"]["seeds"] == 3
+    assert "seed for seed" in best["selection"]["rule"]  # says the rule that chose
