@@ -16,7 +16,6 @@ five> best_of_top=<studies where /best was that best>/<studies>
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("LRSEARCH_TF_THREADS", "1")
 
 from suite import lrsearch_runner, peers, retrain, tasks
+from suite.dev_cli import dev_tool_args
 from suite.units import spec_for
 
 from search.selection import replicate_slots
@@ -36,14 +36,7 @@ TOP = 5
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--tasks", default="", help="comma-separated task names (default: dev)")
-    args = p.parse_args()
-    chosen = tasks.by_name(
-        args.tasks.split(",") if args.tasks else None, None if args.tasks else "dev"
-    )
+    args, chosen = dev_tool_args(__doc__ or "")
     rows: list[tuple[str, int, float, float, str]] = []
     with lrsearch_runner.service() as base:
         uploads: dict[str, str] = {}
