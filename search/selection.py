@@ -38,6 +38,11 @@ T_QUANTILES_90: dict[int, float] = {
     1: 3.078, 2: 1.886, 3: 1.638, 4: 1.533, 5: 1.476, 6: 1.440, 7: 1.415, 8: 1.397,
     9: 1.383, 10: 1.372, 12: 1.356, 15: 1.341, 20: 1.325, 30: 1.310, 1000: 1.282,
 }  # fmt: skip
+#: A run this many times worse (as an error) than the best is hopeless: the pruner stops
+#: such trials early (search.study_policy), and a reference this far behind the best
+#: challenger gets no re-runs (its slots re-run the next challenger instead). Good trials'
+#: noisy early epochs reach 2-3.5x the best (digits CNN), a rate far off 5-10x.
+HOPELESS_FACTOR = 4.0
 #: Added to the study's seed for a replicate's weights and batch order (k = 1, 2, ...).
 SEED_STRIDE = 7919
 
@@ -167,9 +172,28 @@ def _paired_differences(a: Candidate, b: Candidate) -> list[float]:
 def top_numbers(
     runs: Sequence[Run], k: int, maximize: bool, reference: int | None = None
 ) -> list[int]:
-    """The candidates the replicates re-run: the reference (when it completed and k leaves
-    room for a challenger), then the best other original trials by value, k in all."""
+    """The candidates the replicates re-run: the reference (when it completed, k leaves room
+    for a challenger and it is not hopeless against the best run: re-runs would only confirm
+    it lost), then the best other original trials by value, k in all."""
     originals = [r for r in runs if r.replicate_of is None and math.isfinite(r.value)]
     ranked = sorted(originals, key=lambda r: (-r.value if maximize else r.value, r.number))
-    first = [r.number for r in originals if r.number == reference and k > 1]
-    return (first + [r.number for r in ranked if r.number != reference])[:k]
+    best = ranked[0].value if ranked else math.nan
+    first = [
+        r.number
+        for r in originals
+        if r.number == reference and k > 1 and not hopeless(r.value, best, maximize)
+    ]
+    return (first + [r.number for r in ranked if r.number not in first])[:k]
+
+
+def hopeless(value: float, best: float, maximize: bool, factor: float = HOPELESS_FACTOR) -> bool:
+    """`value` is more than `factor` times `best` as an error: the value itself when
+    minimising a non-negative loss, 1 - value when maximising a score in [0, 1]. Never for
+    values that are not error-like (a negative loss, a score outside [0, 1])."""
+    values = (value, best)
+    if maximize and not all(0.0 <= v <= 1.0 for v in values):
+        return False
+    if not maximize and min(values) < 0:
+        return False
+    error, best_error = (1.0 - value, 1.0 - best) if maximize else (value, best)
+    return best_error > 0 and error > factor * best_error

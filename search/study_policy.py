@@ -26,14 +26,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.selection import REPLICATE_OF
+from search.selection import HOPELESS_FACTOR, REPLICATE_OF, hopeless
 from search.spec import StudySpec
 from search.store import optuna_private as private
 from search.store.optuna_private import RELATIVE_PARAMS_KEY, SYSTEM_ATTR_MAX_LENGTH
 
-#: A trial this many times worse (as an error) than the best completed one is hopeless. Good
-#: trials' noisy early epochs reach 2-3.5x the best (digits CNN), a rate far off 5-10x.
-HOPELESS_FACTOR = 4.0
 #: Trials completed before the hopeless rule / the median rule may prune.
 HOPELESS_MIN_COMPLETED = 2
 MEDIAN_MIN_COMPLETED = 4
@@ -268,9 +265,7 @@ class DecayAwarePruner(optuna.pruners.BasePruner):
             return False
         if not maximize and min(values) < 0:
             return False
-        errors = [1.0 - v if maximize else v for v in values]
-        best = min(errors[1:])
-        return best > 0 and errors[0] > self.factor * best
+        return hopeless(mine, max(peers) if maximize else min(peers), maximize, self.factor)
 
 
 def _finite(values: Iterable[float]) -> list[float]:

@@ -11,6 +11,7 @@ from search.selection import (
     candidates,
     candidates_to_rerun,
     choose,
+    hopeless,
     replicate_seed,
     replicate_slots,
     top_numbers,
@@ -70,6 +71,23 @@ def test_the_reference_is_rerun_first_when_a_challenger_fits_beside_it() -> None
     assert top_numbers(runs, 2, maximize=False, reference=0) == [0, 1]
     assert top_numbers(runs, 1, maximize=False, reference=0) == [1]  # no room: the best
     assert top_numbers(runs, 2, maximize=False, reference=7) == [1, 2]  # it did not finish
+
+
+def test_a_hopeless_reference_gives_its_reruns_to_the_next_challenger() -> None:
+    runs = [Run(0, 0.5), Run(1, 0.1), Run(2, 0.3)]  # the reference 5x the best's error
+    assert top_numbers(runs, 2, maximize=False, reference=0) == [1, 2]
+    close = [Run(0, 0.35), Run(1, 0.1), Run(2, 0.3)]  # 3.5x: still re-run beside the best
+    assert top_numbers(close, 2, maximize=False, reference=0) == [0, 1]
+    scores = [Run(0, 0.5), Run(1, 0.9), Run(2, 0.85)]  # accuracy: errors 0.5 vs 0.1
+    assert top_numbers(scores, 2, maximize=True, reference=0) == [1, 2]
+
+
+def test_hopeless_only_judges_error_like_values() -> None:
+    assert hopeless(0.5, 0.1, maximize=False)
+    assert not hopeless(0.4, 0.1, maximize=False)  # exactly 4x is not beyond it
+    assert not hopeless(-5.0, -20.0, maximize=False)  # a negative loss: no error scale
+    assert not hopeless(2.0, 40.0, maximize=True)  # a score outside [0, 1]
+    assert not hopeless(0.5, 0.0, maximize=False)  # a perfect best: no ratio to judge
 
 
 def test_the_reference_stays_unless_beaten_by_more_than_the_noise() -> None:
