@@ -16,6 +16,7 @@ from search.data import Dataset, load_digits
 from search.errors import TrialDiverged, TrialStopped
 from search.spec import StudySpec, parse_spec
 from search.strategies import get_strategy
+from search.training.population import stacked
 from search.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -84,14 +85,13 @@ PLAN = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_fused_members_match_the_same_trials_trained_solo(trainer, digits, kind) -> None:
+def members_match_solo(trainer: Trainer, digits: Dataset, kind: str, fused: bool) -> None:
     spec = spec_for(["exponential", "cosine", "step", "constant"], model={"kind": kind})
     plan = [dict(p) for p in PLAN]
     study, trials = asked(plan)
     before = fused_epochs(trainer)
     results = trainer.run_many(trials, spec, digits)
-    assert epochs_since(trainer, before) == 3, "the members were not fused"
+    assert epochs_since(trainer, before) == (3 if fused else 0), "fused or not, as expected"
     for params, trial, result in zip(plan, trials, results, strict=True):
         value, expected = solo(trainer, spec, digits, params)
         got = attrs(study, trial)
@@ -100,6 +100,36 @@ def test_fused_members_match_the_same_trials_trained_solo(trainer, digits, kind)
         for name, curve in expected["history"].items():
             assert all(close(a, b) for a, b in zip(curve, got["history"][name], strict=True))
         assert got["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_fused_members_match_the_same_trials_trained_solo(trainer, digits, kind) -> None:
+    """A CNN fuses where this TensorFlow trains grouped convolutions (with oneDNN: CPUs with
+    AVX-512); elsewhere its members train solo, with the same values."""
+    fused = kind == "mlp" or stacked.grouped_conv_trains()
+    members_match_solo(trainer, digits, kind, fused)
+
+
+def test_cnn_members_train_solo_where_grouped_convolutions_do_not(
+    trainer, digits, monkeypatch
+) -> None:
+    monkeypatch.setattr(stacked, "grouped_conv_trains", lambda: False)
+    members_match_solo(trainer, digits, "cnn", fused=False)
+
+
+def test_the_grouped_convolution_probe_agrees_with_a_cnn_population(trainer, digits) -> None:
+    """The probe answers what a real fused CNN population does, bypassing the check that
+    reads it: every member trains where the probe says grouped convolutions train, and the
+    shared graph fails (ending every member) where it says they do not."""
+    from search.training.population.members import train_fused
+
+    spec = spec_for(["constant"], epochs=1, model={"kind": "cnn"})
+    plan = [{"strategy": "constant", "constant.initial_lr": lr} for lr in (1e-3, 2e-3)]
+    _, trials = asked(plan)
+    results = train_fused(trainer, trials, spec, digits, None, [None, None])
+    assert results is not None
+    trained = [isinstance(r, float) for r in results]
+    assert trained == [stacked.grouped_conv_trains()] * 2, results
 
 
 class PruneNumber(optuna.pruners.BasePruner):

@@ -13,6 +13,8 @@ flat features are [K, B, D].
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +160,37 @@ class StackedNet:
 
 def _apply(h: tf.Tensor, activation: str) -> tf.Tensor:
     return tf.nn.relu(h) if activation == "relu" else h
+
+
+@functools.cache
+def grouped_conv_trains() -> bool:
+    """Whether this process's TensorFlow can train a grouped convolution in a graph.
+
+    Why a probe: on CPUs TensorFlow runs without oneDNN (by default, those without AVX-512),
+    its fused conv + bias + relu kernel and its convolution gradients reject groups
+    ("Fused conv implementation does not support grouped convolutions", "filter_size does not
+    have enough elements"), so a CNN population would fail as a whole. There the members of a
+    CNN study train one after another (search.training.population.fusable)."""
+    x = tf.ones([1, 3, 3, 2])
+    kernel = tf.Variable(tf.ones([1, 1, 1, 2]))
+    bias = tf.Variable(tf.zeros([2]))
+
+    def step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(
+                tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+            )
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, [kernel, bias])])
+
+    try:
+        tf.function(step, autograph=False)()  # in a graph: where the fused kernel is chosen
+    except tf.errors.OpError as exc:
+        logging.getLogger("lrsearch.population").info(
+            "grouped convolutions do not train here (%s): CNN populations train solo",
+            str(exc).splitlines()[0][:200],
+        )
+        return False
+    return True
 
 
 def member_losses(
