@@ -34,6 +34,7 @@ os.environ.setdefault("LRSEARCH_TF_THREADS", "1")
 
 from suite import lrsearch_runner
 from suite.dev_cli import dev_tool_args
+from suite.report import tie_ranks
 
 from search.selection import replicate_slots
 
@@ -82,28 +83,13 @@ def at_rungs(curves: list[list[float]], epochs: int) -> list[tuple[float, bool]]
     for share in RUNGS:
         step = min(len(curves[0]), max(1, int(epochs * share))) - 1
         at = [c[step] for c in curves]
-        out.append((spearman(at, finals), ranks(at)[best] > (len(at) + 1) / 2))
-    return out
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in order[i : j + 1]:
-            out[k] = (i + j) / 2 + 1
-        i = j + 1
+        out.append((spearman(at, finals), tie_ranks(at)[best] > (len(at) + 1) / 2))
     return out
 
 
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman's rho: the Pearson correlation of the ranks (0 when either is constant)."""
-    ra, rb = ranks(a), ranks(b)
+    ra, rb = tie_ranks(a), tie_ranks(b)
     ma, mb = statistics.fmean(ra), statistics.fmean(rb)
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
     sa = math.sqrt(sum((x - ma) ** 2 for x in ra))

@@ -38,15 +38,21 @@ def per_task(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, flo
 
 def ranks(results: dict[str, dict[str, float]], key: str) -> dict[str, float]:
     """Rank of each contender on `key` (1 = lowest; ties share the mean rank)."""
-    values = sorted((v[key], c) for c, v in results.items())
-    out: dict[str, float] = {}
+    names = list(results)
+    return dict(zip(names, tie_ranks([results[c][key] for c in names]), strict=True))
+
+
+def tie_ranks(values: list[float]) -> list[float]:
+    """1-based rank of each value (1 = lowest), ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
     i = 0
-    while i < len(values):
+    while i < len(order):
         j = i
-        while j + 1 < len(values) and values[j + 1][0] == values[i][0]:
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
             j += 1
-        for k in range(i, j + 1):
-            out[values[k][1]] = (i + j) / 2 + 1
+        for k in order[i : j + 1]:
+            out[k] = (i + j) / 2 + 1
         i = j + 1
     return out
 
