@@ -33,6 +33,7 @@ from trial_overhead import planned_trials  # the same planned trials, sampled on
 from search.data import Dataset, load_digits
 from search.spec import StudySpec, parse_spec
 from search.training.population import fusable
+from search.training.population.stacked import grouped_conv_trains
 from search.training.trainer import Trainer
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,8 +91,11 @@ def bench_model(
     plan = planned_trials(spec, n, len(data.x_train))
     trainer = Trainer()
     print(f"\n{model['kind']}: {n} trials x {epochs} epochs, strategies {sorted(spec.strategies)}")
-    if not fusable(spec, data):  # e.g. a CNN where TensorFlow runs without oneDNN
+    if not fusable(spec, data):  # e.g. a model with dropout
         print("  (not fused here: the members train one after another, see fusable())")
+    elif model["kind"] == "cnn":
+        how = "grouped convolutions" if grouped_conv_trains() else "batched matmuls (im2col)"
+        print(f"  (stacked convolutions here: {how})")
     print(f"{'K':>3}{'seconds':>9}{'trials/min':>12}{'warm s':>8}{'max|dv|':>10}{'same':>7}"
           f"{'RSS MiB':>9}{'VmHWM':>8}")  # fmt: skip
     base, best, same, members = 0.0, 0.0, 0, 0

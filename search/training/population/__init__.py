@@ -29,18 +29,14 @@ Result = float | BaseException
 
 def fusable(spec: StudySpec, dataset: Any) -> bool:
     """True when members of this study can train fused: a built-in mlp/cnn without dropout
-    on in-memory arrays, with an optimizer the stacked update reproduces (a cnn only where
-    this TensorFlow trains grouped convolutions)."""
+    on in-memory arrays, with an optimizer the stacked update reproduces."""
     from search.training.keras_export import optimizer_config
     from search.training.population.optim import supported
-    from search.training.population.stacked import grouped_conv_trains
 
     model = spec.task.model
     if not isinstance(dataset, Dataset) or spec.task.plugin is not None:
         return False
     if not isinstance(model, MlpModel | CnnModel) or model.dropout > 0:
-        return False
-    if isinstance(model, CnnModel) and not grouped_conv_trains():
         return False
     return supported(optimizer_config(spec.task.optimizer, spec.task.momentum))
 

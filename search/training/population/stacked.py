@@ -8,7 +8,8 @@ for (`search.training.models`): the stacked weights are the members' own Keras w
 
 Layouts: the shared input has no member axis; images of the K members sit side by side on
 the channel axis ([B, H, W, K*C], member-major, so a grouped convolution keeps them apart);
-flat features are [K, B, D].
+flat features are [K, B, D]. Where TensorFlow cannot train grouped convolutions (CPUs
+without oneDNN) the convolutions and poolings are matmuls and reshapes, compiled with XLA.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class StackedNet:
 
     def __init__(self, layers: list[Layer], shapes: list[tuple[int, ...]], k: int) -> None:
         self.layers, self.k = layers, k
+        self.grouped_convs = grouped_conv_trains()  # asked here, eagerly, not while tracing
         self.variables = [
             tf.Variable(tf.zeros((k, *shape)), trainable=True, name=f"stacked_{i}")
             for i, shape in enumerate(shapes)
@@ -115,7 +117,7 @@ class StackedNet:
             if layer.kind == "reshape":
                 h = tf.reshape(h, [-1, *layer.shape])
             elif layer.kind == "pool":
-                h = tf.nn.max_pool2d(h, layer.shape, layer.shape, "VALID")
+                h = self._pool(h, layer.shape)
             elif layer.kind == "flatten":
                 h = self._flatten(h, stacked)
             elif layer.kind == "conv":
@@ -125,6 +127,16 @@ class StackedNet:
                 h = self._dense(h, next(params), next(params), stacked, layer)
                 stacked = True
         return h
+
+    def _pool(self, h: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
+        """Max pooling (stride = size, VALID); on the matmul path a reshape and a max, which
+        XLA compiles far better than a pooling window and its gradient."""
+        if self.grouped_convs:
+            return tf.nn.max_pool2d(h, size, size, "VALID")
+        (ph, pw), (_, height, width, channels) = size, h.shape
+        rows, cols = int(height) // ph, int(width) // pw
+        h = tf.reshape(h[:, : rows * ph, : cols * pw, :], [-1, rows, ph, cols, pw, int(channels)])
+        return tf.reduce_max(h, axis=[2, 4])
 
     def _flatten(self, h: tf.Tensor, stacked: bool) -> tf.Tensor:
         if not stacked:
@@ -141,11 +153,16 @@ class StackedNet:
         self, h: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, layer: Layer
     ) -> tf.Tensor:
         """One convolution for all members: member kernels side by side on the output axis;
-        on stacked inputs a grouped convolution (groups = K, member-major channels)."""
+        on stacked inputs a grouped convolution (groups = K, member-major channels). Where
+        this TensorFlow cannot train a grouped convolution, the same sums as matmuls."""
         _, kh, kw, c_in, c_out = kernel.shape
-        k = tf.transpose(kernel, [1, 2, 3, 0, 4])
-        k = tf.reshape(k, [int(kh), int(kw), int(c_in), self.k * int(c_out)])
-        h = tf.nn.conv2d(h, k, 1, layer.padding)
+        stacked = int(h.shape[-1]) != int(c_in)
+        if not self.grouped_convs:
+            h = _conv_as_matmul(h, kernel, self.k if stacked else 1, layer.padding)
+        else:
+            k = tf.transpose(kernel, [1, 2, 3, 0, 4])
+            k = tf.reshape(k, [int(kh), int(kw), int(c_in), self.k * int(c_out)])
+            h = tf.nn.conv2d(h, k, 1, layer.padding)
         h = tf.nn.bias_add(h, tf.reshape(bias, [-1]))
         return _apply(h, layer.activation)
 
@@ -156,6 +173,30 @@ class StackedNet:
             h = h[tf.newaxis]
         h = tf.matmul(h, kernel) + bias[:, tf.newaxis, :]
         return h if layer.activation == "softmax" else _apply(h, layer.activation)
+
+
+def _conv_as_matmul(h: tf.Tensor, kernel: tf.Variable, groups: int, padding: str) -> tf.Tensor:
+    """The members' stride-1 convolutions as im2col and matmuls: the kernel's kh x kw
+    shifted views of the input, then on the shared input (groups = 1) one
+    [B*H*W, kh*kw*C] x [kh*kw*C, K*C_out] matmul, on stacked inputs (groups = K,
+    member-major channels) one matmul per member, batched (an einsum over K). Only slices,
+    reshapes and matmuls, whose gradients every CPU build has and which XLA compiles well;
+    the sums are a convolution's (equal to the bit here without oneDNN)."""
+    k, kh, kw, c_in, c_out = (int(d) for d in kernel.shape)
+    if padding == "SAME":  # TensorFlow's SAME at stride 1: the odd pixel goes after
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        h = tf.pad(h, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left], [0, 0]])
+    height, width = int(h.shape[1]) - kh + 1, int(h.shape[2]) - kw + 1
+    views = [h[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)]
+    patches = tf.stack(views, axis=3)  # [B, H, W, kh*kw, groups*C]
+    if groups == 1:
+        rows = tf.reshape(patches, [-1, kh * kw * c_in])
+        kernels = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh * kw * c_in, k * c_out])
+        return tf.reshape(tf.matmul(rows, kernels), [-1, height, width, k * c_out])
+    patches = tf.reshape(patches, [-1, height, width, kh * kw, k, c_in])
+    kernels = tf.reshape(kernel, [k, kh * kw, c_in, c_out])
+    out = tf.einsum("bhwtkc,ktco->bhwko", patches, kernels)
+    return tf.reshape(out, [-1, height, width, k * c_out])
 
 
 def _apply(h: tf.Tensor, activation: str) -> tf.Tensor:
@@ -169,8 +210,8 @@ def grouped_conv_trains() -> bool:
     Why a probe: on CPUs TensorFlow runs without oneDNN (by default, those without AVX-512),
     its fused conv + bias + relu kernel and its convolution gradients reject groups
     ("Fused conv implementation does not support grouped convolutions", "filter_size does not
-    have enough elements"), so a CNN population would fail as a whole. There the members of a
-    CNN study train one after another (search.training.population.fusable)."""
+    have enough elements"). There the stacked convolutions are batched matmuls instead
+    (`_grouped_conv_as_matmul`)."""
     x = tf.ones([1, 3, 3, 2])
     kernel = tf.Variable(tf.ones([1, 1, 1, 2]))
     bias = tf.Variable(tf.zeros([2]))
@@ -182,11 +223,13 @@ def grouped_conv_trains() -> bool:
             )
         return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, [kernel, bias])])
 
+    if not tf.executing_eagerly():  # inside a trace it would only add ops, never fail
+        raise RuntimeError("grouped_conv_trains() must be asked eagerly")
     try:
         tf.function(step, autograph=False)()  # in a graph: where the fused kernel is chosen
     except tf.errors.OpError as exc:
         logging.getLogger("lrsearch.population").info(
-            "grouped convolutions do not train here (%s): CNN populations train solo",
+            "grouped convolutions do not train here (%s): stacked convolutions are matmuls",
             str(exc).splitlines()[0][:200],
         )
         return False
