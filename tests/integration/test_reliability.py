@@ -21,7 +21,7 @@ import pytest
 
 from tests import faults
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.serial]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 

@@ -115,6 +115,7 @@ def write_shards(folder: Path) -> int:
     return per_shard * SHARDS
 
 
+@pytest.mark.serial
 def test_a_tfrecord_dataset_larger_than_the_workers_memory_limit_trains(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

@@ -206,6 +206,7 @@ def _spawn_worker(db_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.postgres
+@pytest.mark.serial
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_four_worker_processes_finish_exactly_n_trials_on_postgres(
     client_factory: Any, db_url: str, tmp_path: Path

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from search.worker.memory_guard import rss_bytes
 from tests.integration.test_worker import TINY, status, submit, wait_for, worker_thread
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 MIB = 1024 * 1024
 #: Above a warm worker's own needs (a small model's graphs, Optuna, the dataset), far below
 #: the wide model's (~34M weights: with their initial copies, gradients and Adam's moments
