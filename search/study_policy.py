@@ -42,7 +42,8 @@ MEDIAN_FROM = 0.5
 STRATEGY_PARAM = "strategy"
 #: Seconds the pruner reuses its read of the completed trials.
 PEERS_REFRESH_S = 5.0
-#: Random trials (enqueued defaults included) before TPE models the space.
+#: Random trials (enqueued defaults included) before TPE models the space: at most this
+#: many, and a third of the study (half was worse on the suite's dev tasks: RESULTS.md).
 TPE_STARTUP_TRIALS = 8
 #: Candidates TPE scores per sample: more makes it exploit the good region harder.
 TPE_EI_CANDIDATES = 96
