@@ -211,7 +211,7 @@ def grouped_conv_trains() -> bool:
     its fused conv + bias + relu kernel and its convolution gradients reject groups
     ("Fused conv implementation does not support grouped convolutions", "filter_size does not
     have enough elements"). There the stacked convolutions are batched matmuls instead
-    (`_grouped_conv_as_matmul`)."""
+    (`_conv_as_matmul`)."""
     x = tf.ones([1, 3, 3, 2])
     kernel = tf.Variable(tf.ones([1, 1, 1, 2]))
     bias = tf.Variable(tf.zeros([2]))
