@@ -30,7 +30,7 @@ from search.training.lr_graph import DrivenCallback
 from search.training.monitor import EpochMonitor, StopCheck
 from search.training.population.host import Host
 from search.training.population.loop import PopulationLoop
-from search.training.population.stacked import describe, grouped_conv_trains
+from search.training.population.stacked import describe
 from search.training.prepared import _callback_state
 from search.training.trial_start import Begun, trial_export
 
@@ -196,8 +196,6 @@ def _loop_for(
                 spec.task.batch_size,
                 dataset.task == "classification",
                 COMPILED_METRIC[dataset.task],
-                # XLA compiles matmuls well, TensorFlow's grouped convolutions poorly
-                jit=not grouped_conv_trains() or all(layer.kind != "conv" for layer in layers),
             )
         )
         while len(cache) > _CACHE_SIZE:

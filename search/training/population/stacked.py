@@ -96,6 +96,12 @@ class StackedNet:
         ]
         self._assign = tf.function(self._assign_all, autograph=False, reduce_retracing=True)
 
+    @property
+    def suits_xla(self) -> bool:
+        """XLA compiles matmuls well and TensorFlow's grouped convolutions poorly: compile
+        the steps unless the net has grouped convolutions."""
+        return not self.grouped_convs or all(layer.kind != "conv" for layer in self.layers)
+
     def load(self, members: list[list[np.ndarray]]) -> None:
         """Every member's Keras weights (`model.get_weights()` order) into its slice."""
         stacked = [np.stack(ws) for ws in zip(*members, strict=True)]
