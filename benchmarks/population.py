@@ -5,14 +5,16 @@ are trained with K = 1 (today's solo path: `Trainer.run`, one trial after anothe
 K = 2, 4, 8, 16 (`Trainer.run_many`, K members fused in one graph), all in this process.
 Each K's graph is traced and compiled before it is timed (one warm-up population of the
 first K planned trials, shown as `warm s`: a worker pays the tracing once per study and K).
-Every member is compared with the same trial trained solo: within tolerance when its
+`seconds` is the median of `--repeats` timed runs of the whole plan (one run takes a second or
+two, so another process's moment moves it). Every member is compared with the same trial
+trained solo: within tolerance when its
 recorded LR equals solo's (rel 1e-6) and its final value is within max(1e-3, 1e-2 * |solo|)
 (float sums run in another order), or when both diverged. A trial at a rate on the edge of
 chaos can amplify that float noise beyond the tolerance: its solo value moves as much when
 only TensorFlow's summation order changes (TF_ENABLE_ONEDNN_OPTS=0). Memory: RSS after
 each K and the process's peak (VmHWM; it only grows).
 
-    .venv/bin/python benchmarks/population.py [--quick] [--trials 16] [--epochs 5]
+    .venv/bin/python benchmarks/population.py [--quick] [--trials 16] [--epochs 5] [--repeats 3]
 
 Last line: speedup=<trials/min at the best K over K=1, the lower of the two models>
 same=<members within tolerance>/<members>.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from typing import Any
 
@@ -84,7 +87,7 @@ def memory_mib(field: str) -> float:
 
 
 def bench_model(
-    model: dict[str, Any], data: Dataset, ks: list[int], n: int, epochs: int
+    model: dict[str, Any], data: Dataset, ks: list[int], n: int, epochs: int, repeats: int = 1
 ) -> tuple[float, int, int]:
     task = {"epochs": epochs, "model": model}
     spec = parse_spec({"task": task, "pruner": "none"})
@@ -105,6 +108,9 @@ def bench_model(
         train(trainer, spec, data, plan[:k], k)
         warm = time.perf_counter() - started
         seconds, got = train(trainer, spec, data, plan, k)
+        # one run takes a second or two, so another process's moment moves it: the median
+        times = [seconds] + [train(trainer, spec, data, plan, k)[0] for _ in range(repeats - 1)]
+        seconds = statistics.median(times)
         rate = 60 * n / seconds
         if k == 1:
             solo, base = got, rate
@@ -121,20 +127,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="8 trials, K up to 8, 3 epochs")
+    parser.add_argument("--quick", action="store_true", help="8 trials, K up to 8, 3 epochs, 1 run")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--ks", default="1,2,4,8,16")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per K (median)")
     args = parser.parse_args()
     n, epochs, ks = args.trials, args.epochs, [int(k) for k in args.ks.split(",")]
     if args.quick:
-        n, epochs, ks = 8, 3, [k for k in ks if k <= 8]
+        n, epochs, ks, args.repeats = 8, 3, [k for k in ks if k <= 8], 1
     load = os.getloadavg()
     print(f"cpus={os.cpu_count()} load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     data = load_digits()
     results = [
-        bench_model({"kind": "mlp", "hidden": [64, 32]}, data, ks, n, epochs),
-        bench_model({"kind": "cnn", "filters": [16, 32], "dense": 64}, data, ks, n, epochs),
+        bench_model({"kind": "mlp", "hidden": [64, 32]}, data, ks, n, epochs, args.repeats),
+        bench_model(
+            {"kind": "cnn", "filters": [16, 32], "dense": 64}, data, ks, n, epochs, args.repeats
+        ),
     ]
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
