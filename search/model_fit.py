@@ -71,10 +71,11 @@ def file_output_problems(
     path: Path, data_shape: tuple[int, ...], n_outputs: int | None, task: str
 ) -> list[str]:
     """A stored .keras file's output must fit the data too (its input is checked from its
-    row); a file gone since is left to the worker to report."""
+    row); a file deleted since is refused when the study is inserted (under the tenant's
+    lock, with the row gone too)."""
     try:
         config = read_config(path)
-    except ModelError:
+    except (ModelError, OSError):
         return []
     return output_problems(config, data_shape, n_outputs, task)
 

@@ -324,6 +324,24 @@ def _check_dataset_and_run(
         raise SpecError(errors)
 
 
+def _check_inputs_remain(session: Session, tenant_id: str, spec: StudySpec) -> None:
+    """The spec's uploaded dataset and model file still exist (asked under the tenant's lock,
+    which deletions take too: a study is never queued on an upload deleted meanwhile)."""
+    errors = []
+    ref = spec.task.dataset
+    if (
+        spec.task.plugin is None
+        and ref != DIGITS
+        and not store.get_dataset(session, ref, tenant_id)
+    ):
+        errors.append(FieldError("task.dataset", f"dataset {ref!r} was deleted meanwhile"))
+    model = spec.task.model
+    if isinstance(model, KerasFileModel) and not store.get_model(session, model.id, tenant_id):
+        errors.append(FieldError("task.model.id", f"model file {model.id!r} was deleted meanwhile"))
+    if errors:
+        raise SpecError(errors)
+
+
 def train_rows(session: Session, tenant_id: str, ref: str, data_dir: Path) -> int | None:
     """Training rows of a study's dataset (None: the upload was deleted since)."""
     if ref == DIGITS:
@@ -360,7 +378,9 @@ def _insert_study(
     """Create the Optuna study before the row, so a worker never sees a row without it.
 
     The quota is counted again with the row's insert, in one transaction under the tenant's
-    lock: concurrent creations (in any API process) cannot all pass it. Optuna's study is
+    lock: concurrent creations (in any API process) cannot all pass it; and the uploaded
+    dataset and model file the spec was validated against are looked up again there, since
+    a deletion (under the same lock) may have come between. Optuna's study is
     created before the lock is taken (on SQLite its own connection needs the write lock),
     and deleted again if the quota refuses the row.
     """
@@ -380,6 +400,7 @@ def _insert_study(
     try:
         store.lock_tenant(session, tenant_id)
         _check_quota(session, tenant_id, max_active)
+        _check_inputs_remain(session, tenant_id, spec)
         session.add(study)
         announce(session)  # idle workers start on it now, not at their next poll
         session.commit()

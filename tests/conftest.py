@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -112,3 +113,20 @@ def auth_client(client_factory: ClientFactory, db_url: str) -> Iterator[AuthClie
         finally:
             engine.dispose()
         yield AuthClient(client, token_a, token_b, db_url)
+
+
+def at_the_same_moment(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls in threads released together by a barrier; their results in order."""
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -170,6 +170,7 @@ def delete_dataset(
     dataset_id: DatasetId, session: SessionDep, settings: SettingsDep, caller: TenantDep
 ) -> Response:
     """Delete a dataset no queued or running study trains on."""
+    store.lock_tenant(session, caller.tenant_id)  # no study is queued on it meanwhile
     row = _dataset_or_404(session, dataset_id, caller.tenant_id)
     users = store.active_studies_using(session, caller.tenant_id, dataset_id)
     if users:

@@ -102,6 +102,7 @@ def delete_model(
     model_id: ModelId, session: SessionDep, settings: SettingsDep, caller: TenantDep
 ) -> Response:
     """Delete a model file no queued or running study trains."""
+    store.lock_tenant(session, caller.tenant_id)  # no study is queued on it meanwhile
     row = _model_or_404(session, model_id, caller.tenant_id)
     users = store.active_studies_using_model(session, caller.tenant_id, model_id)
     if users:

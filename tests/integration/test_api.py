@@ -25,6 +25,7 @@ from sqlalchemy import event
 from search import store
 from search.store.optuna_private import trial_id
 from service import tokens
+from tests.conftest import at_the_same_moment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -479,6 +480,29 @@ def test_npz_upload_used_by_a_study_then_deleted(app_client: TestClient, tmp_pat
     assert app_client.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     assert not stored.exists()
     problem(app_client.get(f"/v1/datasets/{ds['id']}"), 404)
+
+
+def test_a_dataset_deleted_while_a_study_is_created_on_it_is_never_both(
+    app_client: TestClient,
+) -> None:
+    """A study creation and a deletion of its dataset at the same moment: one of them is
+    refused (both under the tenant's lock). Before, both could succeed, and the study
+    queued on a deleted upload failed every trial."""
+    for _ in range(10):
+        ds = upload(app_client, npz_bytes()).json()["id"]
+        spec = {"n_trials": 2, "task": {"dataset": ds, "epochs": 1}}
+        created, deleted = at_the_same_moment(
+            lambda spec=spec: app_client.post("/v1/studies", json=spec),
+            lambda ds=ds: app_client.delete(f"/v1/datasets/{ds}"),
+        )
+        if created.status_code == 201:
+            problem(deleted, 409)
+            assert app_client.get(f"/v1/datasets/{ds}").status_code == 200
+            app_client.post(f"/v1/studies/{created.json()['id']}/cancel")
+            assert app_client.delete(f"/v1/datasets/{ds}").status_code == 204
+        else:
+            assert deleted.status_code == 204, deleted.text
+            assert fields(created) == {"task.dataset"}
 
 
 def test_csv_upload_needs_a_target(app_client: TestClient) -> None:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from search.data import load_digits
 from search.worker import Worker, WorkerConfig
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, at_the_same_moment
 from tests.keras_files import DENSE, _layer, archive, sequential
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,28 @@ def test_upload_list_use_and_delete_a_model_file(app_client: TestClient, tmp_pat
     assert app_client.delete(f"/v1/models/{model['id']}").status_code == 204
     assert not stored.exists()
     assert app_client.get(f"/v1/models/{model['id']}").status_code == 404
+
+
+def test_a_model_file_deleted_while_a_study_is_created_on_it_is_never_both(
+    app_client: TestClient,
+) -> None:
+    """As for datasets: a study creation and a deletion of its model file at the same
+    moment, one of them is refused (both take the tenant's lock)."""
+    for _ in range(8):
+        model_id = upload(app_client, digits_model([8, 8])).json()["id"]
+        task = {"model": {"kind": "keras_file", "id": model_id}, "epochs": 1}
+        created, deleted = at_the_same_moment(
+            lambda task=task: app_client.post("/v1/studies", json={"n_trials": 2, "task": task}),
+            lambda model_id=model_id: app_client.delete(f"/v1/models/{model_id}"),
+        )
+        if created.status_code == 201:
+            assert deleted.status_code == 409, deleted.text
+            app_client.post(f"/v1/studies/{created.json()['id']}/cancel")
+            assert app_client.delete(f"/v1/models/{model_id}").status_code == 204
+        else:
+            assert deleted.status_code == 204, deleted.text
+            assert created.status_code == 422, created.text
+            assert {e["field"] for e in created.json()["errors"]} == {"task.model.id"}
 
 
 def test_studies_name_model_files_they_can_use(app_client: TestClient) -> None:
