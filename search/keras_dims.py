@@ -24,20 +24,26 @@ def prod(dims: Sequence[int | None]) -> int | None:
     return math.prod(d for d in dims if d is not None)
 
 
-def as_int(value: Any, what: str) -> int:
-    """A config value that must be a count (a JSON bool is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CannotSize(f"{what} must be a non-negative integer, got {str(value)[:40]}")
+def as_int(value: Any, what: str, least: int = 0) -> int:
+    """A config value that must be a count of at least `least` (a JSON bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        wanted = "a non-negative integer" if least == 0 else f"an integer of at least {least}"
+        raise CannotSize(f"{what} must be {wanted}, got {str(value)[:40]}")
     return value
 
 
-def as_ints(value: Any, n: int, what: str) -> list[int]:
+def as_size(value: Any, what: str) -> int:
+    """A width Keras cannot build at zero: units, filters, a vocabulary, a kernel side."""
+    return as_int(value, what, least=1)
+
+
+def as_ints(value: Any, n: int, what: str, least: int = 0) -> list[int]:
     """An int or a list of n ints (Keras's `kernel_size=3` or `(3, 3)`)."""
     if isinstance(value, list | tuple):
         if len(value) != n:
             raise CannotSize(f"{what} must have {n} values, got {len(value)}")
-        return [as_int(v, what) for v in value]
-    return [as_int(value, what)] * n
+        return [as_int(v, what, least) for v in value]
+    return [as_int(value, what, least)] * n
 
 
 def known(dim: int | None, what: str) -> int:
@@ -87,9 +93,12 @@ def conv_len(n: int | None, k: int, stride: int, dilation: int, padding: str) ->
 def window(cfg: dict[str, Any], shape: Shape, rank: int, key: str) -> tuple[Shape, int | None]:
     """(output spatial shape and input channels) of a conv or pool window over `shape`."""
     spatial, channels = channels_of(cfg, shape, rank)
-    kernel = as_ints(cfg.get(key), rank, key)
+    kernel = as_ints(cfg.get(key), rank, key, least=1)
+    strides = cfg.get("strides")  # None: a pool's strides are its size (0 is no default)
     strides = as_ints(
-        cfg.get("strides") or (1 if key == "kernel_size" else kernel), rank, "strides"
+        strides if strides is not None else (1 if key == "kernel_size" else kernel),
+        rank,
+        "strides",
     )
     dilation = as_ints(cfg.get("dilation_rate", 1), rank, "dilation_rate")
     padding = str(cfg.get("padding", "valid")).lower()

@@ -20,6 +20,7 @@ from search.keras_dims import (
     Shape,
     as_int,
     as_ints,
+    as_size,
     axes_of,
     channels_of,
     known,
@@ -39,7 +40,7 @@ def _bias(cfg: dict[str, Any], n: int) -> int:
 
 def _dense(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     shape = one_input(inputs)
-    units = as_int(cfg.get("units"), "units")
+    units = as_size(cfg.get("units"), "units")
     d = known(shape[-1], "the input's last dimension")
     return [(*shape[:-1], units)], d * units + _bias(cfg, units)
 
@@ -47,8 +48,8 @@ def _dense(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
 def _embedding(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     shape = one_input(inputs, 0)
     n, width = (
-        as_int(cfg.get("input_dim"), "input_dim"),
-        as_int(cfg.get("output_dim"), "output_dim"),
+        as_size(cfg.get("input_dim"), "input_dim"),
+        as_size(cfg.get("output_dim"), "output_dim"),
     )
     return [(*shape, width)], n * width
 
@@ -57,7 +58,7 @@ def _conv(rank: int) -> Rule:
     def rule(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
         out, cin = window(cfg, one_input(inputs), rank, "kernel_size")
         filters, groups = (
-            as_int(cfg.get("filters"), "filters"),
+            as_size(cfg.get("filters"), "filters"),
             as_int(cfg.get("groups", 1), "groups"),
         )
         cin = known(cin, "the input's channels")
@@ -73,9 +74,9 @@ def _conv(rank: int) -> Rule:
 def _conv_transpose(rank: int) -> Rule:
     def rule(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
         spatial, cin = channels_of(cfg, one_input(inputs), rank)
-        kernel = as_ints(cfg.get("kernel_size"), rank, "kernel_size")
-        strides = as_ints(cfg.get("strides", 1), rank, "strides")
-        dilation = as_ints(cfg.get("dilation_rate", 1), rank, "dilation_rate")
+        kernel = as_ints(cfg.get("kernel_size"), rank, "kernel_size", least=1)
+        strides = as_ints(cfg.get("strides", 1), rank, "strides", least=1)
+        dilation = as_ints(cfg.get("dilation_rate", 1), rank, "dilation_rate", least=1)
         pads = cfg.get("output_padding")
         extra = None if pads is None else as_ints(pads, rank, "output_padding")
         padding = str(cfg.get("padding", "valid")).lower()
@@ -89,7 +90,7 @@ def _conv_transpose(rank: int) -> Rule:
             else:
                 pad = k // 2 if padding == "same" else 0
                 out.append((n - 1) * strides[i] + k - 2 * pad + extra[i])
-        filters = as_int(cfg.get("filters"), "filters")
+        filters = as_size(cfg.get("filters"), "filters")
         cin = known(cin, "the input's channels")
         weights = math.prod(kernel) * cin * filters + _bias(cfg, filters)
         return [placed(cfg, out, filters)], weights
@@ -101,11 +102,11 @@ def _depthwise(rank: int, separable: bool) -> Rule:
     def rule(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
         out, cin = window(cfg, one_input(inputs), rank, "kernel_size")
         cin = known(cin, "the input's channels")
-        mult = as_int(cfg.get("depth_multiplier", 1), "depth_multiplier")
+        mult = as_size(cfg.get("depth_multiplier", 1), "depth_multiplier")
         weights = math.prod(as_ints(cfg.get("kernel_size"), rank, "kernel_size")) * cin * mult
         if not separable:
             return [placed(cfg, list(out), cin * mult)], weights + _bias(cfg, cin * mult)
-        filters = as_int(cfg.get("filters"), "filters")
+        filters = as_size(cfg.get("filters"), "filters")
         weights += cin * mult * filters + _bias(cfg, filters)
         return [placed(cfg, list(out), filters)], weights
 
@@ -119,7 +120,7 @@ def _recurrent(cfg: dict[str, Any], inputs: list[Shape], kind: str) -> tuple[lis
     shape = one_input(inputs)
     if len(shape) != 2:
         raise CannotSize(f"expects inputs of shape (timesteps, features), got {shape}")
-    units = as_int(cfg.get("units"), "units")
+    units = as_size(cfg.get("units"), "units")
     d, gates = known(shape[1], "the input's features"), _GATES[kind]
     biases = gates * units if cfg.get("use_bias", True) else 0
     if kind == "GRU" and cfg.get("reset_after", True) and biases:
@@ -194,9 +195,11 @@ def _reshape(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int
         raise CannotSize("target_shape must be a list of positive integers (one may be -1)")
     known = math.prod(d for d in target if d != -1)
     if -1 in target:
-        if list(target).count(-1) > 1 or total is None:
-            raise CannotSize("cannot infer the -1 of target_shape")
+        if list(target).count(-1) > 1 or total is None or total % known:
+            raise CannotSize(f"cannot infer the -1 of target_shape from {total} values")
         return [tuple(total // known if d == -1 else d for d in target)], 0
+    if total is not None and known != total:
+        raise CannotSize(f"target_shape holds {known} values; the input has {total}")
     return [tuple(target)], 0
 
 
@@ -209,7 +212,7 @@ def _permute(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int
 
 
 def _repeat(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
-    return [(as_int(cfg.get("n"), "n"), *one_input(inputs))], 0
+    return [(as_size(cfg.get("n"), "n"), *one_input(inputs))], 0
 
 
 def _pool(rank: int) -> Rule:
@@ -273,11 +276,26 @@ def _concatenate(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape],
     return [(*inputs[0][:axis], total, *inputs[0][axis + 1 :])], 0
 
 
+def _dropout(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
+    """Keras refuses a rate outside [0, 1) only when it builds the layer, in the worker."""
+    rate = cfg.get("rate")
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+        raise CannotSize(f"rate must be a number in [0, 1), got {str(rate)[:40]}")
+    return _same(cfg, inputs)
+
+
+def _along_axis(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
+    """Softmax and UnitNormalization work along `axis`, which must be one of the input's."""
+    axes_of(cfg, one_input(inputs))
+    return _same(cfg, inputs)
+
+
 #: Layers that keep their input's shape and have no weights.
 _SAME = (  # noqa: SIM905
-    "Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout "
-    "AlphaDropout Activation ReLU LeakyReLU ELU Softmax ActivityRegularization Identity "
-    "Masking Rescaling UnitNormalization"
+    "GaussianNoise Activation ReLU LeakyReLU ELU ActivityRegularization Identity Masking Rescaling"
+).split()
+_DROPOUT = (  # noqa: SIM905
+    "Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianDropout AlphaDropout"
 ).split()
 
 RULES: dict[str, Rule] = {
@@ -299,6 +317,9 @@ RULES: dict[str, Rule] = {
     "Concatenate": _concatenate,
     **{name: _merge for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")},
     **{name: _same for name in _SAME},
+    **{name: _dropout for name in _DROPOUT},
+    "Softmax": _along_axis,
+    "UnitNormalization": _along_axis,
 }
 for _r in (1, 2, 3):
     RULES[f"Conv{_r}D"] = _conv(_r)
@@ -315,13 +336,30 @@ for _r in (1, 2):
     RULES[f"SeparableConv{_r}D"] = _depthwise(_r, separable=True)
 
 
+#: Keras 3.15's activation names (`keras.activations`); a layer naming another one only
+#: fails when the worker deserialises it.
+ACTIVATIONS = frozenset(
+    (  # noqa: SIM905
+        "celu elu exponential gelu glu hard_shrink hard_sigmoid hard_silu hard_swish hard_tanh "
+        "leaky_relu linear log_sigmoid log_softmax mish relu relu6 selu sigmoid silu "
+        "soft_shrink softmax softplus softsign sparse_plus sparse_sigmoid sparsemax squareplus "
+        "swish tanh tanh_shrink threshold"
+    ).split()
+)
+
+
 def apply_layer(node: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     """(output shapes, weights) of one serialized layer called on `inputs`."""
     name = node.get("class_name")
     rule = RULES.get(name) if isinstance(name, str) else None
     if rule is None:
         raise CannotSize(f"class {str(name)[:80]!r} is not a layer lrsearch can size")
-    return rule(_cfg(node), inputs)
+    cfg = _cfg(node)
+    for key in ("activation", "recurrent_activation"):
+        value = cfg.get(key)
+        if isinstance(value, str) and value not in ACTIVATIONS:
+            raise CannotSize(f"{key} {value[:40]!r} is not one of Keras's activations")
+    return rule(cfg, inputs)
 
 
 def _cfg(node: dict[str, Any]) -> dict[str, Any]:

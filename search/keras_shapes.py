@@ -167,10 +167,14 @@ def _sequential(
 ) -> list[Shape]:
     """Keras's order: an InputLayer, else the first layer's declared input, else the config's
     build_input_shape, else (as the worker builds it) the data's example shape."""
-    current = inputs
+    current, names = inputs, set()
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict):
             raise CannotSize("a layer must be a JSON object")
+        name = _config(layer).get("name")
+        if isinstance(name, str) and name in names:
+            raise CannotSize(f"two layers are named {name[:80]!r}")
+        names.add(name)
         is_input = layer.get("class_name") == "InputLayer"
         if current is None:
             declared = _declared_input(_config(layer)) if i == 0 else None
@@ -201,6 +205,8 @@ def _functional(
     for layer in layers:
         if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
             raise CannotSize("a functional model's layers must each have a name")
+        if layer["name"] in by_name:
+            raise CannotSize(f"two layers are named {layer['name'][:80]!r}")
         by_name[layer["name"]] = layer
     input_names = [ref[0] for ref in _refs(cfg.get("input_layers"))]
     if inputs is not None and len(inputs) != len(input_names):

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from service.demo import free_port
+from tests.keras_files import unique_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -992,7 +993,7 @@ def sequential(*layers: dict[str, Any]) -> str:
             "module": "keras",
             "class_name": "Sequential",
             "registered_name": None,
-            "config": {"name": "m", "layers": [inputs, flatten, *layers]},
+            "config": {"name": "m", "layers": unique_names([inputs, flatten, *layers])},
         }
     )
 

@@ -13,12 +13,27 @@ def _layer(cls: str, config: dict[str, Any], module: str = "keras.layers") -> di
     return {"module": module, "class_name": cls, "config": config, "registered_name": None}
 
 
+def unique_names(layers: tuple[Any, ...] | list[Any]) -> list[Any]:
+    """The layers, a repeated layer name suffixed with its place (Keras refuses a model
+    with two layers of one name, and so does the API)."""
+    seen: set[Any] = set()
+    out = []
+    for i, layer in enumerate(layers):
+        config = layer.get("config") if isinstance(layer, dict) else None
+        name = config.get("name") if isinstance(config, dict) else None
+        if isinstance(name, str) and name in seen:
+            layer = {**layer, "config": {**config, "name": f"{name}_{i}"}}
+        seen.add(name)
+        out.append(layer)
+    return out
+
+
 def sequential(*layers: dict[str, Any]) -> dict[str, Any]:
     inputs = _layer("InputLayer", {"batch_shape": [None, 8], "dtype": "float32"})
     return {
         "module": "keras",
         "class_name": "Sequential",
-        "config": {"name": "sequential", "layers": [inputs, *layers]},
+        "config": {"name": "sequential", "layers": unique_names([inputs, *layers])},
         "registered_name": None,
         "compile_config": {"loss": {"module": "my_losses", "class_name": "MyLoss"}},
     }

@@ -24,6 +24,7 @@ import optuna
 
 from search import store, studies
 from search.plugins import IN_PROCESS
+from search.spec_payload import parse_payload
 from search.store import optuna_private as private
 from search.strategies import STRATEGY_IDS
 from search.tuning.progress import TuneProgress
@@ -108,7 +109,7 @@ def tune(
         "replicate_share": replicate_share,
         "timeout_s": timeout_s,
     }
-    studies.parse_payload(payload)  # bad arguments fail before any data is touched
+    parse_payload(payload)  # bad arguments fail before any data is touched
     task = None
     if build_model is not None:
         from search.training.in_process import in_process_task

@@ -14,6 +14,7 @@ from starlette.datastructures import State
 
 from search import store, studies
 from search.checkpoints import CheckpointStore
+from search.spec_payload import unstorable_reason
 from service.deps import (
     Caller,
     Cursor,
@@ -199,6 +200,6 @@ def _study_cursor(cursor: str) -> tuple[datetime, str]:
         position = datetime.fromisoformat(created), str(last_id)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest("cursor", "not a cursor returned by this API") from exc
-    if position[0].tzinfo is None or studies.unstorable_reason(position[1]):
+    if position[0].tzinfo is None or unstorable_reason(position[1]):
         raise InvalidRequest("cursor", "not a cursor returned by this API")
     return position

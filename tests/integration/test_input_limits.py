@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from search.errors import MAX_LISTED_ERRORS, SpecError
-from search.studies import MAX_SPEC_ITEMS, parse_payload
+from search.spec_payload import MAX_SPEC_ITEMS, parse_payload
 from service.client import ApiError
 
 SHORT_ANSWER = 20_000  # bytes: 50 errors with long messages fit well below this

@@ -4,13 +4,15 @@ builds, and a built-in model's estimate equals the walk of its own JSON, activat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import pytest
 
 from search.data import Task
-from search.keras_shapes import keras_json_size
+from search.keras_shapes import CannotSize, keras_json_size
 from search.model_size import DataShape, estimate
 from search.spec import CnnModel, KerasJsonModel, MlpModel
 from search.training.models import build_model
@@ -135,3 +137,67 @@ def test_a_model_without_input_is_sized_for_the_data() -> None:
     size = keras_json_size(model.to_json(), (7,))
     model.build((None, 7))
     assert size.params == model.count_params() == 7 * 4 + 4 + 4 * 2 + 2
+
+
+def _edit(model: keras.Model, layer: int, **config: object) -> str:
+    """The model's JSON with some config values of one of its layers replaced."""
+    tree = json.loads(model.to_json())
+    tree["config"]["layers"][layer]["config"].update(config)
+    return json.dumps(tree)
+
+
+BROKEN = {  # name: (JSON Keras cannot build or call, the input shape, a word of the reason)
+    "dense units 0": (_edit(_seq((4,), L.Dense(3)), 1, units=0), (4,), "units"),
+    "conv kernel 0": (_edit(_seq((10, 2), L.Conv1D(4, 3)), 1, kernel_size=[0]), (10, 2), "kernel"),
+    "conv strides 0": (_edit(_seq((10, 2), L.Conv1D(4, 3)), 1, strides=[0]), (10, 2), "strides"),
+    "pool strides 0": (
+        _edit(_seq((10, 2), L.MaxPooling1D(2)), 1, strides=[0]),
+        (10, 2),
+        "strides",
+    ),
+    "embedding of 0 words": (
+        _edit(_seq((5,), L.Embedding(10, 4)), 1, input_dim=0),
+        (5,),
+        "input_dim",
+    ),
+    "dropout rate 2": (_edit(_seq((4,), L.Dropout(0.5), L.Dense(2)), 1, rate=2.0), (4,), "rate"),
+    "reshape to fewer values": (
+        _edit(_seq((8, 8), L.Reshape((8, 8))), 1, target_shape=[7, 7]),
+        (8, 8),
+        "target_shape",
+    ),
+    "reshape -1 that does not divide": (
+        _edit(_seq((10,), L.Reshape((5, 2))), 1, target_shape=[-1, 3]),
+        (10,),
+        "target_shape",
+    ),
+    "softmax along a missing axis": (_edit(_seq((4,), L.Softmax()), 1, axis=5), (4,), "axis"),
+    "unknown activation": (
+        _edit(_seq((4,), L.Dense(3, activation="relu")), 1, activation="os.system"),
+        (4,),
+        "activation",
+    ),
+    "two layers of one name": (
+        _edit(_seq((4,), L.Dense(3, name="a"), L.Dense(2, name="b")), 2, name="a"),
+        (4,),
+        "named",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_configs_keras_cannot_build_are_refused_at_submit(name: str) -> None:
+    """Each is refused by the static walk with its reason, and Keras itself fails on it (so
+    the walk refuses nothing the worker could have trained)."""
+    config, shape, reason = BROKEN[name]
+    with pytest.raises(CannotSize, match=reason):
+        keras_json_size(config, shape)
+    with pytest.raises(Exception):  # noqa: B017 - Keras raises what it raises
+        keras.models.model_from_json(config)(np.zeros((2, *shape), "float32"))
+
+
+def test_pool_strides_default_to_the_pool_and_reshape_infers_a_dividing_minus_one() -> None:
+    model = _seq((12, 2), L.MaxPooling1D(3), L.Reshape((-1, 4)), L.Flatten(), L.Dense(2))
+    tree = json.loads(model.to_json())
+    tree["config"]["layers"][1]["config"]["strides"] = None
+    assert keras_json_size(json.dumps(tree), (12, 2)).params == model.count_params()

@@ -15,7 +15,7 @@ from search.keras_shapes import MAX_LAYERS, CannotSize, ModelSize, keras_json_si
 from search.model_files import check_keras_file
 from search.model_size import ModelBudget, budget_problems, memory_bytes, optimizer_slots
 from search.spec import TaskSpec
-from tests.keras_files import archive
+from tests.keras_files import archive, unique_names
 from tests.keras_files import sequential as file_sequential
 
 
@@ -25,7 +25,8 @@ def layer(cls: str, **config: Any) -> dict[str, Any]:
 
 def sequential(*layers: dict[str, Any], shape: list[int | None] | None = None) -> str:
     inputs = [layer("InputLayer", batch_shape=[None, *shape])] if shape else []
-    return json.dumps({"class_name": "Sequential", "config": {"layers": [*inputs, *layers]}})
+    named = unique_names([*inputs, *layers])
+    return json.dumps({"class_name": "Sequential", "config": {"layers": named}})
 
 
 def test_memory_is_weights_gradients_slots_and_a_batch_of_activations() -> None:
