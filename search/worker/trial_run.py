@@ -43,6 +43,7 @@ class Opened:
     workload: Any  # a Dataset or a StreamedTask (search.worker.workloads); None: load_error
     load_error: BaseException | None  # raised as the trial's failure
     read: StudySpec  # the spec as stored (the sampler and the slot duties read it)
+    study_id: str = ""  # lrsearch's id of the study
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,11 @@ class TrialRunner:
             return None
         except (DatasetError, OSError, ValueError) as exc:  # a file deleted under a study
             workload, load_error = None, exc
-        return self._for_slot(Opened(study, spec, workload, load_error, spec), slot)
+        opened = self._for_slot(Opened(study, spec, workload, load_error, spec, study_id), slot)
+        if self.resources.cancelled(study_id):  # during the range test: no trial starts
+            log.info("study %s was cancelled while it was opened: no trial started", study_id)
+            return None
+        return opened
 
     def _for_slot(self, opened: Opened, slot: int) -> Opened:
         """Before the slot's `ask`: its seeded sampler and its duties (_prepared_spec), once
@@ -121,7 +126,9 @@ class TrialRunner:
         opened.study.sampler = make_sampler(spec, seed)
         if opened.workload is None or opened.load_error is not None:
             return opened
-        prepare = functools.partial(self._prepared_spec, opened.study, spec, opened.workload, slot)
+        prepare = functools.partial(
+            self._prepared_spec, opened.study, spec, opened.workload, slot, opened.study_id
+        )
         try:
             with self.guard.watching():  # the range test builds and trains the model
                 searched = self.resources.persist(prepare, "open study")
@@ -131,7 +138,7 @@ class TrialRunner:
         return replace(opened, spec=searched)
 
     def _prepared_spec(
-        self, study: optuna.Study, spec: StudySpec, workload: Any, slot: int
+        self, study: optuna.Study, spec: StudySpec, workload: Any, slot: int, study_id: str
     ) -> StudySpec:
         """The range test (once per study), the seeded first trials (slot 1) and the
         replicates (last slots): the spec trials sample from (safe to repeat)."""
@@ -140,6 +147,9 @@ class TrialRunner:
         if slot == 1:
             study_prep.enqueue_first_trials(study, spec, searched, workload)
         study_prep.queue_replicate(self.resources, study, searched, slot)
+        if self.resources.cancelled(study_id):  # a cancel before the queueing failed none
+            with self.resources.sessions() as session:
+                store.fail_waiting_trials(session, study.study_name)
         return searched
 
     def _read(self, study_id: str) -> tuple[StudySpec, str, str] | None:

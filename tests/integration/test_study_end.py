@@ -21,9 +21,11 @@ from fastapi.testclient import TestClient
 
 from search import store
 from search.outcome import FailureKind, failure_attrs
+from search.store.cancelled import CANCELLED_WAITING
 from search.worker import Worker, WorkerConfig
 from search.worker.resources import WorkerResources
 from search.worker.sweep import Sweeper
+from search.worker.trial_run import TrialRunner
 
 TASK = {"epochs": 1, "batch_size": 128}
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -198,3 +200,28 @@ def test_a_real_worker_fails_a_two_trial_study_whose_data_is_gone(
     assert "(2 trials)" in final["error"]
     assert final["progress"]["failed"] == 2
     assert app_client.get(f"/v1/studies/{study_id}/best").status_code == 409
+
+
+def test_a_study_cancelled_while_its_slot_is_opened_starts_no_trial(
+    app_client: TestClient, resources: WorkerResources
+) -> None:
+    """The cancel lands after a worker claimed a slot, before the slot's trial was asked
+    (the range test takes a while): the seeded trials it then queues fail as cancelled and
+    no trial starts. Before, trial 0 started after the cancel and the other seeded trials
+    waited forever."""
+    body = {"n_trials": 4, "strategies": ["constant", "cosine"], "task": TASK}
+    study_id = app_client.post("/v1/studies", json=body).json()["id"]
+    with resources.sessions() as session:
+        assert store.claim_slot(session, study_id) == 1
+    assert app_client.post(f"/v1/studies/{study_id}/cancel").status_code == 200
+    TrialRunner(resources).run(study_id, 1)
+    with resources.sessions() as session:
+        row = store.get_study(session, study_id)
+        assert row is not None
+        name = row.optuna_study_name
+    trials = resources.load_study(name).get_trials(deepcopy=False)
+    assert trials, "the seeded trials were queued"
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.FAIL, trial
+        assert trial.user_attrs["fail_reason"] == CANCELLED_WAITING
+    assert study(app_client, study_id)["status"] == "cancelled"
