@@ -89,7 +89,10 @@ def check_plugin_offered(session: Session, spec: StudySpec, live_within_s: float
     offered = store.offered_plugins(session, live_within_s)
     if name in offered:
         return
-    on_offer = ", ".join(sorted(offered)) or "none (no worker is running, or none has started yet)"
+    live = store.count_live_workers(session, live_within_s)
+    workers = "1 live worker offers" if live == 1 else f"{live} live workers offer"
+    why_none = f"none ({workers} no plugin)" if live else "none (no worker is running yet)"
+    on_offer = ", ".join(sorted(offered)) or why_none
     message = f"no live worker offers task plugin {name!r}; plugins on offer: {on_offer}"
     raise SpecError([FieldError(PLUGIN_FIELD, message)])
 

@@ -58,7 +58,7 @@ def tune(
     direction: str | None = None,
     optimizer: str = "adam",
     momentum: float = 0.9,
-    batch_size: int = 32,
+    batch_size: int = 64,  # the spec's default
     steps_per_epoch: int | None = None,
     ranges: dict[str, dict[str, Any]] | None = None,
     sampler: str = "tpe",

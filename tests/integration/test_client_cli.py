@@ -350,7 +350,7 @@ def test_cli_submit_wait_then_status_trials_best_plot_cancel(
     code, _, err = cli(capsys, "--url", api.url, "plot", study_id, "bogus")
     assert code == 2 and "invalid choice" in err
     code, _, err = cli(capsys, "--url", api.url, "plot", study_id, "range")  # a known plot:
-    assert code == 3 and "no learning-rate range test" in err  # digits.yaml gives the range
+    assert code == 3 and "no learning-rate range test" in err  # 2 epochs: too short for one
 
     code, _, err = cli(capsys, "--url", api.url, "cancel", study_id)
     assert code == 3 and "409 Conflict" in err and "already completed" in err

@@ -66,6 +66,10 @@ def test_a_plugin_study_needs_a_live_worker_that_offers_the_plugin(
 ) -> None:
     [none] = plugin_errors(app_client.post("/v1/studies", json=PLUGIN_STUDY))
     assert "'tiny-counted'" in none["message"] and "on offer: none" in none["message"]
+    assert "no worker is running" in none["message"]
+    register(db_url, "p" * 32, {})  # a live worker without plugins: not "no worker"
+    [bare] = plugin_errors(app_client.post("/v1/studies", json=PLUGIN_STUDY))
+    assert bare["message"].endswith("on offer: none (1 live worker offers no plugin)")
     register(db_url, "w" * 32, {"example-blobs": "0.1.0", "failing-data": "0.0.1"})
     [other] = plugin_errors(app_client.post("/v1/studies", json=PLUGIN_STUDY))
     assert other["message"].endswith("plugins on offer: example-blobs, failing-data")
