@@ -129,6 +129,11 @@ def class_ids(y: np.ndarray, key: str) -> np.ndarray:
         )
     if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
         raise DatasetError(f"{key}: class labels must be whole numbers 0..K-1")
+    if len(y) and y.dtype.kind in "uf" and y.max() >= MAX_CLASSES:  # before int64 wraps them
+        raise DatasetError(
+            f"{key}: too many classes: labels go up to {y.max()} (at most {MAX_CLASSES} "
+            "classes, ids 0..K-1)"
+        )
     ids = y.astype(np.int64)
     if len(ids) and ids.min() < 0:
         raise DatasetError(f"{key}: class labels must be 0..K-1; found negative label {ids.min()}")

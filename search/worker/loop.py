@@ -106,10 +106,21 @@ class Worker:
             try:
                 self.trials.run_slots(study_id, slots)
             except Exception:  # a broken study must never kill the worker
-                log.exception("study %s: trial could not run", study_id)
+                if self._deleted(study_id):  # its Optuna study went with it: nothing lost
+                    log.info("study %s was deleted while its trial ran", study_id)
+                else:
+                    log.exception("study %s: trial could not run", study_id)
             self.sweeper.maybe_finish(study_id)
             return len(slots)
         return 0
+
+    def _deleted(self, study_id: str) -> bool:
+        """Whether the study's row is gone (False when that cannot be read either)."""
+        try:
+            with self.resources.sessions() as session:
+                return store.study_status(session, study_id) is None
+        except Exception:
+            return False
 
     def _candidates(self) -> list[str]:
         """Runnable studies, fairest first: those of the tenants running the fewest trials,

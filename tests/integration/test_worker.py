@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -115,9 +116,11 @@ def test_cancel_stops_running_trials_at_the_next_epoch(
 
 
 def test_delete_mid_run_leaves_the_worker_alive(
-    app_client: TestClient, db_url: str, tmp_path: Path
+    app_client: TestClient, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """...and logs it as what it is, not as an error with a traceback."""
     doomed = submit(app_client, strategies=["constant"], n_trials=50, task={**TINY, "epochs": 200})
+    caplog.set_level(logging.INFO, logger="lrsearch.worker")
     with worker_thread(db_url, tmp_path / "data"):
         wait_for(lambda: status(app_client, doomed)["progress"]["running"] == 1, 90, "a trial")
         assert app_client.delete(f"/v1/studies/{doomed}").status_code == 204
@@ -128,6 +131,8 @@ def test_delete_mid_run_leaves_the_worker_alive(
             120,
             "the next study to complete on the same worker",
         )
+    worker_errors = [r for r in caplog.records if r.name.startswith("lrsearch.worker")]
+    assert not [r.getMessage() for r in worker_errors if r.levelno >= logging.ERROR]
 
 
 def test_a_study_past_its_timeout_claims_no_more_trials_and_completes(

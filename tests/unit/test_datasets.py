@@ -226,6 +226,8 @@ def test_infer_task() -> None:
     assert infer_task(np.ones((4, 2))) == ("regression", None)
     assert "at least 2 classes" in _error(infer_task, np.zeros(5, dtype=np.int64))
     assert "too many classes" in _error(infer_task, np.array([0, 5000]))
+    huge = np.array([0, 2**64 - 1], dtype=np.uint64)  # int64 would wrap it to -1
+    assert "labels go up to 18446744073709551615" in _error(infer_task, huge)
     assert "zero rows" in _error(infer_task, np.zeros(0, dtype=np.int64))
 
 
