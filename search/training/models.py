@@ -8,6 +8,7 @@ and Lambda layers are refused before Keras sees them: a Lambda carries Python co
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,6 +17,9 @@ from search.data import Task
 from search.errors import ModelError
 from search.spec import CnnModel, KerasFileModel, KerasJsonModel, MlpModel
 from search.task_metrics import COMPILED_METRIC
+
+#: Terminal colours and bold, which Keras puts in some messages.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 ModelChoice = MlpModel | CnnModel | KerasJsonModel | KerasFileModel
 
@@ -223,5 +227,14 @@ def _ends_in_softmax(model: Any) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:500]
+    """What went wrong, in one line: Keras wraps the cause of a failed deserialisation in
+    layers of "could not be deserialized properly" (the cause is the innermost exception),
+    and a failed call in "Exception encountered when calling X.call()" with the message on
+    a later line, in terminal bold."""
+    while "deserializ" in str(exc)[:200] and (exc.__cause__ or exc.__context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    lines = [ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        lines = [f"{lines[0].removeprefix('Exception encountered when calling ')} {lines[1]}"]
+    return (lines[0] if lines else type(exc).__name__)[:500]

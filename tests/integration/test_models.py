@@ -3,9 +3,11 @@ vetted."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,3 +206,37 @@ def test_built_model_trains(digits: Dataset) -> None:
     model.compile(optimizer="adam", loss=loss, metrics=metrics)
     hist = model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+def _edited(layer: keras.Layer, **config: Any) -> str:
+    """A digits model (Flatten, `layer`, Dense 10) with some of `layer`'s config replaced."""
+    model = keras.Sequential(
+        [keras.Input((8, 8)), layer, keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    tree = json.loads(model.to_json())
+    tree["config"]["layers"][1]["config"].update(config)
+    return json.dumps(tree)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (
+            _edited(keras.layers.Dense(4, activation="relu"), activation="os.system"),
+            "Could not interpret activation function identifier: os.system",
+        ),
+        (
+            _edited(keras.layers.Reshape((8, 8)), target_shape=[7, 7]),
+            r"Reshape.call\(\). The total size of the tensor must be unchanged",
+        ),
+    ],
+)
+def test_a_keras_failure_names_its_cause_not_its_wrapper(
+    digits: Dataset, config: str, reason: str
+) -> None:
+    """Keras wraps a layer's failure in 'could not be deserialized properly' (the cause
+    innermost) or 'Exception encountered when calling' (the message later, in terminal
+    bold): the trial's reason is the cause, without escape codes."""
+    with pytest.raises(ModelError, match=reason) as raised:
+        build_model(_json(config), digits)
+    assert "\x1b" not in str(raised.value) and "deserialized properly" not in str(raised.value)
