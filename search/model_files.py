@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,6 +165,9 @@ def _check_directory(infos: list[zipfile.ZipInfo], max_uncompressed: int) -> Non
     if len(infos) > MAX_MEMBERS:
         raise ModelError(f"the archive has {len(infos)} members (at most {MAX_MEMBERS})")
     names = {i.filename for i in infos}
+    if len(names) < len(infos):  # which copy a reader takes is the reader's choice: none
+        twice = next(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
+        raise ModelError(f"member {twice[:80]!r} appears more than once in the .keras file")
     if "config.json" not in names:
         raise ModelError("not a .keras file: config.json is missing (save with model.save())")
     unknown = sorted(n for n in names if n not in KNOWN_MEMBERS and not _is_asset(n))

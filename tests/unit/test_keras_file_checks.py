@@ -77,6 +77,13 @@ def test_bad_files_say_why(data: bytes, reason: str) -> None:
     assert reason in problems(data)
 
 
+def test_a_member_written_twice_is_refused() -> None:
+    """Two config.json: the check and Keras's loader might read different copies."""
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        twice = archive(sequential(DENSE), {"config.json": json.dumps(sequential(DENSE))})
+    assert "'config.json' appears more than once" in problems(twice)
+
+
 def test_missing_config_is_refused() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
