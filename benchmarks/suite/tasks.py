@@ -230,6 +230,63 @@ def texture_images() -> Dataset:
     return _dataset("textures", x, y, standardize=False)
 
 
+def gaussian_quantiles() -> Dataset:
+    from sklearn.datasets import make_gaussian_quantiles
+
+    x, y = make_gaussian_quantiles(n_samples=2400, n_features=6, n_classes=3, random_state=61)
+    return _dataset("quantiles", x, y)
+
+
+def friedman_three() -> Dataset:
+    from sklearn.datasets import make_friedman3
+
+    x, y = make_friedman3(n_samples=1200, noise=0.1, random_state=67)
+    return _dataset("friedman3", x, y.astype(np.float64), target_z=True)
+
+
+def hastie() -> Dataset:
+    from sklearn.datasets import make_hastie_10_2
+
+    x, y = make_hastie_10_2(n_samples=4000, random_state=71)
+    return _dataset("hastie", x, (y > 0).astype(np.int64))
+
+
+def iris() -> Dataset:
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    return _dataset("iris", bunch.data, bunch.target)
+
+
+def shape_images() -> Dataset:
+    """10x10 noisy images holding a small square, plus or ring somewhere: 3 classes (CNN)."""
+    rng = np.random.default_rng(73)
+    n, side = 1800, 10
+    shapes = [
+        np.ones((3, 3)),
+        np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=float),
+        np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=float),
+    ]
+    x = rng.normal(0.0, 0.7, (n, side, side, 1))
+    y = rng.integers(0, 3, n)
+    for i in range(n):
+        r, c = rng.integers(0, side - 3, 2)
+        x[i, r : r + 3, c : c + 3, 0] += 1.2 * shapes[y[i]]
+    return _dataset("shapes", x, y, standardize=False)
+
+
+def trend_sequences() -> Dataset:
+    """Series of 24 steps: a weak rising or falling trend under an oscillation and noise (GRU)."""
+    rng = np.random.default_rng(79)
+    n, length = 1600, 24
+    t = np.linspace(-1.0, 1.0, length)
+    y = rng.integers(0, 2, n)
+    slope = np.where(y == 1, 1.0, -1.0) * rng.uniform(0.2, 0.8, n)
+    wave = np.sin(rng.uniform(2, 6, (n, 1)) * np.pi * t + rng.uniform(0, 2 * np.pi, (n, 1)))
+    x = slope[:, None] * t + wave + rng.normal(0.0, 0.6, (n, length))
+    return _dataset("trend", x[..., None], y, standardize=False)
+
+
 # --- models -----------------------------------------------------------------------------------
 
 
@@ -260,6 +317,16 @@ def lstm_json(data: Dataset) -> dict[str, Any]:
 
     inputs = keras.Input(shape=data.input_shape)
     x = keras.layers.LSTM(16)(inputs)
+    outputs = keras.layers.Dense(data.n_outputs)(x)
+    return {"kind": "keras_json", "config": keras.Model(inputs, outputs).to_json()}
+
+
+def gru_json(data: Dataset) -> dict[str, Any]:
+    """A user's small GRU classifier as `model.to_json()`."""
+    import keras
+
+    inputs = keras.Input(shape=data.input_shape)
+    x = keras.layers.GRU(12)(inputs)
     outputs = keras.layers.Dense(data.n_outputs)(x)
     return {"kind": "keras_json", "config": keras.Model(inputs, outputs).to_json()}
 
@@ -398,6 +465,69 @@ TASKS: tuple[Task, ...] = (
         32,
         "adam",
         "make_regression 30 features (8 informative), z-scored target, dropout 0.1",
+    ),
+    # test, added in the twelfth session after every default had been chosen (kinds of job
+    # the first seven lack: tiny data over many epochs, large batches, a GRU, friedman3);
+    # only ever reported, like the seven above
+    Task(
+        "quantiles-adam",
+        "test",
+        gaussian_quantiles,
+        mlp(64, 64),
+        30,
+        64,
+        "adam",
+        "make_gaussian_quantiles 3 classes, 6 features, MLP 64-64",
+    ),
+    Task(
+        "friedman3-rmsprop",
+        "test",
+        friedman_three,
+        mlp(32, 32),
+        40,
+        16,
+        "rmsprop",
+        "make_friedman3 regression (z-scored target), RMSprop",
+    ),
+    Task(
+        "hastie-sgd",
+        "test",
+        hastie,
+        mlp(32, 16),
+        20,
+        128,
+        "sgd",
+        "make_hastie_10_2 binary, batch 128, SGD momentum 0.9",
+    ),
+    Task(
+        "iris-adamw",
+        "test",
+        iris,
+        mlp(16, 16),
+        50,
+        8,
+        "adamw",
+        "sklearn iris, 3 classes, 112 train rows, 50 epochs, AdamW",
+    ),
+    Task(
+        "shapes-cnn",
+        "test",
+        shape_images,
+        cnn(8, 16),
+        15,
+        64,
+        "adam",
+        "synthetic 10x10 images of a square, plus or ring, 3 classes, CNN",
+    ),
+    Task(
+        "trend-gru",
+        "test",
+        trend_sequences,
+        gru_json,
+        20,
+        32,
+        "rmsprop",
+        "synthetic series, rising or falling trend, binary, user GRU (keras_json), RMSprop",
     ),
 )
 
