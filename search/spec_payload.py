@@ -32,13 +32,18 @@ def parse_payload(payload: dict[str, Any]) -> StudySpec:
     try:
         spec = parse_spec(payload)
     except SpecError as exc:
-        seen = {(e.field, e.message) for e in unstorable}
-        rest = [e for e in exc.errors if (e.field, e.message) not in seen]
+        bad = {e.field for e in unstorable}  # one reason per value: why it cannot be stored
+        rest = [e for e in exc.errors if not any(_within(f, e.field) for f in bad)]
         raise SpecError(unstorable + rest, exc.more) from None
     if unstorable:
         raise SpecError(unstorable)
     _check_strict_types(payload)
     return spec
+
+
+def _within(field: str, parent: str) -> bool:
+    """`field` is `parent` or inside it (a range's `high` is inside the range)."""
+    return field == parent or field.startswith(parent + ".")
 
 
 def _check_item_count(payload: dict[str, Any]) -> None:
