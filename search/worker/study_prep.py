@@ -90,18 +90,18 @@ def enqueue_first_trials(
 
 def queue_replicate(
     resources: WorkerResources, study: optuna.Study, spec: StudySpec, slot: int
-) -> None:
+) -> bool:
     """In a replicate slot with nothing queued, queue a re-run of one of the study's best
-    candidates from a fresh seed (nothing when no trial has completed yet)."""
+    candidates from a fresh seed (nothing when no trial has completed yet); whether it did."""
     n_rep = selection.replicate_slots(spec.n_trials, spec.replicate_share)
     first = spec.n_trials - n_rep + 1
     if n_rep == 0 or slot < first:
-        return
+        return False
     if study.get_trials(deepcopy=False, states=(_WAITING,)):
-        return  # a queued retry takes this slot
+        return False  # a queued retry takes this slot
     plan = _replicate_plan(resources, study, n_rep)
     if not plan:
-        return
+        return False
     index = slot - first
     number, k = plan[index % len(plan)], index // len(plan) + 1
     original = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
@@ -116,6 +116,7 @@ def queue_replicate(
             },
         )
     )
+    return True
 
 
 def _replicate_plan(resources: WorkerResources, study: optuna.Study, n_rep: int) -> list[int]:

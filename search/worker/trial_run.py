@@ -43,7 +43,7 @@ class Opened:
     workload: Any  # a Dataset or a StreamedTask (search.worker.workloads); None: load_error
     load_error: BaseException | None  # raised as the trial's failure
     read: StudySpec  # the spec as stored (the sampler and the slot duties read it)
-    study_id: str = ""  # lrsearch's id of the study
+    study_id: str  # lrsearch's id of the study
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,8 @@ class TrialRunner:
         searched = study_prep.searched_spec(self.resources, study, spec, workload, trainer)
         if slot == 1:
             study_prep.enqueue_first_trials(study, spec, searched, workload)
-        study_prep.queue_replicate(self.resources, study, searched, slot)
-        if self.resources.cancelled(study_id):  # a cancel before the queueing failed none
+        queued = study_prep.queue_replicate(self.resources, study, searched, slot) or slot == 1
+        if queued and self.resources.cancelled(study_id):  # a cancel before it failed none
             with self.resources.sessions() as session:
                 store.fail_waiting_trials(session, study.study_name)
         return searched
