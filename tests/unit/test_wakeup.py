@@ -60,11 +60,15 @@ def test_a_committed_announcement_ends_an_idle_wait_at_once(
     woken, waited = timed_wait(wakeup, stop, 20)
     sender.join()
     assert woken and waited < 5
-    # several announcements are answered by one look; the next wait times out again
+    # each announcement is consumed: three wake a wait at most three times, then waits time out.
+    # Usually one look answers all three, but PostgreSQL may deliver a late one a moment after.
     for _ in range(3):
         announce_later(pg_url, 0).join()
     assert wakeup.wait(stop, 5) is True
-    assert timed_wait(wakeup, stop, 0.3)[0] is False
+    extra_wakes = 0
+    while timed_wait(wakeup, stop, 0.3)[0]:
+        extra_wakes += 1
+        assert extra_wakes <= 2, "a consumed notification woke the wait again"
 
 
 @pytest.mark.postgres
