@@ -1,5 +1,5 @@
 """What a raw JSON payload must be before it is a study spec: not too many items, every
-value storable in both databases, every field valid, and no boolean where a number belongs.
+value storable in both databases, every field valid, and numbers and booleans written as such.
 
 Why apart from search.studies: these checks need nothing but the payload (no dataset, no
 catalog), and `tune()` runs them too before it touches any data.
@@ -26,7 +26,7 @@ FREE_FORM = "task.plugin_args"  # the plugin validates it; bounded by its size a
 
 def parse_payload(payload: dict[str, Any]) -> StudySpec:
     """The spec from raw JSON, or one SpecError listing every bad field (unstorable values
-    included); then a boolean where a number belongs is refused."""
+    included); then a number or boolean written as another type is refused."""
     _check_item_count(payload)
     unstorable = _unstorable_fields(payload)
     try:
@@ -122,16 +122,29 @@ def unstorable_reason(value: Any) -> str | None:
 
 
 def _check_strict_types(payload: dict[str, Any]) -> None:
-    """A boolean where a number belongs is refused (lax parsing would read `true` as 1)."""
+    """A number or boolean written as another type is refused: lax parsing would read `true`
+    as 1, `"3"` as 3 and `"yes"` or `1` as true, and a typo would pass silently."""
     try:
         StudySpec.model_validate(payload, strict=True)
     except ValidationError as exc:
         errors = [
-            FieldError(field_path(err["loc"]), "must be a number, not a boolean")
+            FieldError(field_path(err["loc"]), reason)
             for err in exc.errors()
-            if isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type")
+            if (reason := _type_mismatch(err["type"], err.get("input"))) is not None
         ]
         if errors:
             raise SpecError(errors) from None
     except Exception:  # lax parsing already accepted the spec; strictness is best effort
         return
+
+
+def _type_mismatch(error_type: str, value: Any) -> str | None:
+    """The reason a value lax parsing accepted has the wrong JSON type (None: not that case)."""
+    if error_type in ("int_type", "float_type"):
+        if isinstance(value, bool):
+            return "must be a number, not a boolean"
+        if isinstance(value, str):
+            return "must be a number, not a string"
+    if error_type == "bool_type" and isinstance(value, (str, int, float)):
+        return f"must be true or false, not {value!r}"
+    return None

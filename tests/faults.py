@@ -1041,6 +1041,13 @@ BAD_SPECS: list[tuple[str, Any, str]] = [
     ),
     ("bool-for-int", {"n_trials": True}, "n_trials"),
     ("bool-for-float", {"ranges": {"initial_lr": {"low": True, "high": 0.1}}}, "ranges.initial_lr"),
+    ("digits-for-int", {"n_trials": "3"}, "n_trials"),
+    ("text-for-bool", {"range_test": "yes"}, "range_test"),
+    (
+        "number-for-bool",
+        {"ranges": {"initial_lr": {"low": 0.001, "high": 0.1, "log": 1}}},
+        "ranges.initial_lr.log",
+    ),
     ("string-for-list", {"strategies": "constant"}, "strategies"),
     ("text-for-number", {"task": {"epochs": "ten"}}, "task.epochs"),
     ("nul-in-name", {"name": "a\x00b"}, "name"),
