@@ -171,13 +171,14 @@ def _sequential(
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict):
             raise CannotSize("a layer must be a JSON object")
-        name = _config(layer).get("name")
+        config = _config(layer)
+        name = config.get("name")
         if isinstance(name, str) and name in names:
             raise CannotSize(f"two layers are named {name[:80]!r}")
         names.add(name)
         is_input = layer.get("class_name") == "InputLayer"
         if current is None:
-            declared = _declared_input(_config(layer)) if i == 0 else None
+            declared = _declared_input(config) if i == 0 else None
             if declared is None and cfg.get("build_input_shape") is not None:
                 declared = _shape(cfg["build_input_shape"], "build_input_shape")[1:]
             if declared is None and data_shape is None:

@@ -117,8 +117,7 @@ class Worker:
     def _deleted(self, study_id: str) -> bool:
         """Whether the study's row is gone (False when that cannot be read either)."""
         try:
-            with self.resources.sessions() as session:
-                return store.study_status(session, study_id) is None
+            return self.resources.study_status(study_id) is None
         except Exception:
             return False
 

@@ -48,11 +48,14 @@ class WorkerResources:
         """A fresh load of the Optuna study (its trials are read when asked for)."""
         return optuna.load_study(study_name=name, storage=self.storage)
 
+    def study_status(self, study_id: str) -> str | None:
+        """The study's status now; None once it is deleted."""
+        with self.sessions() as session:
+            return store.study_status(session, study_id)
+
     def cancelled(self, study_id: str) -> bool:
         """Whether the study was cancelled or deleted."""
-        with self.sessions() as session:
-            status = store.study_status(session, study_id)
-        return status is None or status == "cancelled"
+        return self.study_status(study_id) in (None, "cancelled")
 
 
 def quietly(fn: Callable[[], None]) -> None:
