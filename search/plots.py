@@ -114,7 +114,7 @@ def draw(name: str, trials: Sequence[PlotTrial], options: PlotOptions | None = N
     drawers[name](axes, trials, options)
     heading = " - ".join(p for p in (options.title, options.note) if p)
     if heading:
-        figure.suptitle(heading, fontsize=10)
+        figure.suptitle(heading, fontsize=10, parse_math=False)  # a user's name, not TeX
     return figure
 
 

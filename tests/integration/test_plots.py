@@ -25,7 +25,15 @@ from optuna.trial import TrialState
 
 from search import store
 from search.lr_range import RangePlan, RangeResult, read
-from search.plots import PLOT_NAMES, PlotTrial, best_so_far, group_by_strategy
+from search.plots import (
+    PLOT_NAMES,
+    PlotOptions,
+    PlotTrial,
+    best_so_far,
+    draw,
+    group_by_strategy,
+    render,
+)
 from search.strategies import RunShape
 from service.routes.plots import _run_shape, load_finished
 
@@ -263,3 +271,14 @@ def test_plots_never_import_tensorflow_or_the_service() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("name", ["bad $\\frac{$ math", "$\\invalidcommand$", "$\\hspace{1e9}x$"])
+def test_a_study_name_is_drawn_as_text_not_parsed_as_tex(name: str) -> None:
+    """matplotlib reads text between dollar signs as maths: a name with a broken formula
+    made every plot a 500; the heading is drawn verbatim."""
+    trials = [PlotTrial(0, 0.5, "constant", curve=[0.9, 0.5]), PlotTrial(1, 0.4, "cosine")]
+    figure = draw("history", trials, PlotOptions(title=name))
+    assert figure._suptitle.get_text() == name
+    png = render("history", trials, PlotOptions(title=name))
+    assert mpimg.imread(io.BytesIO(png)).std() > 0
