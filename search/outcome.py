@@ -9,6 +9,7 @@ goes through `TrialOutcome.from_attrs` instead of picking keys by hand. Pure Pyt
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,29 @@ class FailureKind(enum.StrEnum):
         ):  # TensorFlow's OOM, matched by name: this module never imports TensorFlow
             return cls.OUT_OF_MEMORY
         return cls.ERROR
+
+
+#: Most characters of a failure reason kept (the start says what went wrong).
+MAX_REASON_CHARS = 2000
+#: TensorFlow's `[[{{node X}}]]` and `[Op:__inference_...]` tails of an op error's message.
+_OP_TAIL = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """`Type: message` for people. A TensorFlow op error opens with the graph's Python trace
+    ("Detected at node ... defined at", then `File` lines naming the server's paths) and ends
+    with its cause, which a cut at MAX_REASON_CHARS or a listing's 300 lost; keep the cause."""
+    text = str(exc)
+    if "Detected at node" in text:
+        kept = [
+            line.strip()
+            for line in _OP_TAIL.sub("", text).splitlines()
+            if line.strip()
+            and not line.lstrip().startswith('File "')  # the trace's lines
+            and not line.startswith(("Graph execution error", "Detected at node"))
+        ]
+        text = " ".join(kept) or text
+    return f"{type(exc).__name__}: {text}"[:MAX_REASON_CHARS]
 
 
 _INTERRUPTIONS = frozenset({FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED})

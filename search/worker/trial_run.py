@@ -16,7 +16,7 @@ import optuna
 from search import store
 from search.checkpoints import CheckpointHandle, checkpoint_number
 from search.errors import DatasetError, TrialDiverged, TrialStopped
-from search.outcome import FailureKind, TrialOutcome, failure_attrs
+from search.outcome import FailureKind, TrialOutcome, failure_attrs, failure_reason
 from search.spec import StudySpec, parse_spec
 from search.store import optuna_private as private
 from search.store.trial_writes import set_user_attrs
@@ -250,7 +250,7 @@ class TrialRunner:
             bad_input = exc is opened.load_error
             kind = FailureKind.BAD_INPUT if bad_input else FailureKind.of_exception(exc)
             self._ran_out = self._ran_out or kind is FailureKind.OUT_OF_MEMORY
-            self._fail(trial, kind, f"{type(exc).__name__}: {exc}"[:2000])
+            self._fail(trial, kind, failure_reason(exc))
             self._tell(study, trial, handle, state=_FAIL)
             log.warning("trial %s failed: %s", trial.number, exc)
         else:

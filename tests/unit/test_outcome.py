@@ -3,8 +3,13 @@ old and odd attributes alike, and failures classified by kind."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from search.errors import DatasetError, ModelError, TrialDiverged
-from search.outcome import FailureKind, TrialOutcome, failure_attrs
+from search.outcome import FailureKind, TrialOutcome, failure_attrs, failure_reason
 
 STORED = {
     "strategy": "cosine",
@@ -60,3 +65,25 @@ def test_kinds_of_exceptions_and_which_kinds_are_interruptions() -> None:
     assert FailureKind.of_exception(TrialDiverged("nan")) is FailureKind.ERROR
     interrupted = {kind for kind in FailureKind if kind.interrupted}
     assert interrupted == {FailureKind.WORKER_LOST, FailureKind.SHUT_DOWN, FailureKind.CANCELLED}
+
+
+def test_a_tensorflow_op_error_is_reported_by_its_cause_not_its_trace(tmp_path: Path) -> None:
+    """A graph error opens with ~2 KB of "Detected at node ... File ..." (the server's paths)
+    and ends with the cause, which the cut and the listings lost: the cause comes first."""
+    import tensorflow as tf
+
+    zeros = tmp_path / "zeros.tfrecord"
+    zeros.write_bytes(bytes(4096))
+
+    @tf.function
+    def first_record() -> Any:
+        return next(iter(tf.data.TFRecordDataset(str(zeros))))
+
+    with pytest.raises(tf.errors.DataLossError) as caught:
+        first_record()
+    assert "Detected at node" in str(caught.value) and 'File "' in str(caught.value)
+    reason = failure_reason(caught.value)
+    assert reason.startswith("DataLossError: corrupted record at 0"), reason
+    assert "File" not in reason and "[[" not in reason and "[Op:" not in reason
+    assert failure_reason(ValueError("plain\nmessage")) == "ValueError: plain\nmessage"
+    assert len(failure_reason(ValueError("x" * 5000))) == 2000
