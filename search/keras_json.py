@@ -20,8 +20,24 @@ _REFUSED_CLASSES = {
     "FlaxLayer": "it wraps a Flax module",
     "function": "function objects are not allowed: they name code to run",
 }
-#: Lookup layers whose `vocabulary` may be a file path (read when the layer is built).
-_FILE_VOCABULARY = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
+#: The Keras namespaces a model's objects may come from: layers, models and what their
+#: configs hold (initializers, regularizers, constraints, dtype policies, seeds). Anything
+#: else under `keras.` (file utilities, saving, ops) is not a part of a model.
+_MODEL_NAMESPACES = (
+    "layers",
+    "models",
+    "initializers",
+    "regularizers",
+    "constraints",
+    "activations",
+    "dtype_policies",
+    "mixed_precision",
+    "random",
+    "engine",  # models saved by Keras 2's tf.keras
+)
+_ALLOWED_MODULES = tuple(
+    f"{root}.{space}" for root in ("keras", "keras.src") for space in _MODEL_NAMESPACES
+)
 _KERAS_INTERNAL = frozenset(
     {
         "__keras_tensor__",
@@ -75,29 +91,31 @@ def _object_problem(node: dict[str, Any]) -> str | None:
     if name in _REFUSED_CLASSES:
         return f"{_named(node)} is not allowed: {_REFUSED_CLASSES[name]}"
     cfg = node.get("config")
-    if (
-        name in _FILE_VOCABULARY
-        and isinstance(cfg, dict)
-        and isinstance(cfg.get("vocabulary"), str)
-    ):
+    if isinstance(cfg, dict) and isinstance(cfg.get("vocabulary"), str):  # a path, read at build
         return (
             f"{_named(node)} is not allowed with a vocabulary file "
             f"({cfg['vocabulary'][:80]!r}): give the vocabulary as a list"
         )
     if registered is not None and registered != name:
         return f"{_named(node)}: custom registered class {str(registered)[:80]!r} is not allowed"
-    if module is not None and not (
-        isinstance(module, str) and (module == "keras" or module.startswith("keras."))
-    ):
+    if module is not None and not _allowed_module(module):
         return (
             f"class {name[:80]!r} comes from module {str(module)[:80]!r}:"
-            " only Keras's own classes are allowed"
+            " only Keras's own layers, models and their parts are allowed"
         )
     if name.startswith("__") and name not in _KERAS_INTERNAL:
         return f"unknown special class {name[:80]!r}"
     if not name.isidentifier():
         return f"unknown class {name[:80]!r}"
     return None
+
+
+def _allowed_module(module: Any) -> bool:
+    """`keras` itself (its top-level classes: Sequential, DTypePolicy) or a model namespace."""
+    return isinstance(module, str) and (
+        module == "keras"
+        or any(module == ok or module.startswith(f"{ok}.") for ok in _ALLOWED_MODULES)
+    )
 
 
 def _named(node: dict[str, Any]) -> str:

@@ -36,9 +36,55 @@ def test_lambda_and_foreign_classes_are_refused() -> None:
     lam = _layer("Lambda", {"function": {"class_name": "__lambda__", "config": {"code": "x"}}})
     assert "Lambda layers are not allowed" in problems(archive(sequential(lam)))
     foreign = _layer("Evil", {}, module="evil_package.layers")
-    assert "only Keras's own classes" in problems(archive(sequential(foreign)))
+    assert "only Keras's own layers, models" in problems(archive(sequential(foreign)))
     custom = {**DENSE, "registered_name": "my_pkg>MyDense"}
     assert "custom registered class" in problems(archive(sequential(custom)))
+
+
+def test_keras_objects_that_are_not_model_parts_are_refused() -> None:
+    """`keras.*` is not enough: a file utility or anything outside the model namespaces is
+    no layer, and a vocabulary given as a path is refused on any class (it is read at build)."""
+    get_file = _layer("get_file", {}, module="keras.src.utils.file_utils")
+    assert "keras.src.utils.file_utils" in problems(archive(sequential(get_file)))
+    lookup = _layer(
+        "IndexLookup",
+        {"vocabulary": "/etc/passwd", "max_tokens": None},
+        module="keras.src.layers.preprocessing.index_lookup",
+    )
+    assert "vocabulary file ('/etc/passwd')" in problems(archive(sequential(lookup)))
+
+
+def test_real_models_with_every_kind_of_part_pass_the_namespace_check() -> None:
+    """Regularizers, constraints, initializers, dtype policies, seeds, recurrent and
+    attention layers, as Keras itself writes them: nothing a real model holds is refused."""
+    import keras
+
+    from search.keras_json import model_json_problems
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.RandomFlip(seed=1)(inputs)
+    x = layers.Conv2D(
+        4,
+        3,
+        kernel_regularizer=keras.regularizers.L2(1e-4),
+        kernel_constraint=keras.constraints.MaxNorm(2),
+        kernel_initializer=keras.initializers.HeNormal(seed=1),
+    )(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(4, activation="relu", dtype="mixed_float16")(x)
+    x = layers.GaussianNoise(0.1, seed=3)(x)
+    image_model = keras.Model(inputs, layers.Dense(3, activation="softmax", dtype="float32")(x))
+    tokens = keras.Input((5,), dtype="int32")
+    y = layers.Embedding(10, 4, embeddings_regularizer="l2")(tokens)
+    y = layers.LSTM(4, return_sequences=True)(y)
+    y = layers.MultiHeadAttention(2, 2)(y, y)
+    y = layers.Bidirectional(layers.GRU(4))(y)
+    text_model = keras.Model(tokens, layers.Dense(1)(y))
+    stacked = keras.Sequential([keras.Input((4,)), layers.Dense(2), layers.PReLU()])
+    for model in (image_model, text_model, stacked):
+        assert model_json_problems(model.to_json()) == []
 
 
 def test_the_parameter_budget_is_read_from_the_declared_weights() -> None:
