@@ -20,9 +20,9 @@ _REFUSED_CLASSES = {
     "FlaxLayer": "it wraps a Flax module",
     "function": "function objects are not allowed: they name code to run",
 }
-#: The Keras namespaces a model's objects may come from: layers, models and what their
-#: configs hold (initializers, regularizers, constraints, dtype policies, seeds). Anything
-#: else under `keras.` (file utilities, saving, ops) is not a part of a model.
+#: The Keras namespaces a model's objects may come from: layers, models, the ops a functional
+#: model calls, and what their configs hold (initializers, regularizers, constraints, dtype
+#: policies, seeds). Anything else under `keras.` (file utilities, saving) is no model part.
 _MODEL_NAMESPACES = (
     "layers",
     "models",
@@ -33,6 +33,7 @@ _MODEL_NAMESPACES = (
     "dtype_policies",
     "mixed_precision",
     "random",
+    "ops",  # keras.ops calls in a functional model (keras.src.ops.numpy.Add, ...)
     "engine",  # models saved by Keras 2's tf.keras
 )
 _ALLOWED_MODULES = tuple(
