@@ -29,6 +29,7 @@ from search.keras_dims import (
     prod,
     window,
 )
+from search.keras_ops import apply_op, is_op
 
 
 def _bias(cfg: dict[str, Any], n: int) -> int:
@@ -351,6 +352,8 @@ ACTIVATIONS = frozenset(
 def apply_layer(node: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     """(output shapes, weights) of one serialized layer called on `inputs`."""
     name = node.get("class_name")
+    if isinstance(name, str) and is_op(node):  # `x + y`, `keras.ops.mean(x, 1)`: no weights
+        return apply_op(name, _cfg(node), inputs), 0
     rule = RULES.get(name) if isinstance(name, str) else None
     if rule is None:
         raise CannotSize(f"class {str(name)[:80]!r} is not a layer lrsearch can size")

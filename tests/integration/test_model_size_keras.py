@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from search.data import Task
-from search.keras_shapes import CannotSize, keras_json_size
+from search.keras_shapes import CannotSize, keras_json_size, output_shapes
 from search.model_size import DataShape, estimate
 from search.spec import CnnModel, KerasJsonModel, MlpModel
 from search.training.models import build_model
@@ -70,6 +70,18 @@ def _nested() -> keras.Model:
     return keras.Model(inputs, L.Dense(2)(inner(inputs)))
 
 
+def _with_ops() -> keras.Model:
+    """A residual block written with operators and keras.ops, as users write them: Keras 3
+    records these as ops (keras.src.ops.numpy.Add, ...), not layers."""
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same")(inputs) + L.Conv2D(4, 1)(inputs)
+    x = keras.ops.relu(x * 0.5)
+    pooled = keras.ops.mean(x, axis=[1, 2])
+    peak = L.Flatten()(keras.ops.max(x, axis=-1, keepdims=True))
+    logits = L.Dense(10)(L.Concatenate()([pooled, peak]))
+    return keras.Model(inputs, keras.ops.softmax(logits, axis=-1))
+
+
 USER = {
     "dense": lambda: _seq(
         (8, 8), L.Flatten(), L.Dense(7), L.Dropout(0.1), L.Dense(3, use_bias=False)
@@ -120,6 +132,7 @@ USER = {
     ),
     "functional": _functional,
     "nested": _nested,
+    "ops": _with_ops,
 }
 
 
@@ -129,6 +142,11 @@ def test_keras_json_models_are_sized_as_keras_counts_them(name: str) -> None:
     spec = KerasJsonModel(config=model.to_json())
     data = DataShape(tuple(int(d) for d in model.input_shape[1:]), 2)
     assert estimate(spec, data).params == model.count_params()
+
+
+def test_a_model_with_ops_gets_keras_output_shape() -> None:
+    model = _with_ops()
+    assert output_shapes(json.loads(model.to_json()), (8, 8, 1)) == [model.output_shape[1:]]
 
 
 def test_a_model_without_input_is_sized_for_the_data() -> None:

@@ -111,6 +111,19 @@ def test_keras_json_sequential_and_functional_load(digits: Dataset) -> None:
     assert model.output_shape == (None, 10)
 
 
+def test_keras_json_with_operators_and_ops_builds_and_trains(digits: Dataset) -> None:
+    """`x + y` and keras.ops calls are recorded as ops, not layers: the worker loads them in
+    safe mode and they train (the submit-time walk sizes them: test_model_size_keras)."""
+    inputs = keras.Input((8, 8))
+    flat = keras.layers.Flatten()(inputs)
+    hidden = keras.layers.Dense(16)(flat)
+    x = keras.ops.relu(hidden + keras.layers.Dense(16)(hidden) * 0.5)
+    model = build_model(_json(keras.Model(inputs, keras.layers.Dense(10)(x)).to_json()), digits)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
 def test_keras_json_same_seed_same_weights(digits: Dataset) -> None:
     seq = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(10)])
     spec = _json(seq.to_json())

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from search.errors import ModelError
+from search.keras_ops import apply_op, broadcast
 from search.keras_shapes import MAX_LAYERS, CannotSize, ModelSize, keras_json_size
 from search.model_files import check_keras_file
 from search.model_size import ModelBudget, budget_problems, memory_bytes, optimizer_slots
@@ -139,3 +140,18 @@ def test_a_model_file_is_sized_by_its_architecture_as_well_as_its_weights() -> N
     absurd = file_sequential(*[layer("Dense", units=10**4000)] * 2)
     with pytest.raises(ModelError, match="about over 10"):
         check_keras_file(archive(absurd), max_uncompressed=10**8)
+
+
+def test_ops_broadcast_like_numpy_and_never_reduce_the_batch() -> None:
+    assert broadcast([(4, 3), (3,)]) == (4, 3)
+    assert broadcast([(4, 1), (1, 5)]) == (4, 5)
+    assert broadcast([(None, 3), (7, 3)]) == (7, 3)
+    with pytest.raises(CannotSize, match="do not broadcast"):
+        broadcast([(4,), (3,)])
+    assert apply_op("Mean", {"axis": 1, "keepdims": False}, [(5, 3)]) == [(3,)]
+    assert apply_op("Sum", {"axis": -1, "keepdims": True}, [(5, 3)]) == [(5, 1)]
+    for axis in (None, 0):
+        with pytest.raises(CannotSize, match="batch"):
+            apply_op("Mean", {"axis": axis}, [(5, 3)])
+    with pytest.raises(CannotSize, match="not one lrsearch can size"):
+        apply_op("Einsum", {}, [(5, 3)])

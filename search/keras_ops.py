@@ -1,0 +1,78 @@
+"""Output shapes of the `keras.ops` calls a functional model records, from their configs.
+
+Why: in Keras 3, `x + shortcut`, `x * 0.5` or `keras.ops.mean(x, axis=1)` on a model's
+tensors are recorded as operations (`module: keras.src.ops.numpy`, `class_name: Add`), not
+layers; without rules here every residual model written that way was refused at submit as
+"not a layer lrsearch can size". Ops have no weights. Only elementwise ops (with NumPy's
+broadcasting), reductions and softmax are sized; any other op is refused as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.keras_dims import CannotSize, Shape, axes_of
+
+_ELEMENTWISE = frozenset(
+    (  # noqa: SIM905
+        "Add Subtract Multiply Divide TrueDivide Power Maximum Minimum Mod FloorDivide "
+        "Abs Absolute Negative Square Sqrt Exp Expm1 Log Log1p Reciprocal Sign Clip Round "
+        "Floor Ceil Sin Cos Tanh Erf Relu Relu6 Sigmoid Softplus Softsign Silu Gelu Elu Selu "
+        "LeakyRelu HardSigmoid HardSilu Mish"
+    ).split()
+)
+_REDUCTIONS = frozenset({"Mean", "Sum", "Max", "Min", "Prod", "Std", "Var"})
+_ALONG_AXIS = frozenset({"Softmax", "LogSoftmax"})
+
+
+def is_op(node: dict[str, Any]) -> bool:
+    """Whether a serialized object is a `keras.ops` call rather than a layer."""
+    module = node.get("module")
+    return isinstance(module, str) and (
+        module.startswith("keras.src.ops.") or module.startswith("keras.ops")
+    )
+
+
+def apply_op(name: str, cfg: dict[str, Any], inputs: list[Shape]) -> list[Shape]:
+    """The output shape of op `name` on the tensors `inputs` (constants are not among them)."""
+    if name in _ELEMENTWISE:
+        return [broadcast(inputs)]
+    if name in _REDUCTIONS:
+        return [_reduce(cfg, _single(inputs))]
+    if name in _ALONG_AXIS:
+        shape = _single(inputs)
+        axes_of(cfg, shape)
+        return [shape]
+    raise CannotSize(f"keras.ops call {name[:80]!r} is not one lrsearch can size")
+
+
+def broadcast(shapes: list[Shape]) -> Shape:
+    """NumPy's broadcasting of per-example shapes (the batch axis broadcasts alike)."""
+    if not shapes:
+        raise CannotSize("an op takes no tensor")
+    rank = max(len(s) for s in shapes)
+    out: list[int | None] = []
+    for i in range(rank):
+        dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0} - {1}
+        sized = {d for d in dims if d is not None}
+        if len(sized) > 1:
+            raise CannotSize(f"shapes {' and '.join(map(str, shapes))[:120]} do not broadcast")
+        out.append(sized.pop() if sized else (None if None in dims else 1))
+    return tuple(out)
+
+
+def _single(inputs: list[Shape]) -> Shape:
+    if len(inputs) != 1:
+        raise CannotSize(f"expects one tensor, got {len(inputs)}")
+    return inputs[0]
+
+
+def _reduce(cfg: dict[str, Any], shape: Shape) -> Shape:
+    """Reductions over per-example axes; over the batch axis (or all, axis None) the model
+    would no longer give one output per example."""
+    if cfg.get("axis") is None:
+        raise CannotSize("a reduction over every axis reduces the batch too")
+    axes = set(axes_of(cfg, shape))
+    if cfg.get("keepdims") is True:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
