@@ -1,13 +1,16 @@
 """CSV files: a headed table whose `target` column is the label and every other a feature.
 
 The header is read (and bounded) before any row; rows are parsed in chunks so a large file never
-holds more than about a million Python floats at once.
+holds more than about a million Python floats at once. The target streams too: numbers into a
+float64 buffer, text labels into a dict of at most MAX_CLASSES short labels and an int64 id per
+row, so memory stays a few bytes per row whatever the labels look like.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,8 @@ from search.data.splits import check_fraction, check_split_sizes, split
 from search.errors import DatasetError
 
 MAX_HEADER_CHARS = 64 * (MAX_FEATURES + 2)
+#: The longest target value (a class label or a number), in characters.
+MAX_LABEL_CHARS = 200
 
 
 def read_csv(
@@ -33,8 +38,8 @@ def read_csv(
     """
     check_fraction(val_fraction)
     with _text_stream(source) as stream:
-        x, raw_target = _parse_csv(stream, target)
-    y = _target_values(target, raw_target)
+        x, column = _parse_csv(stream, target)
+    y = column.values()
     task, n_classes = infer_task(y)
     if task == "classification":
         y = y.astype(np.int64)
@@ -57,7 +62,7 @@ def _text_stream(source: Source) -> Iterator[io.TextIOBase]:
         yield f
 
 
-def _parse_csv(stream: io.TextIOBase, target: str) -> tuple[np.ndarray, list[str]]:
+def _parse_csv(stream: io.TextIOBase, target: str) -> tuple[np.ndarray, _TargetColumn]:
     """Header first (column count checked before any row is parsed), then rows in chunks."""
     skipped, header = _csv_header(stream)
     if len(header) - 1 > MAX_FEATURES:
@@ -75,13 +80,13 @@ def _parse_csv(stream: io.TextIOBase, target: str) -> tuple[np.ndarray, list[str
     chunk_rows = max(1, 1_000_000 // len(header))  # bounds the Python floats alive at once
     chunks: list[np.ndarray] = []
     pending: list[list[float]] = []
-    labels: list[str] = []
+    column = _TargetColumn(target)
     for line, row in _csv_rows(stream, offset=skipped):
         if len(row) != len(header):
             raise DatasetError(
                 f"line {line} has {len(row)} fields but the header has {len(header)}"
             )
-        labels.append(row[t].strip())
+        column.add(row[t].strip(), line)
         values = row[:t] + row[t + 1 :]
         try:
             pending.append([float(v) for v in values])
@@ -98,7 +103,7 @@ def _parse_csv(stream: io.TextIOBase, target: str) -> tuple[np.ndarray, list[str
     bad = [features[i] for i in np.flatnonzero(~np.isfinite(x).all(axis=0))]
     if bad:
         raise DatasetError(f"NaN or inf (or a value too large) in column(s) {_names(bad)}")
-    return x, labels
+    return x, column
 
 
 def _csv_header(stream: io.TextIOBase) -> tuple[int, list[str]]:
@@ -115,9 +120,23 @@ def _csv_header(stream: io.TextIOBase) -> tuple[int, list[str]]:
         raise DatasetError("empty file: a CSV needs a header row and data rows")
     if len(line) >= MAX_HEADER_CHARS and not line.endswith(("\n", "\r")):
         raise DatasetError(f"the header row is too long (over {MAX_HEADER_CHARS} characters)")
+    return skipped, header_names(line)
+
+
+def header_names(line: str) -> list[str]:
+    """The column names of a header line; a quoted name still open at the line's end (a
+    newline inside quotes) is refused, as the line holds only part of the header."""
     try:
-        return skipped, [h.strip() for h in next(csv.reader([line]))]
+        next(csv.reader([line], strict=True))
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DatasetError(
+                "the header row has a quoted column name that runs past the end of the line "
+                "(a newline inside quotes); column names must be on the first line"
+            ) from None
+    try:
+        return [h.strip() for h in next(csv.reader([line]))]
+    except (csv.Error, StopIteration) as exc:
         raise DatasetError(f"malformed CSV header: {exc}") from None
 
 
@@ -158,34 +177,81 @@ def _is_float(v: str) -> bool:
     return True
 
 
-def _target_values(target: str, raw: list[str]) -> np.ndarray:
-    """Numeric targets as float64; an all-text target as ids of its sorted distinct labels."""
-    if any(not v for v in raw):
-        raise DatasetError(f"target column {target!r} has empty (missing) values")
-    numeric = [_is_float(v) for v in raw]
-    if all(numeric):
-        y = np.array([float(v) for v in raw], dtype=np.float64)
-        if not np.isfinite(y).all():
-            raise DatasetError(f"NaN or inf in target column {target!r}")
-        _check_varies(target, np.unique(y), raw, "nothing to learn")
-        return y
-    if any(numeric):
-        raise DatasetError(f"target column {target!r} mixes numbers and text")
-    classes, ids = np.unique(np.array(raw), return_inverse=True)
-    _check_varies(target, classes, raw, "classification needs at least 2 classes")
-    if len(classes) > MAX_CLASSES:
-        raise DatasetError(
-            f"too many classes in {target!r}: {len(classes)} (at most {MAX_CLASSES})"
-        )
-    return ids.astype(np.int64)
+class _TargetColumn:
+    """The target column as it streams: all numbers (float64) or all text labels, each label
+    given an id on first sight (a dict, so MAX_CLASSES labels of MAX_LABEL_CHARS at most are
+    held, never a row's worth of strings)."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.numbers = array("d")
+        self.ids = array("q")
+        self.classes: dict[str, int] = {}
+        self.first = ""
 
-def _check_varies(target: str, distinct: np.ndarray, raw: list[str], why: str) -> None:
-    """A target with one distinct value leaves nothing to learn: refused on the `target`
-    field (a numeric one would otherwise be read as a constant regression)."""
-    if len(distinct) < 2:
-        raise DatasetError(
-            f"target column {target!r} has one distinct value ({raw[0][:40]!r} in all "
-            f"{len(raw)} rows): {why}; choose a column whose values vary",
-            field="target",
+    def add(self, value: str, line: int) -> None:
+        """One row's target value, checked at once so a bad one is refused by its line."""
+        known = self.classes.get(value)
+        if known is not None:
+            self.ids.append(known)
+            return
+        if not value:
+            raise DatasetError(
+                f"target column {self.name!r} has empty (missing) values (line {line})"
+            )
+        if len(value) > MAX_LABEL_CHARS:
+            raise DatasetError(
+                f"target column {self.name!r}, line {line}: a value of {len(value)} characters "
+                f"(at most {MAX_LABEL_CHARS})",
+                field="target",
+            )
+        if not self.first:
+            self.first = value
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if self.classes:
+                raise self._mixed(line)
+            self.numbers.append(number)
+            return
+        if self.numbers:
+            raise self._mixed(line)
+        if len(self.classes) >= MAX_CLASSES:
+            raise DatasetError(
+                f"too many classes in {self.name!r}: more than {MAX_CLASSES} distinct labels "
+                f"by line {line} (at most {MAX_CLASSES})",
+                field="target",
+            )
+        self.classes[value] = len(self.classes)
+        self.ids.append(self.classes[value])
+
+    def values(self) -> np.ndarray:
+        """Numbers as float64; text labels as int64 ids of the sorted distinct labels."""
+        if self.numbers:
+            y = np.frombuffer(self.numbers, dtype=np.float64).copy()
+            if not np.isfinite(y).all():
+                raise DatasetError(f"NaN or inf in target column {self.name!r}")
+            self._check_varies(bool((y != y[0]).any()), len(y), "nothing to learn")
+            return y
+        rank = np.empty(len(self.classes), dtype=np.int64)
+        for position, label in enumerate(sorted(self.classes)):
+            rank[self.classes[label]] = position
+        self._check_varies(
+            len(self.classes) > 1, len(self.ids), "classification needs at least 2 classes"
         )
+        return rank[np.frombuffer(self.ids, dtype=np.int64)]
+
+    def _mixed(self, line: int) -> DatasetError:
+        return DatasetError(f"target column {self.name!r} mixes numbers and text (line {line})")
+
+    def _check_varies(self, varies: bool, rows: int, why: str) -> None:
+        """A target with one distinct value leaves nothing to learn: refused on the `target`
+        field (a numeric one would otherwise be read as a constant regression)."""
+        if not varies:
+            raise DatasetError(
+                f"target column {self.name!r} has one distinct value ({self.first[:40]!r} in "
+                f"all {rows} rows): {why}; choose a column whose values vary",
+                field="target",
+            )

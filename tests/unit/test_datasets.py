@@ -22,7 +22,8 @@ from search.data import (
     save_npz,
 )
 from search.data.checks import assemble
-from search.data.csv_reader import MAX_HEADER_CHARS
+from search.data.csv_reader import MAX_HEADER_CHARS, MAX_LABEL_CHARS
+from search.data.dataset import MAX_CLASSES
 from search.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -338,3 +339,70 @@ def test_csv_overlong_header_and_mixed_target_and_missing_file(tmp_path: Path) -
     assert "mixes numbers and text" in _error(read_csv, _csv(rows), "y")
     assert "no such file" in _error(read_npz, tmp_path / "absent.npz")
     assert "cannot read" in _error(read_csv, tmp_path / "absent.csv", "y")
+
+
+# --- CSV targets: bounded labels ---------------------------------------------------------------
+
+
+def _peak_mib_reading(data_expr: str) -> tuple[float, str]:
+    """Peak RSS growth (MiB) of read_csv in a fresh interpreter, and the error it raised."""
+    code = (
+        "import resource\n"
+        "from search.data import read_csv\n"
+        f"data = {data_expr}\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    read_csv(data, 'y'); error = 'accepted'\n"
+        "except Exception as exc:\n"
+        "    error = f'{type(exc).__name__}: {exc}'\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((after - before) / 1024); print(error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    growth, error = out.stdout.splitlines()
+    return float(growth), error
+
+
+def test_csv_one_long_label_is_refused_on_target_without_widening_every_label() -> None:
+    """60 KB of CSV once took 2.3 GB: numpy made all 10,001 labels 20,000 characters wide."""
+    growth, error = _peak_mib_reading(
+        "b'a,y\\n' + b'1,a\\n1,b\\n' * 5000 + b'1,' + b'z' * 20000 + b'\\n'"
+    )
+    assert error.startswith("DatasetError") and "20000 characters" in error, error
+    assert "line 10002" in error and f"at most {MAX_LABEL_CHARS}" in error
+    assert growth < 64, f"peak RSS grew {growth:.0f} MiB"
+    rows = ["a,y"] + [f"{i},{'ab' if i % 2 else 'cd'}" for i in range(30)]
+    rows[7] = "6," + "x" * (MAX_LABEL_CHARS + 1)
+    with pytest.raises(DatasetError) as info:
+        read_csv(_csv(rows), "y")
+    assert info.value.field == "target" and "line 8" in str(info.value)
+    rows[7] = "6," + "x" * MAX_LABEL_CHARS
+    assert read_csv(_csv(rows), "y").n_classes == 3
+
+
+def test_csv_too_many_text_labels_are_refused_as_they_stream() -> None:
+    rows = ["a,y"] + [f"{i},c{i}" for i in range(MAX_CLASSES + 50)]
+    with pytest.raises(DatasetError) as info:
+        read_csv(_csv(rows), "y")
+    message = str(info.value)
+    assert info.value.field == "target" and "too many classes in 'y'" in message
+    assert f"line {MAX_CLASSES + 2}" in message and f"at most {MAX_CLASSES}" in message
+
+
+def test_csv_text_labels_are_ids_of_the_sorted_labels() -> None:
+    names = ["zebra", "ant", "mole"]
+    rows = ["a,y"] + [f"{i},{names[i % 3]}" for i in range(60)]
+    d = read_csv(_csv(rows), "y", seed=3)
+    by_feature = {int(x[0]): int(y) for x, y in zip(d.x_train, d.y_train, strict=True)}
+    assert all(by_feature[i] == sorted(names).index(names[i % 3]) for i in by_feature)
+    assert d.y_train.dtype == np.int64
+
+
+def test_csv_header_with_a_newline_inside_quotes_is_refused_clearly() -> None:
+    data = b'"f\nx",y\n' + b"1,2\n" * 20
+    msg = _error(read_csv, data, "y")
+    assert "newline inside quotes" in msg and "not found" not in msg
+    quoted = b'"f, g",y\n' + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(20))
+    assert read_csv(quoted, "y").input_shape == (1,)
