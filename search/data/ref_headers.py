@@ -13,7 +13,6 @@ The result is the `source` a dataset row keeps: what a worker needs to build its
 
 from __future__ import annotations
 
-import csv
 import math
 import struct
 import zipfile
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from search.data.csv_reader import header_names
 from search.data.dataset import (
     ARRAYS,
     MAX_FEATURES,
@@ -206,7 +206,10 @@ def csv_header(path: Path) -> list[str]:
             raise DatasetError(f"{path.name} is not UTF-8 text") from None
     if not line.strip():
         raise DatasetError(f"{path.name} has no header row")
-    return [h.strip() for h in next(csv.reader([line]))]
+    try:
+        return header_names(line)
+    except DatasetError as exc:
+        raise DatasetError(f"{path.name}: {exc}") from None
 
 
 def count_lines(path: Path) -> int:
