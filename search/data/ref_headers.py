@@ -6,7 +6,8 @@ data itself (the workers stream it).
   map them instead of reading them whole.
 - CSV: the header row; rows are counted by scanning for line ends (no parsing).
 - Parquet: the footer's schema and row count (pyarrow, when installed).
-- TFRecord: the records counted by walking their length prefixes (seeks, no payload read).
+- TFRecord: the records counted by walking their length prefixes (seeks, no payload read),
+  each length checked against its masked CRC-32C (pure Python, no TensorFlow).
 
 The result is the `source` a dataset row keeps: what a worker needs to build its pipeline.
 """
@@ -39,6 +40,9 @@ from search.errors import DatasetError
 
 _SCAN_CHUNK = 4 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * (MAX_FEATURES + 2)
+#: The most TFRecord records one registration counts (train and val files together): the
+#: walk costs a few microseconds a record, so this bounds a request to a few minutes.
+MAX_RECORDS = 100_000_000
 
 
 @dataclass
@@ -274,8 +278,12 @@ def _parquet_meta(pq: Any, path: Path) -> tuple[list[str], int]:
 
 def _tfrecord(request: ReferenceRequest, train: list[Path], val: list[Path]) -> RefInfo:
     assert request.features is not None and request.label is not None
-    total = sum(count_records(p) for p in train)
-    val_rows = sum(count_records(p) for p in val) if val else None
+    total = 0
+    for path in train:
+        total += count_records(path, MAX_RECORDS - total)
+    val_rows = 0 if val else None
+    for path in val:
+        val_rows = (val_rows or 0) + count_records(path, MAX_RECORDS - total - (val_rows or 0))
     n_train, n_val = split_counts(total, val_rows)
     inputs = {k: v for k, v in request.features.items() if k != request.label}
     sizes = [math.prod(f.shape) for f in inputs.values()]
@@ -303,9 +311,14 @@ def _tfrecord(request: ReferenceRequest, train: list[Path], val: list[Path]) -> 
     )
 
 
-def count_records(path: Path) -> int:
-    """TFRecord records in a file, by walking the length prefixes (payloads are skipped);
-    a file whose records do not end exactly at its end is refused as truncated."""
+def count_records(path: Path, budget: int = MAX_RECORDS) -> int:
+    """TFRecord records in a file, by walking the length prefixes (payloads are skipped).
+
+    Each length's masked CRC-32C is checked, so a file that is not TFRecord (a sparse file
+    of zeros reads as millions of empty records) is refused at its first record, not walked
+    to the end; a file whose records do not end exactly at its end is refused as truncated;
+    past `budget` records (what the request has left of MAX_RECORDS) the walk stops.
+    """
     size, offset, records = path.stat().st_size, 0, 0
     with open(path, "rb") as f:
         while offset < size:
@@ -313,12 +326,54 @@ def count_records(path: Path) -> int:
             if len(head) < 12:
                 raise DatasetError(f"{path.name} is not a TFRecord file (truncated record)")
             (length,) = struct.unpack("<Q", head[:8])
+            (crc,) = struct.unpack("<I", head[8:])
+            if masked_crc32c(head[:8]) != crc:
+                raise DatasetError(
+                    f"{path.name} is not a TFRecord file (or is corrupt): the length of record "
+                    f"{records} at byte {offset} fails its CRC-32C check"
+                )
             offset += 12 + length + 4
             if offset > size:
                 raise DatasetError(f"{path.name} is not a TFRecord file (truncated record)")
-            f.seek(offset)
             records += 1
+            if records > budget:
+                raise DatasetError(
+                    f"too many TFRecord records: the files hold more than {MAX_RECORDS} (at "
+                    f"most {MAX_RECORDS} per dataset; counting stopped in {path.name})"
+                )
+            f.seek(offset)
     return records
 
 
-__all__ = ["RefInfo", "count_lines", "count_records", "npz_layout", "read_headers"]
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (Castagnoli) of `data`; pure Python (a table, a byte at a
+    time), as the API never imports TensorFlow and only the 8-byte lengths are checked."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+__all__ = [
+    "MAX_RECORDS",
+    "RefInfo",
+    "count_lines",
+    "count_records",
+    "masked_crc32c",
+    "npz_layout",
+    "read_headers",
+]

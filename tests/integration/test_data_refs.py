@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from search.data.ref_headers import masked_crc32c
 from tests.conftest import ClientFactory
 
 TFRECORD = {
@@ -25,13 +26,21 @@ TFRECORD = {
 
 
 def write_records(path: Path, n: int, size: int = 20) -> Path:
-    """A file in TFRecord framing (length, its CRC, payload, its CRC). The API only walks
-    the framing, so the payloads and CRCs here are placeholders."""
+    """A file in TFRecord framing (length, its masked CRC-32C, payload, its CRC). The API
+    walks the framing and checks the lengths' CRCs, so the payloads are placeholders."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    length, payload = struct.pack("<Q", size), b"r" * size
+    record = b"".join(
+        (length, _crc(length), payload, _crc(payload)),
+    )
     with path.open("wb") as f:
         for _ in range(n):
-            f.write(struct.pack("<Q", size) + b"\0" * 4 + b"r" * size + b"\0" * 4)
+            f.write(record)
     return path
+
+
+def _crc(data: bytes) -> bytes:
+    return struct.pack("<I", masked_crc32c(data))
 
 
 @pytest.fixture
@@ -182,3 +191,13 @@ def test_parquet_without_pyarrow_is_refused_clearly(api: TestClient, root: Path)
     body = {"format": "parquet", "train": "t.parquet", "target": "y", "task": "regression"}
     field, message = refused(api, body)
     assert field == "train" and "Parquet needs pyarrow" in message
+
+
+def test_a_sparse_file_of_zeros_is_not_counted_as_tfrecords(api: TestClient, root: Path) -> None:
+    """64 MiB of zeros walked as 4 M empty records (201, hours for a glob of them); each
+    length's CRC-32C is checked now, so the first record refuses it."""
+    with (root / "shards" / "zeros0.tfrecord").open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    field, message = refused(api, {**TFRECORD, "train": "shards/zeros*.tfrecord"})
+    assert field == "train" and "zeros0.tfrecord" in message
+    assert "record 0 at byte 0" in message and "CRC-32C" in message
