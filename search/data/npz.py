@@ -70,7 +70,7 @@ def save_npz(dataset: Dataset, path: str | Path) -> None:
 
 
 @dataclass(frozen=True)
-class _Header:
+class NpyHeader:
     """What a member's .npy header says: the array, and where its data starts."""
 
     shape: tuple[int, ...]
@@ -96,7 +96,7 @@ def _read_npz_arrays(source: Source, max_bytes: int) -> dict[str, np.ndarray]:
         with _open_zip(fileobj) as archive:
             members = _members(archive)
             _check_total(sum(info.file_size for info in members.values()), max_bytes)
-            headers = {k: _header(archive, info, k) for k, info in members.items()}
+            headers = {k: member_header(archive, info, k) for k, info in members.items()}
             return {k: _read_data(archive, members[k], headers[k], k) for k in members}
 
 
@@ -107,7 +107,7 @@ def array_shape(source: Source, key: str) -> tuple[int, ...]:
         members = _members(archive)
         if key not in members:
             raise DatasetError(f"the NPZ has no {key}")
-        return _header(archive, members[key], key).shape
+        return member_header(archive, members[key], key).shape
 
 
 @contextmanager
@@ -160,10 +160,7 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
                 f"{key} uses zip compression method {info.compress_type}; only stored "
                 "(numpy.savez) or deflated (numpy.savez_compressed) members are read"
             )
-        if info.file_size > MAX_ARRAY_BYTES:
-            raise DatasetError(
-                f"{key} is too large: {info.file_size} bytes (max {MAX_ARRAY_BYTES})"
-            )
+        check_member_size(info, key)
         found[key] = info
     missing = [k for k in ARRAYS if k not in found]
     if missing:
@@ -173,12 +170,18 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return found
 
 
+def check_member_size(info: zipfile.ZipInfo, key: str) -> None:
+    """A member over MAX_ARRAY_BYTES is refused from the zip's directory, before it is read."""
+    if info.file_size > MAX_ARRAY_BYTES:
+        raise DatasetError(f"{key} is too large: {info.file_size} bytes (max {MAX_ARRAY_BYTES})")
+
+
 def _member_key(name: str) -> str:
     return name[: -len(".npy")] if name.endswith(".npy") else name
 
 
 def _check_total(total: int, max_bytes: int) -> None:
-    """The zip's declared sizes: each .npy header must then match its own (`_header`)."""
+    """The zip's declared sizes: each .npy header must then match its own (`member_header`)."""
     if total > max_bytes:
         raise DatasetError(
             f"the NPZ decompresses to {total} bytes, over the limit of {max_bytes} bytes "
@@ -206,8 +209,9 @@ def _open_zip(fileobj: IO[bytes]) -> zipfile.ZipFile:
         raise DatasetError(f"not a valid NPZ file (truncated or corrupt): {exc}") from None
 
 
-def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _Header:
-    """The member's .npy header, from its first bytes only; its sizes must match the zip's."""
+def member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> NpyHeader:
+    """The member's .npy header, from its first bytes only; its sizes must match the zip's
+    (so the data an array's header describes is all there, and no more)."""
     with _member_errors(key):
         with archive.open(info) as f:
             stream = io.BytesIO(f.read(min(_HEADER_BYTES, info.file_size)))
@@ -219,7 +223,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _Heade
         )
     if any(d < 0 for d in shape):
         raise DatasetError(f"not a valid NPZ file: {key} has a negative shape {shape}")
-    header = _Header(tuple(shape), bool(fortran), dtype, stream.tell())
+    header = NpyHeader(tuple(shape), bool(fortran), dtype, stream.tell())
     held = info.file_size - header.offset
     if header.nbytes != held:
         what = "is truncated" if header.nbytes > held else "holds more than its header describes"
@@ -231,7 +235,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _Heade
 
 
 def _read_data(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, key: str
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: NpyHeader, key: str
 ) -> np.ndarray:
     """The array, read in bounded chunks into a buffer the header sized, never past it."""
     size = header.nbytes

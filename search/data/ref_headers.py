@@ -1,9 +1,10 @@
 """What the API reads of a dataset registered by path: headers and schemas only, never the
 data itself (the workers stream it).
 
-- NPZ: each array's .npy header (shape, dtype), and the small label arrays (to know the
-  task and the classes); members must be stored uncompressed (`np.savez`), so a worker can
-  map them instead of reading them whole.
+- NPZ: each array's .npy header (shape, dtype), and y_train when the task or the classes
+  are not given (read in chunks, after its header says it is one value per row); members
+  must be stored uncompressed (`np.savez`), so a worker can map them instead of reading them
+  whole.
 - CSV: the header row; rows are counted by scanning for line ends (no parsing).
 - Parquet: the footer's schema and row count (pyarrow, when installed).
 - TFRecord: the records counted by walking their length prefixes (seeks, no payload read),
@@ -17,15 +18,17 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from search.data.csv_reader import header_names
 from search.data.dataset import (
     ARRAYS,
+    MAX_CLASSES,
     MAX_FEATURES,
     MIN_ROWS,
     MIN_VAL_ROWS,
@@ -34,11 +37,12 @@ from search.data.dataset import (
     class_ids,
     infer_task,
 )
-from search.data.npz import read_npy_header
+from search.data.npz import check_member_size, member_header
 from search.data.references import VAL_EVERY, ReferenceRequest
 from search.errors import DatasetError
 
 _SCAN_CHUNK = 4 * 1024 * 1024
+_LABEL_CHUNK = 4 * 1024 * 1024  # bytes of labels held at once while the task is inferred
 MAX_HEADER_BYTES = 64 * (MAX_FEATURES + 2)
 #: The most TFRecord records one registration counts (train and val files together): the
 #: walk costs a few microseconds a record, so this bounds a request to a few minutes.
@@ -105,7 +109,7 @@ def _npz(request: ReferenceRequest, train: list[Path], val: list[Path]) -> RefIn
     if val:
         raise DatasetError("an NPZ holds its own validation arrays: give no val files")
     path = _one(train, "an NPZ dataset")
-    headers, labels = npz_layout(path)
+    headers = npz_layout(path)
     x_train, x_val = headers["x_train"], headers["x_val"]
     if x_train[0][1:] != x_val[0][1:]:
         raise DatasetError(f"x_train and x_val examples differ: {x_train[0]} vs {x_val[0]}")
@@ -113,11 +117,11 @@ def _npz(request: ReferenceRequest, train: list[Path], val: list[Path]) -> RefIn
         raise DatasetError(f"too many features per example (at most {MAX_FEATURES})")
     task, n_classes = request.task, request.n_classes
     if task is None:
-        task, n_classes = infer_task(labels["y_train"])
+        task, n_classes = infer_task(npz_labels(path, headers, "y_train"))
     elif task == "classification" and n_classes is None:
-        n_classes = class_count(class_ids(labels["y_train"], "y_train"))
-    y = labels["y_train"]
-    outputs = n_classes if task == "classification" else (1 if y.ndim == 1 else y.shape[1])
+        n_classes = class_count(class_ids(npz_labels(path, headers, "y_train"), "y_train"))
+    y_shape = headers["y_train"][0]
+    outputs = n_classes if task == "classification" else (1 if len(y_shape) == 1 else y_shape[1])
     return RefInfo(
         n_train=x_train[0][0],
         n_val=x_val[0][0],
@@ -134,12 +138,18 @@ def _npz(request: ReferenceRequest, train: list[Path], val: list[Path]) -> RefIn
     )
 
 
-def npz_layout(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str, int]], dict[str, Any]]:
-    """Each array's (shape, dtype, data offset in the file) from its header, and the label
-    arrays read whole (one value per row)."""
-    fmt = np.lib.format
-    headers: dict[str, tuple[tuple[int, ...], str, int]] = {}
-    labels: dict[str, np.ndarray] = {}
+NpzLayout: TypeAlias = dict[str, tuple[tuple[int, ...], str, int]]
+
+
+def npz_layout(path: Path) -> NpzLayout:
+    """Each array's (shape, dtype, data offset in the file), from its .npy header only.
+
+    The headers are checked as an upload's are (`member_header`: no pickle, sizes matching
+    the zip's), and the labels' shapes before any label is read: one value per row (1-D, or
+    2-D with at most MAX_FEATURES outputs), as many rows as their x, and at most
+    MAX_ARRAY_BYTES (`check_member_size`).
+    """
+    headers: NpzLayout = {}
     try:
         with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
             members = {n.removesuffix(".npy"): archive.getinfo(n) for n in archive.namelist()}
@@ -152,24 +162,96 @@ def npz_layout(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str, int]],
                         f"{key} is compressed (np.savez_compressed): a dataset by path must be "
                         "saved with np.savez, so workers can read it without loading it whole"
                     )
+                header = member_header(archive, info, key)
+                shape, dtype = header.shape, header.dtype
+                if header.fortran or dtype.kind not in "biuf" or not shape:
+                    raise DatasetError(f"{key} must be a plain numeric C-order array")
+                if key.startswith("y_"):
+                    _check_label_header(key, shape, headers[key.replace("y_", "x_")][0][0])
+                    check_member_size(info, key)
                 raw.seek(info.header_offset + 26)
                 name_len, extra_len = struct.unpack("<HH", raw.read(4))
-                raw.seek(info.header_offset + 30 + name_len + extra_len)
-                shape, fortran, dtype = read_npy_header(raw, key)
-                if dtype.hasobject or fortran or dtype.kind not in "biuf" or not shape:
-                    raise DatasetError(f"{key} must be a plain numeric C-order array")
-                headers[key] = (tuple(int(d) for d in shape), dtype.str, raw.tell())
-                if key.startswith("y_"):
-                    with archive.open(info) as member:
-                        labels[key] = fmt.read_array(member, allow_pickle=False)
+                start = info.header_offset + 30 + name_len + extra_len
+                headers[key] = (shape, dtype.str, start + header.offset)
     except DatasetError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, struct.error, EOFError) as exc:
         raise DatasetError(f"not a readable NPZ: {exc}") from None
-    for split in ("train", "val"):
-        if headers[f"x_{split}"][0][0] != headers[f"y_{split}"][0][0]:
-            raise DatasetError(f"x_{split} and y_{split} have different numbers of rows")
-    return headers, labels
+    widths = {headers[k][0][1:] for k in ("y_train", "y_val")}
+    if len(widths) > 1 and max(math.prod(w) for w in widths) > 1:
+        raise DatasetError(f"y_train and y_val rows differ: {' vs '.join(map(str, widths))}")
+    return headers
+
+
+def _check_label_header(key: str, shape: tuple[int, ...], x_rows: int) -> None:
+    """Labels are one value (or a bounded row of outputs) per example of x, from the header."""
+    if len(shape) > 2:
+        raise DatasetError(
+            f"{key} must be 1-D (or 2-D for several regression targets), got shape {shape}"
+        )
+    if len(shape) == 2 and shape[1] > MAX_FEATURES:
+        raise DatasetError(
+            f"{key} has {shape[1]} outputs per row (shape {shape}); at most {MAX_FEATURES}"
+        )
+    if shape[0] != x_rows:
+        x_key = key.replace("y_", "x_")
+        raise DatasetError(
+            f"{x_key} and {key} have different numbers of rows ({x_rows} vs {shape[0]})"
+        )
+
+
+def npz_labels(path: Path, headers: NpzLayout, key: str) -> np.ndarray:
+    """What `infer_task`, `class_ids` and `class_count` need of a label array, in bounded
+    memory: a 1-D (or one-column) array is read in chunks into `label_digest`; a wider one
+    is never read (no such array is class ids, and its width is all a regression needs)."""
+    shape, dtype_str, offset = headers[key]
+    dtype = np.dtype(dtype_str)
+    if len(shape) == 2 and shape[1] > 1:
+        like = np.zeros((1, shape[1]), dtype=np.int64 if dtype.kind == "b" else dtype)
+        return np.broadcast_to(like, shape)
+    digest = label_digest(_chunks(path, offset, math.prod(shape), dtype, key), dtype)
+    return digest.reshape(-1, 1) if len(shape) == 2 else digest
+
+
+def _chunks(
+    path: Path, offset: int, count: int, dtype: np.dtype[Any], key: str
+) -> Iterator[np.ndarray]:
+    """`count` values of `dtype` from `offset`, a bounded chunk at a time."""
+    per_chunk = max(1, _LABEL_CHUNK // dtype.itemsize)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while count > 0:
+            n = min(per_chunk, count)
+            data = f.read(n * dtype.itemsize)
+            if len(data) != n * dtype.itemsize:
+                raise DatasetError(f"not a readable NPZ: {key} is truncated")
+            yield np.frombuffer(data, dtype=dtype)
+            count -= n
+
+
+def label_digest(chunks: Iterable[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    """A few values that `infer_task`, `class_ids` and `class_count` judge as they would the
+    whole label array: every id 0..MAX_CLASSES-1 present, each chunk's min and max, and one
+    non-finite and one fractional value if there are any. So the label rules stay in one
+    place and the API holds one chunk of labels, not all of them."""
+    present = np.zeros(MAX_CLASSES, dtype=bool)
+    kept: list[np.ndarray] = []
+    for chunk in chunks:
+        values = chunk
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            if not finite.all():
+                kept.append(values[~finite][:1])
+                values = values[finite]
+            whole = values == np.round(values)
+            if not whole.all():
+                kept.append(values[~whole][:1])
+                values = values[whole]
+        if values.size:
+            kept.append(np.array([values.min(), values.max()], dtype=dtype))
+            ids = values[(values >= 0) & (values < MAX_CLASSES)].astype(np.int64)
+            present[ids] = True
+    return np.concatenate([np.flatnonzero(present).astype(dtype), *kept])
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -373,7 +455,9 @@ __all__ = [
     "RefInfo",
     "count_lines",
     "count_records",
+    "label_digest",
     "masked_crc32c",
+    "npz_labels",
     "npz_layout",
     "read_headers",
 ]

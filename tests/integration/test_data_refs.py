@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from search.data.ref_headers import masked_crc32c
+from tests import hostile
 from tests.conftest import ClientFactory
 
 TFRECORD = {
@@ -201,3 +202,21 @@ def test_a_sparse_file_of_zeros_is_not_counted_as_tfrecords(api: TestClient, roo
     field, message = refused(api, {**TFRECORD, "train": "shards/zeros*.tfrecord"})
     assert field == "train" and "zeros0.tfrecord" in message
     assert "record 0 at byte 0" in message and "CRC-32C" in message
+
+
+def test_an_npz_whose_labels_are_not_one_value_per_row_is_refused_unread(
+    api: TestClient, root: Path
+) -> None:
+    """A sparse 1.5 GB y_train of shape (10, 37.5 M) was read whole and registered as a
+    37.5 M-output regression; its .npy header refuses it now."""
+    hostile.stored_npz(
+        root / "wide.npz",
+        {
+            "x_train": (hostile.npy_header((10, 3)), 120),
+            "y_train": (hostile.npy_header((10, 37_500_000)), 10 * 37_500_000 * 4),
+            "x_val": (hostile.npy_header((4, 3)), 48),
+            "y_val": (hostile.npy_header((4, 37_500_000)), 4 * 37_500_000 * 4),
+        },
+    )
+    field, message = refused(api, {"format": "npz", "train": "wide.npz"})
+    assert field == "train" and "y_train has 37500000 outputs per row" in message

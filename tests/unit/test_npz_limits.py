@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from search.data import read_npz
+from search.data import MAX_FEATURES, read_npz
+from search.data.dataset import class_count, class_ids, infer_task
+from search.data.ref_headers import label_digest, npz_labels, npz_layout
 from search.errors import DatasetError
 from tests import hostile
 from tests.hostile import GiB, MiB
@@ -186,3 +189,106 @@ def test_deflated_fortran_and_big_endian_arrays_read_back_equal(tmp_path: Path) 
     dataset = read_npz(tmp_path / "c.npz", max_bytes=LIMIT)
     np.testing.assert_array_equal(dataset.x_train, arrays["x_train"].astype(np.float32))
     np.testing.assert_array_equal(dataset.y_val, arrays["y_val"])
+
+
+# --- datasets by path: the labels' headers first, then chunks --------------------------------
+
+
+def _by_path(
+    path: Path, y_train: tuple[bytes, int], x_rows: int = 10
+) -> tuple[Path, dict[str, tuple[tuple[int, ...], str, int]] | Exception, int]:
+    """A sparse by-path NPZ with this y_train; what npz_layout made of it and the peak RSS
+    growth of the whole registration read (layout, then labels as _npz would)."""
+    hostile.stored_npz(
+        path,
+        {
+            "x_train": (hostile.npy_header((x_rows, 3)), x_rows * 12),
+            "y_train": y_train,
+            "x_val": (hostile.npy_header((4, 3)), 48),
+            "y_val": (hostile.npy_header((4,), "<i8"), 32),
+        },
+    )
+
+    def read() -> tuple[Any, Any]:
+        headers = npz_layout(path)
+        return headers, infer_task(npz_labels(path, headers, "y_train"))
+
+    try:
+        result, growth = hostile.peak_growth(read)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    return path, result, growth
+
+
+def test_a_by_path_label_array_with_millions_of_outputs_is_refused_from_its_header(
+    tmp_path: Path,
+) -> None:
+    """The red team's 1.5 GB y_train of shape (10, 37.5 M) was read whole (RSS +1.4 GB) and
+    registered as a 37.5 M-output regression; its header alone refuses it now."""
+    header = hostile.npy_header((10, 37_500_000))
+    _, error, growth = _by_path(tmp_path / "wide.npz", (header, 10 * 37_500_000 * 4))
+    assert isinstance(error, DatasetError), error
+    assert "y_train has 37500000 outputs per row" in str(error)
+    assert f"at most {MAX_FEATURES}" in str(error)
+    assert growth < 16 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
+
+
+def test_by_path_labels_must_match_x_rows_before_they_are_read(tmp_path: Path) -> None:
+    header = hostile.npy_header((37_500_000,))
+    _, error, growth = _by_path(tmp_path / "long.npz", (header, 37_500_000 * 4))
+    assert isinstance(error, DatasetError), error
+    assert "x_train and y_train have different numbers of rows (10 vs 37500000)" in str(error)
+    assert growth < 16 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
+    cube = hostile.npy_header((10, 2, 2))
+    _, error, _ = _by_path(tmp_path / "cube.npz", (cube, 160))
+    assert isinstance(error, DatasetError) and "y_train must be 1-D (or 2-D" in str(error)
+
+
+def test_by_path_labels_are_read_in_chunks_to_infer_the_task(tmp_path: Path) -> None:
+    """40 M float32 labels (160 MB, one 1.0 among zeros: classes 0 and 1), never held whole."""
+    rows = 40_000_000
+    first = hostile.npy_header((rows,)) + np.float32(1).tobytes()
+    _, result, growth = _by_path(tmp_path / "many.npz", (first, (rows - 1) * 4), x_rows=rows)
+    assert not isinstance(result, Exception), result
+    headers, task = result
+    assert headers["y_train"][0] == (rows,) and task == ("classification", 2)
+    assert growth < 48 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
+
+
+LABELS = {
+    "ids": np.arange(100) % 7,
+    "one class": np.zeros(50, dtype=np.int64),
+    "missing class": np.array([0, 2, 2, 0] * 20),
+    "negative": np.array([0, 1, -3, 1] * 20),
+    "too many": np.arange(2000, dtype=np.uint16),
+    "huge uint": np.array([0, 1, 2**63] * 20, dtype=np.uint64),
+    "float ids": (np.arange(90) % 3).astype(np.float32),
+    "one-based floats": (np.arange(90) % 3 + 1).astype(np.float64),
+    "fraction": np.array([0.0, 1.0, 0.5, 1.0] * 20),
+    "nan": np.array([0.0, 1.0, np.nan, 1.0] * 20),
+    "inf": np.array([0.0, 1.0, 2.0, np.inf] * 20),
+    "regression": np.linspace(-3, 3, 97),
+    "bools": np.array([True, False, False] * 30),
+    "one column": (np.arange(60) % 4).reshape(-1, 1).astype(np.float32),
+}
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except DatasetError as exc:
+        return f"DatasetError: {exc}"
+
+
+@pytest.mark.parametrize("name", sorted(LABELS))
+def test_a_label_digest_is_judged_as_the_whole_array(name: str) -> None:
+    """infer_task / class_ids / class_count give the same answer (or error) on the digest of
+    labels read 7 at a time as on the labels themselves: the rules live in one place."""
+    y = LABELS[name]
+    chunks = [y.ravel()[i : i + 7] for i in range(0, y.size, 7)]
+    digest = label_digest(chunks, y.dtype)
+    digest = digest.reshape(-1, 1) if y.ndim == 2 else digest
+    assert digest.size <= 2 * len(chunks) + 1000 + 2
+    assert _outcome(infer_task, digest) == _outcome(infer_task, y)
+    whole = _outcome(lambda a: class_count(class_ids(a, "y_train")), y)
+    assert _outcome(lambda a: class_count(class_ids(a, "y_train")), digest) == whole
