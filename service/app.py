@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from search import store
 from service.answers import AnswerCache, ReadCoalescer
 from service.errors import install_error_handlers, problem_response
-from service.guards import WriteGuard
+from service.guards import RequestGuard
 from service.routes import datasets, health, models, plots, studies, tasks, trials
 from service.settings import Settings
 
@@ -129,8 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 8})
     app.include_router(models.router, prefix="/v1", form_limits={"max_files": 1, "max_fields": 4})
     # Added before BodyLimit, so it runs after it: a declared oversized body is a 413 at once,
-    # then a foreign Origin or a missing token is refused before the body is read.
-    app.add_middleware(WriteGuard, auth=settings.auth)
+    # then an untrusted Host, a foreign Origin or a missing token is refused before the body
+    # is read.
+    app.add_middleware(RequestGuard, auth=settings.auth, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(
         BodyLimit,
         default_limit=JSON_BODY_LIMIT,

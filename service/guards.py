@@ -1,14 +1,18 @@
-"""Checks on write requests that must run before anything reads their body.
+"""Checks that must run before a route answers or reads a request's body.
 
-* With auth off (one user on loopback), any web page the user visits could POST to the API:
-  a write whose `Origin` header names another site is refused (403). Browsers always send
-  `Origin` on cross-site POSTs; the CLI, the client and curl send none.
+* With auth off (one user on loopback), any web page the user visits could call the API:
+  - a request whose `Host` is a domain name other than `localhost` and LRSEARCH_ALLOWED_HOSTS
+    is refused (403), reads included: a page can rebind its own name to 127.0.0.1 (DNS
+    rebinding) and would then read and write as a same-origin page (service.hosts);
+  - a write whose `Origin` header names another site is refused (403). Browsers always send
+    `Origin` on cross-site POSTs; the CLI, the client and curl send none.
 * With auth on, the token is checked first: an anonymous caller gets its 401 before the API
   reads (up to) a whole upload.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -18,31 +22,45 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import _token_caller
 from service.errors import Problem, problem_response
+from service.hosts import normalise_allowed, trusted_host, untrusted_host_detail
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class WriteGuard:
-    """Refuse a write before its body is read: a foreign `Origin` (auth off) or a missing,
-    unknown or revoked token (auth on)."""
+class RequestGuard:
+    """Refuse a request before it is answered or its body read: with auth off, an untrusted
+    `Host` (any method) or a write from a foreign `Origin`; with auth on, a write with a
+    missing, unknown or revoked token."""
 
-    def __init__(self, app: ASGIApp, auth: bool) -> None:
+    def __init__(self, app: ASGIApp, auth: bool, allowed_hosts: Collection[str] = ()) -> None:
         self.app = app
         self.auth = auth
+        self.allowed_hosts = normalise_allowed(allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in READ_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.auth:
-            refusal = await _unauthenticated(scope, headers)
-        else:
-            refusal = _foreign_origin(headers)
+        refusal: _Refusal | None = None
+        if not self.auth:
+            refusal = _untrusted_host(headers, self.allowed_hosts)
+        if refusal is None and scope["method"] not in READ_METHODS:
+            if self.auth:
+                refusal = await _unauthenticated(scope, headers)
+            else:
+                refusal = _foreign_origin(headers)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _untrusted_host(headers: Headers, allowed: frozenset[str]) -> _Refusal | None:
+    host = headers.get("host")
+    if trusted_host(host, allowed):
+        return None
+    return _Refusal(403, untrusted_host_detail(host or ""), slug="untrusted-host")
 
 
 def _foreign_origin(headers: Headers) -> _Refusal | None:

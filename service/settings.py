@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +100,13 @@ class Settings(BaseSettings):
         "off when workers start after studies are queued (scaled from zero by KEDA); such a "
         "study then waits for a worker that has its plugin.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="With auth off, the host names (besides localhost and IP addresses) the "
+        "API and the dashboard answer in a request's Host header; any other is refused (403) "
+        "so that a web page cannot reach them through a rebound DNS name. Env: "
+        "comma-separated names, or a JSON list.",
+    )
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Directories (shared storage, mounted at the same path on the workers) "
@@ -117,6 +125,26 @@ class Settings(BaseSettings):
             return json.loads(text)
         return [p for p in text.split(os.pathsep) if p]
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """`a,b` as well as `["a", "b"]`; blanks dropped."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [str(name).strip() for name in value if str(name).strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _plain_names(cls, names: list[str]) -> list[str]:
+        """A name is compared with the Host header's name part: a port or URL never matches."""
+        for name in names:
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name (write it without scheme or port)")
+        return names
+
     @property
     def stored_bytes_limit(self) -> int:
         """max_stored_bytes, or 4 x max_upload_bytes when unset (an uncompressed uint8 upload
@@ -130,3 +158,4 @@ class Settings(BaseSettings):
 
 
 STORED_PER_UPLOAD_BYTE = 4
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")

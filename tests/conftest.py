@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+#: TestClient's base URL: with auth off the API answers only loopback names and IP addresses
+#: in Host (TestClient's default, `testserver`, is a domain name a page could rebind).
+LOCAL_BASE_URL = "http://localhost"
 
 
 def _pg_admin() -> Any:
@@ -71,7 +74,7 @@ def client_factory(db_url: str, tmp_path: Path) -> ClientFactory:
     def make(**overrides: Any) -> Iterator[TestClient]:
         values: dict[str, Any] = {"database_url": db_url, "data_dir": tmp_path / "data"}
         values.update(overrides)
-        with TestClient(create_app(Settings(**values))) as client:
+        with TestClient(create_app(Settings(**values)), base_url=LOCAL_BASE_URL) as client:
             yield client
 
     return make

@@ -6,7 +6,7 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -15,6 +15,7 @@ from search import store
 from service.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from service.cli.exposure import refuse_insecure_bind
 from service.cli.server import raise_keyboard_interrupt
+from service.hosts import normalise_allowed, trusted_host, untrusted_host_detail
 from service.settings import Settings
 
 
@@ -64,6 +65,26 @@ def read_only(app: WsgiApp) -> WsgiApp:
     return guarded
 
 
+def trusted_hosts_only(app: WsgiApp, allowed: Collection[str]) -> WsgiApp:
+    """Refuse (403) a request whose Host is a domain name not allowed: the dashboard has no
+    login, so a web page that rebinds its own name to this address could read every
+    tenant's studies (service.hosts)."""
+    names = normalise_allowed(allowed)
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST")
+        if trusted_host(host, names):
+            return app(environ, start_response)
+        body = json.dumps({"reason": untrusted_host_detail(host or "")}).encode()
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return guarded
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (the dashboard polls every few seconds)."""
 
@@ -84,6 +105,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     app: WsgiApp = optuna_dashboard.wsgi(storage)
     if not args.allow_writes:
         app = read_only(app)
+    app = trusted_hosts_only(app, settings.allowed_hosts)
     server = make_server(
         args.host, args.port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
     )

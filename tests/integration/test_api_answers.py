@@ -22,6 +22,7 @@ from service.answers import AnswerCache, ReadCoalescer
 from service.app import create_app
 from service.cli.server import settings_env
 from service.settings import Settings
+from tests.conftest import LOCAL_BASE_URL
 from tests.integration.test_api import (
     count_statements,
     create,
@@ -133,7 +134,10 @@ def test_repeated_reads_of_unchanged_trials_cost_one_statement(
 def two_processes(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, TestClient]]:
     """Two API apps on one database, each with its own answer cache (like --processes 2)."""
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data")
-    with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
+    with (
+        TestClient(create_app(settings), base_url=LOCAL_BASE_URL) as a,
+        TestClient(create_app(settings), base_url=LOCAL_BASE_URL) as b,
+    ):
         yield a, b
 
 

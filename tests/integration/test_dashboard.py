@@ -117,6 +117,12 @@ def test_dashboard_shows_the_services_studies_read_only(
         assert [t["values"] for t in detail["best_trials"]] == [[0.2]]
         assert {a["key"] for a in detail["union_user_attrs"]} >= {"strategy", "lr", "history"}
 
+        rebound = httpx.get(f"{base}/api/studies", headers={"Host": "evil.example"}, timeout=10)
+        assert rebound.status_code == 403, "a page that rebinds its name must not read studies"
+        assert "LRSEARCH_ALLOWED_HOSTS" in rebound.json()["reason"]
+        local = httpx.get(f"{base}/api/studies", headers={"Host": "localhost"}, timeout=10)
+        assert local.status_code == 200
+
         refused = httpx.delete(f"{base}/api/studies/{dashboard_id}", timeout=10)
         assert refused.status_code == 405 and "read-only" in refused.json()["reason"]
         assert httpx.post(f"{base}/incompatible-rdb-schema", timeout=10).status_code == 405

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from search.data import load_digits
 from search.worker import Worker, WorkerConfig
-from tests.conftest import ClientFactory, at_the_same_moment
+from tests.conftest import LOCAL_BASE_URL, ClientFactory, at_the_same_moment
 from tests.keras_files import DENSE, _layer, archive, sequential
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_trials_start_from_the_files_weights_or_fresh_ones(
     from service.settings import Settings
 
     settings = Settings(database_url=sqlite_url, data_dir=tmp_path / "data")
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), base_url=LOCAL_BASE_URL) as api:
         refused = upload(api, keras_files["lambda"].read_bytes()).json()
         assert refused["status"] == 422 and "Lambda" in refused["errors"][0]["message"]
         model_id = upload(api, keras_files["pretrained"].read_bytes()).json()["id"]

@@ -20,6 +20,7 @@ import optuna
 import pytest
 
 from tests import faults
+from tests.conftest import LOCAL_BASE_URL
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.serial]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,7 +114,7 @@ def test_an_oom_like_error_fails_one_trial_and_the_study_goes_on(
     from fastapi.testclient import TestClient
 
     settings = Settings(database_url=pg_url, data_dir=tmp_path / "data")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL_BASE_URL) as client:
         created = client.post("/v1/studies", json=faults.tiny_spec(3, 2))
         study_id = created.json()["id"]
         worker = Worker(
@@ -156,7 +157,8 @@ def test_a_one_trial_study_with_two_default_starts_completes(
     from service.settings import Settings
 
     with TestClient(
-        create_app(Settings(database_url=sqlite_url, data_dir=tmp_path / "data"))
+        create_app(Settings(database_url=sqlite_url, data_dir=tmp_path / "data")),
+        base_url=LOCAL_BASE_URL,
     ) as client:
         spec = faults.tiny_spec(1, 1, strategies=["constant", "cosine"])
         study_id = client.post("/v1/studies", json=spec).json()["id"]

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from search.worker import Worker, WorkerConfig
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest import LOCAL_BASE_URL
 from tests.servers import serve, wait_final
 
 tf = pytest.importorskip("tensorflow")
@@ -206,7 +207,7 @@ def test_other_formats_by_path_train_through_a_worker(
             "n_classes": 2,
         }
     settings = Settings(database_url=sqlite_url, data_dir=tmp_path / "data", data_roots=[root])
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), base_url=LOCAL_BASE_URL) as api:
         ds = api.post("/v1/datasets/by-reference", json=body).json()
         spec = {
             "task": {"dataset": ds["id"], "epochs": 3, "batch_size": 32},

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from search import store
 from service.cli import main
+from tests.conftest import AuthClient, ClientFactory
 from tests.servers import ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -74,11 +75,81 @@ def test_a_write_from_another_origin_is_refused_with_auth_off(app_client: TestCl
     )
     assert upload.status_code == 403
     assert app_client.get("/v1/studies").json()["items"] == [], "nothing was created"
-    same = app_client.post("/v1/studies", json=spec, headers={"Origin": "http://testserver"})
+    same = app_client.post("/v1/studies", json=spec, headers={"Origin": "http://localhost"})
     assert same.status_code == 201, same.text
     assert app_client.post("/v1/studies", json=spec).status_code == 201  # CLI: no Origin
     reads = app_client.get("/v1/studies", headers={"Origin": "https://evil.example"})
     assert reads.status_code == 200
+
+
+# --- DNS rebinding with auth off: only loopback names, IP addresses and allowed names ----------
+
+REBOUND = {"Host": "evil.example:8765", "Origin": "http://evil.example:8765"}
+
+
+def test_a_rebound_host_name_is_refused_on_reads_and_writes_with_auth_off(
+    app_client: TestClient,
+) -> None:
+    spec = {"n_trials": 2, "task": {"epochs": 1}}
+    for response in (
+        app_client.get("/v1/studies", headers=REBOUND),
+        app_client.post("/v1/studies", json=spec, headers=REBOUND),
+        app_client.post(
+            "/v1/datasets", files={"file": ("x.csv", b"a,b\n1,2\n", "text/csv")}, headers=REBOUND
+        ),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        body = response.json()
+        assert body["type"].endswith("untrusted-host"), body
+        assert "evil.example:8765" in body["detail"] and "LRSEARCH_ALLOWED_HOSTS" in body["detail"]
+    assert app_client.get("/v1/studies").json()["items"] == [], "nothing was created"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost:8765",
+        "LOCALHOST.",
+        "127.0.0.1:8000",
+        "127.8.9.10",
+        "[::1]:8765",
+        "10.1.2.3:8000",  # a kubelet probe: the pod's IP
+        "[fd00::7]",
+    ],
+)
+def test_loopback_names_and_ip_addresses_are_answered_with_auth_off(
+    app_client: TestClient, host: str
+) -> None:
+    created = app_client.post(
+        "/v1/studies", json={"n_trials": 2}, headers={"Host": host, "Origin": f"http://{host}"}
+    )
+    assert created.status_code == 201, created.text
+    assert app_client.get("/v1/studies", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io"])
+def test_names_that_merely_look_local_are_refused(app_client: TestClient, host: str) -> None:
+    assert app_client.get("/healthz", headers={"Host": host}).status_code == 403
+
+
+def test_a_name_in_allowed_hosts_is_answered(client_factory: ClientFactory) -> None:
+    with client_factory(allowed_hosts="api.internal, Dash.Example") as client:
+        for host in ("api.internal:8000", "dash.example"):
+            created = client.post("/v1/studies", json={"n_trials": 2}, headers={"Host": host})
+            assert created.status_code == 201, created.text
+        refused = client.get("/v1/studies", headers={"Host": "other.internal:8000"})
+        assert refused.status_code == 403
+
+
+def test_with_auth_on_the_host_name_is_not_checked(auth_client: AuthClient) -> None:
+    client = auth_client.client
+    headers = {**REBOUND, **auth_client.headers()}
+    assert client.get("/v1/studies", headers=headers).status_code == 200
+    created = client.post("/v1/studies", json={"n_trials": 2}, headers=headers)
+    assert created.status_code == 201, created.text
+    anonymous = client.post("/v1/studies", json={"n_trials": 2}, headers=REBOUND)
+    assert anonymous.status_code == 401, "the token, not the Host, protects an auth-on API"
 
 
 # --- (e) authentication before the body ------------------------------------------------------

@@ -19,7 +19,7 @@ _API_SCRIPT = textwrap.dedent(
     from service.settings import Settings
 
     settings = Settings(database_url=f"sqlite:///{sys.argv[1]}/api.db", data_dir=sys.argv[1])
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         created = client.post("/v1/studies", json={"n_trials": 3, "task": {"epochs": 2}})
         assert created.status_code == 201, created.text
         study_id = created.json()["id"]
