@@ -21,6 +21,7 @@ from pydantic import (
 
 from search.errors import MAX_LISTED_ERRORS, FieldError, SpecError
 from search.strategies import PARAM_BOUNDS, STRATEGY_IDS, get_strategy
+from search.text import PRINTABLE_MESSAGE, printable
 
 MAX_MODEL_JSON_CHARS = 1_000_000
 ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
@@ -201,6 +202,14 @@ class StudySpec(_Strict):
         description="share of the trials that re-run the best candidates on fresh seeds;"
         " /best is then the best mean over seeds",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        """Names are printed back in terminals: no escape sequences or forged lines."""
+        if not printable(name):
+            raise SpecError([FieldError("name", PRINTABLE_MESSAGE)])
+        return name
 
     @field_validator("strategies")
     @classmethod

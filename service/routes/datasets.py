@@ -20,6 +20,7 @@ from search import store
 from search.data.ref_headers import RefInfo, read_headers
 from search.data.references import ReferenceRequest, resolve_files
 from search.errors import DatasetError
+from search.text import PRINTABLE_MESSAGE, printable
 from service.deps import DatasetId, SessionDep, SettingsDep, TenantDep
 from service.errors import (
     Conflict,
@@ -82,10 +83,10 @@ def upload_dataset(
             slug="quota-exceeded",
         )
     data = _read_limited(file.file, settings.max_upload_bytes)
-    if name is not None and not _storable(name):
-        raise InvalidRequest("name", "must be printable text (no NUL or control characters)")
-    if target is not None and not _storable(target):
-        raise InvalidRequest("target", "must be printable text (no NUL or control characters)")
+    if name is not None and not printable(name):
+        raise InvalidRequest("name", PRINTABLE_MESSAGE)
+    if target is not None and not printable(target):
+        raise InvalidRequest("target", PRINTABLE_MESSAGE)
     label = name or _label_from_filename(file.filename)
     fmt = _detect_format(file.filename or "", data)
     dataset = _parse(data, fmt, target, label, settings.max_decompressed_bytes)
@@ -113,8 +114,8 @@ def register_dataset(
             f"at most {settings.max_datasets} datasets per tenant; delete one first",
             slug="quota-exceeded",
         )
-    if request.name is not None and not _storable(request.name):
-        raise InvalidRequest("name", "must be printable text (no NUL or control characters)")
+    if request.name is not None and not printable(request.name):
+        raise InvalidRequest("name", PRINTABLE_MESSAGE)
     info = _referenced(request, settings)
     label = request.name or Path(request.train[0]).name[:200] or "dataset"
     row = store.StoredDataset(
@@ -204,11 +205,6 @@ def _reference_json(source: dict[str, Any]) -> dict[str, Any]:
     """What a dataset by path shows: its format, its files, how validation is split off."""
     keys = ("format", "train", "val", "split_every", "target", "label")
     return {k: source.get(k) for k in keys if source.get(k) is not None}
-
-
-def _storable(text: str) -> bool:
-    """Text every database stores: no NUL (PostgreSQL refuses it), no control characters."""
-    return text.isprintable()
 
 
 def _label_from_filename(filename: str | None) -> str:

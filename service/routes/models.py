@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from search import store
 from search.errors import ModelError
 from search.model_files import KerasFileInfo, check_keras_file
+from search.text import PRINTABLE_MESSAGE, printable
 from service.deps import ModelId, SessionDep, SettingsDep, TenantDep
 from service.errors import (
     Conflict,
@@ -72,8 +73,8 @@ def upload_model(
             f"at most {settings.max_models} model files per tenant; delete one first",
             slug="quota-exceeded",
         )
-    if name is not None and not name.isprintable():
-        raise InvalidRequest("name", "must be printable text (no NUL or control characters)")
+    if name is not None and not printable(name):
+        raise InvalidRequest("name", PRINTABLE_MESSAGE)
     folder = settings.data_dir / "models"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _receive(file.file, folder, settings.max_model_bytes)
