@@ -9,6 +9,7 @@ from typing import Any
 from service.cli.connection import add_connection, client_for
 from service.cli.exit_codes import EXIT_OK
 from service.cli.output import format_table
+from service.client.display import shown
 from service.settings import Settings
 
 
@@ -31,8 +32,8 @@ def cmd_datasets(args: argparse.Namespace, _settings: Settings) -> int:
     with client_for(args) as client:
         if args.action == "upload":
             row = client.upload_dataset(args.file, target=args.target, name=args.name)
-            print(row["id"])
-            print(_dataset_summary(row), file=sys.stderr)
+            print(shown(row["id"]))
+            print(shown(_dataset_summary(row)), file=sys.stderr)
             return EXIT_OK
         rows = [_dataset_row(d) for d in client.datasets()]
     print(format_table(DATASET_COLUMNS, rows, right={4, 5, 6}))

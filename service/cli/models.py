@@ -9,6 +9,7 @@ from typing import Any
 from service.cli.connection import add_connection, client_for
 from service.cli.exit_codes import EXIT_OK
 from service.cli.output import format_table
+from service.client.display import shown
 from service.settings import Settings
 
 
@@ -30,8 +31,8 @@ def cmd_models(args: argparse.Namespace, _settings: Settings) -> int:
     with client_for(args) as client:
         if args.action == "upload":
             row = client.upload_model(args.file, name=args.name)
-            print(row["id"])
-            print(_summary(row), file=sys.stderr)
+            print(shown(row["id"]))
+            print(shown(_summary(row)), file=sys.stderr)
             return EXIT_OK
         rows = [_row(m) for m in client.models()]
     print(format_table(MODEL_COLUMNS, rows, right={4, 5}))

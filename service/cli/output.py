@@ -1,8 +1,11 @@
-"""Plain-text tables, shared by the commands that list things (trials, datasets)."""
+"""Plain-text tables, shared by the commands that list things (trials, datasets); every cell
+is server text, shown with its non-printable characters escaped."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from service.client.display import shown
 
 
 def format_table(
@@ -10,6 +13,8 @@ def format_table(
 ) -> str:
     """Columns padded to their widest cell; columns in `right` (numbers) right-aligned."""
     right = right or set()
+    headers = [shown(h) for h in headers]
+    rows = [[shown(c) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
 
     def line(cells: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ from service.cli.connection import add_connection, client_for
 from service.cli.exit_codes import EXIT_OK, EXIT_STUDY_FAILED
 from service.cli.output import format_table
 from service.client import InputFileError, Study, load_spec, parse_spec_text, set_dotted
+from service.client.display import shown
 from service.settings import Settings
 
 
@@ -32,7 +33,7 @@ def _final_exit(status: dict[str, Any]) -> int:
     state = status.get("status")
     if state in ("failed", "cancelled"):
         reason = f": {status['error']}" if status.get("error") else ""
-        print(f"study {status.get('id')} {state}{reason}", file=sys.stderr)
+        print(shown(f"study {status.get('id')} {state}{reason}"), file=sys.stderr)
         return EXIT_STUDY_FAILED
     return EXIT_OK
 
@@ -56,7 +57,7 @@ def cmd_submit(args: argparse.Namespace, _settings: Settings) -> int:
     spec = _read_spec(args.file, _overrides(args.set))
     with client_for(args) as client:
         study = client.submit(spec)
-        print(study.id, flush=True)
+        print(shown(study.id), flush=True)
         return _wait(study, args) if args.wait else EXIT_OK
 
 
@@ -123,7 +124,7 @@ def _status_text(data: dict[str, Any]) -> str:
         ("started", data.get("started_at")),
         ("finished", data.get("finished_at")),
     ]
-    return "\n".join(f"{k:<10} {v}" for k, v in rows if v not in (None, ""))
+    return "\n".join(f"{k:<10} {shown(v)}" for k, v in rows if v not in (None, ""))
 
 
 def add_trials(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +203,8 @@ def cmd_best(args: argparse.Namespace, _settings: Settings) -> int:
     with client_for(args) as client:
         best = client.study(args.id).best()
     if args.format == "python":
-        print(best["export"].get("python") or _snippet(best["export"]), end="")
+        code = best["export"].get("python") or _snippet(best["export"])
+        print(shown(code, newlines=True), end="")
     elif args.format == "export":
         print(json.dumps(best["export"], indent=2))
     else:
@@ -234,7 +236,7 @@ def cmd_cancel(args: argparse.Namespace, _settings: Settings) -> int:
     """Cancel a queued or running study (an already finished one is an API error, exit 3)."""
     with client_for(args) as client:
         data = client.study(args.id).cancel()
-    print(f"{data['id']} {data['status']}")
+    print(shown(f"{data['id']} {data['status']}"))
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from service.cli.connection import add_connection, client_for
 from service.cli.exit_codes import EXIT_OK
 from service.cli.output import format_table
+from service.client.display import shown
 from service.settings import Settings
 
 TASK_COLUMNS = ("plugin", "versions", "workers", "devices")
@@ -27,7 +28,7 @@ def cmd_tasks(args: argparse.Namespace, _settings: Settings) -> int:
         print(json.dumps(offer, indent=2))
         return EXIT_OK
     print(format_table(TASK_COLUMNS, [_row(p) for p in offer["plugins"]], right={2}))
-    print(_devices(offer))
+    print(shown(_devices(offer)))
     return EXIT_OK
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from service.client.display import shown
+
 
 class ClientError(Exception):
     """Base of the errors this client raises on purpose."""
@@ -42,10 +44,13 @@ class ApiError(ClientError):
         super().__init__(self.message())
 
     def message(self) -> str:
-        """`status title: detail` followed by one line per bad field (and how many more)."""
-        head = f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")
+        """`status title: detail` followed by one line per bad field (and how many more);
+        the server's text with its non-printable characters escaped, for a terminal."""
+        head = f"{self.status} {shown(self.title)}"
+        head += f": {shown(self.detail)}" if self.detail else ""
         more = [f"  ... and {self.more_errors} more"] if self.more_errors else []
-        return "\n".join([head, *(f"  {e.field}: {e.message}" for e in self.errors), *more])
+        fields = [f"  {shown(e.field)}: {shown(e.message)}" for e in self.errors]
+        return "\n".join([head, *fields, *more])
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from service.client.display import shown
+
 FINAL_STATUSES = ("completed", "cancelled", "failed")
 
 
@@ -53,7 +55,7 @@ class ProgressBar:
             parts.append(f"ETA {self._eta(status, done, budget)}")
         running = int((status.get("progress") or {}).get("running") or 0)
         parts.append(f"{state}, {running} training" if running else state)
-        return "  ".join(parts)
+        return shown("  ".join(parts))
 
     def _eta(self, status: Mapping[str, Any], done: int, budget: int) -> str:
         """Remaining trials at the pace seen so far (server start time if usable)."""
