@@ -14,6 +14,7 @@ from service.cli.exit_codes import EXIT_OK, EXIT_STUDY_FAILED
 from service.cli.output import format_table
 from service.client import InputFileError, Study, load_spec, parse_spec_text, set_dotted
 from service.client.display import shown
+from service.client.specs import MAX_SPEC_FILE_BYTES
 from service.settings import Settings
 
 
@@ -64,7 +65,8 @@ def cmd_submit(args: argparse.Namespace, _settings: Settings) -> int:
 def _read_spec(file: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if file != "-":
         return load_spec(file, overrides)
-    spec = parse_spec_text(sys.stdin.read(), where="stdin")
+    # One character more than a spec may hold, so an endless stdin (< /dev/zero) still ends.
+    spec = parse_spec_text(sys.stdin.read(MAX_SPEC_FILE_BYTES + 1), where="stdin")
     for key, value in overrides.items():
         set_dotted(spec, key, value)
     return spec
