@@ -203,8 +203,19 @@ def validation_field_errors(exc: RequestValidationError) -> list[FieldError]:
             loc = loc[1:]
         if err.get("type") == "json_invalid":
             loc = []
-        out.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid"))))
+        message = str(err.get("msg", "invalid"))
+        if "Expected UploadFile" in message:
+            message = NO_FILE_MESSAGE
+        out.append(FieldError(".".join(loc) or "body", message))
     return out
+
+
+#: A multipart part with an empty file name (`filename=""`, what a browser sends when no file
+#: was chosen) reaches FastAPI as a plain text field, which it reports as a type mismatch.
+NO_FILE_MESSAGE = (
+    'no file was sent: this part has no file name (filename=""); send a file as a '
+    "multipart file part with its name"
+)
 
 
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:

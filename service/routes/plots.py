@@ -78,7 +78,7 @@ def get_plot(
     range test ran)."""
     study = study_or_404(session, study_id, caller.tenant_id)
     if name not in PLOT_NAMES:
-        raise NotFound(f"no plot {name!r}; known plots: {', '.join(PLOT_NAMES)}")
+        raise NotFound(f"no plot {name[:80]!r}; known plots: {', '.join(PLOT_NAMES)}")
     metric = str(study.spec.get("objective", {}).get("metric") or "val_loss")
     options = PlotOptions(metric=metric, direction=study.direction, k=k, title=study.name)
     if name == "range":

@@ -139,3 +139,22 @@ def test_the_stored_limit_defaults_to_four_times_the_upload_limit() -> None:
 
     assert Settings(max_upload_bytes=1000).stored_bytes_limit == 4000
     assert Settings(max_upload_bytes=1000, max_stored_bytes=1500).stored_bytes_limit == 1500
+
+
+@pytest.mark.parametrize("path", ["/v1/datasets", "/v1/models"])
+def test_a_file_part_without_a_file_name_is_a_clear_422_on_file(
+    app_client: TestClient, path: str
+) -> None:
+    """`filename=""` (a browser's form with no file chosen) arrives as a text field."""
+    refused = app_client.post(path, files={"file": ("", b"a,b\n1,2\n", "text/csv")})
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["field"] == "file" and error["message"].startswith("no file was sent")
+    assert "UploadFile" not in refused.text
+
+
+def test_a_404_echoes_at_most_80_characters_of_a_plot_name(app_client: TestClient) -> None:
+    study_id = app_client.post("/v1/studies", json={"n_trials": 2}).json()["id"]
+    missing = app_client.get(f"/v1/studies/{study_id}/plots/{'x' * 10_000}.png")
+    assert missing.status_code == 404, missing.text
+    assert "x" * 80 in missing.json()["detail"] and "x" * 81 not in missing.text
