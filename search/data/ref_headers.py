@@ -7,8 +7,7 @@ data itself (the workers stream it).
   whole.
 - CSV: the header row; rows are counted by scanning for line ends (no parsing).
 - Parquet: the footer's schema and row count (pyarrow, when installed).
-- TFRecord: the records counted by walking their length prefixes (seeks, no payload read),
-  each length checked against its masked CRC-32C (pure Python, no TensorFlow).
+- TFRecord: the records counted by search.data.tfrecord_count (no payload read).
 
 The result is the `source` a dataset row keeps: what a worker needs to build its pipeline.
 """
@@ -18,17 +17,13 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import numpy as np
-
 from search.data.csv_reader import header_names
 from search.data.dataset import (
     ARRAYS,
-    MAX_CLASSES,
     MAX_FEATURES,
     MIN_ROWS,
     MIN_VAL_ROWS,
@@ -38,15 +33,13 @@ from search.data.dataset import (
     infer_task,
 )
 from search.data.npz import check_member_size, member_header
+from search.data.npz_labels import npz_labels
 from search.data.references import VAL_EVERY, ReferenceRequest
+from search.data.tfrecord_count import MAX_RECORDS, count_records
 from search.errors import DatasetError
 
 _SCAN_CHUNK = 4 * 1024 * 1024
-_LABEL_CHUNK = 4 * 1024 * 1024  # bytes of labels held at once while the task is inferred
 MAX_HEADER_BYTES = 64 * (MAX_FEATURES + 2)
-#: The most TFRecord records one registration counts (train and val files together): the
-#: walk costs a few microseconds a record, so this bounds a request to a few minutes.
-MAX_RECORDS = 100_000_000
 
 
 @dataclass
@@ -200,60 +193,6 @@ def _check_label_header(key: str, shape: tuple[int, ...], x_rows: int) -> None:
         )
 
 
-def npz_labels(path: Path, headers: NpzLayout, key: str) -> np.ndarray:
-    """What `infer_task`, `class_ids` and `class_count` need of a label array, in bounded
-    memory: a 1-D (or one-column) array is read in chunks into `label_digest`; a wider one
-    is never read (no such array is class ids, and its width is all a regression needs)."""
-    shape, dtype_str, offset = headers[key]
-    dtype = np.dtype(dtype_str)
-    if len(shape) == 2 and shape[1] > 1:
-        like = np.zeros((1, shape[1]), dtype=np.int64 if dtype.kind == "b" else dtype)
-        return np.broadcast_to(like, shape)
-    digest = label_digest(_chunks(path, offset, math.prod(shape), dtype, key), dtype)
-    return digest.reshape(-1, 1) if len(shape) == 2 else digest
-
-
-def _chunks(
-    path: Path, offset: int, count: int, dtype: np.dtype[Any], key: str
-) -> Iterator[np.ndarray]:
-    """`count` values of `dtype` from `offset`, a bounded chunk at a time."""
-    per_chunk = max(1, _LABEL_CHUNK // dtype.itemsize)
-    with open(path, "rb") as f:
-        f.seek(offset)
-        while count > 0:
-            n = min(per_chunk, count)
-            data = f.read(n * dtype.itemsize)
-            if len(data) != n * dtype.itemsize:
-                raise DatasetError(f"not a readable NPZ: {key} is truncated")
-            yield np.frombuffer(data, dtype=dtype)
-            count -= n
-
-
-def label_digest(chunks: Iterable[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
-    """A few values that `infer_task`, `class_ids` and `class_count` judge as they would the
-    whole label array: every id 0..MAX_CLASSES-1 present, each chunk's min and max, and one
-    non-finite and one fractional value if there are any. So the label rules stay in one
-    place and the API holds one chunk of labels, not all of them."""
-    present = np.zeros(MAX_CLASSES, dtype=bool)
-    kept: list[np.ndarray] = []
-    for chunk in chunks:
-        values = chunk
-        if values.dtype.kind == "f":
-            finite = np.isfinite(values)
-            if not finite.all():
-                kept.append(values[~finite][:1])
-                values = values[finite]
-            whole = values == np.round(values)
-            if not whole.all():
-                kept.append(values[~whole][:1])
-                values = values[whole]
-        if values.size:
-            kept.append(np.array([values.min(), values.max()], dtype=dtype))
-            ids = values[(values >= 0) & (values < MAX_CLASSES)].astype(np.int64)
-            present[ids] = True
-    return np.concatenate([np.flatnonzero(present).astype(dtype), *kept])
-
-
 # --- CSV -------------------------------------------------------------------------------------
 
 
@@ -393,71 +332,9 @@ def _tfrecord(request: ReferenceRequest, train: list[Path], val: list[Path]) -> 
     )
 
 
-def count_records(path: Path, budget: int = MAX_RECORDS) -> int:
-    """TFRecord records in a file, by walking the length prefixes (payloads are skipped).
-
-    Each length's masked CRC-32C is checked, so a file that is not TFRecord (a sparse file
-    of zeros reads as millions of empty records) is refused at its first record, not walked
-    to the end; a file whose records do not end exactly at its end is refused as truncated;
-    past `budget` records (what the request has left of MAX_RECORDS) the walk stops.
-    """
-    size, offset, records = path.stat().st_size, 0, 0
-    with open(path, "rb") as f:
-        while offset < size:
-            head = f.read(12)
-            if len(head) < 12:
-                raise DatasetError(f"{path.name} is not a TFRecord file (truncated record)")
-            (length,) = struct.unpack("<Q", head[:8])
-            (crc,) = struct.unpack("<I", head[8:])
-            if masked_crc32c(head[:8]) != crc:
-                raise DatasetError(
-                    f"{path.name} is not a TFRecord file (or is corrupt): the length of record "
-                    f"{records} at byte {offset} fails its CRC-32C check"
-                )
-            offset += 12 + length + 4
-            if offset > size:
-                raise DatasetError(f"{path.name} is not a TFRecord file (truncated record)")
-            records += 1
-            if records > budget:
-                raise DatasetError(
-                    f"too many TFRecord records: the files hold more than {MAX_RECORDS} (at "
-                    f"most {MAX_RECORDS} per dataset; counting stopped in {path.name})"
-                )
-            f.seek(offset)
-    return records
-
-
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C = _crc32c_table()
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C (Castagnoli) of `data`; pure Python (a table, a byte at a
-    time), as the API never imports TensorFlow and only the 8-byte lengths are checked."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 __all__ = [
-    "MAX_RECORDS",
     "RefInfo",
     "count_lines",
-    "count_records",
-    "label_digest",
-    "masked_crc32c",
-    "npz_labels",
     "npz_layout",
     "read_headers",
 ]

@@ -84,7 +84,8 @@ def start_api(tmp_path: Path) -> StartApi:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(Settings(**values)), log_level="warning"))
+        app = create_app(Settings(**values))  # log_config=None: see test_write_guards.running_api
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         try:

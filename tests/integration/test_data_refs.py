@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from search.data.ref_headers import masked_crc32c
+from search.data.tfrecord_count import masked_crc32c
 from tests import hostile
 from tests.conftest import ClientFactory
 

@@ -45,7 +45,10 @@ def running_api(tmp_path: Path, **overrides: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(**values)), log_level="warning"))
+    # log_config=None: uvicorn would bind its log handlers to the sys.stderr of the moment,
+    # which under capsys is a capture stream closed after the test (later tests then fail)
+    config = uvicorn.Config(create_app(Settings(**values)), log_level="warning", log_config=None)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

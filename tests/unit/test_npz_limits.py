@@ -16,7 +16,8 @@ import pytest
 
 from search.data import MAX_FEATURES, read_npz
 from search.data.dataset import class_count, class_ids, infer_task
-from search.data.ref_headers import label_digest, npz_labels, npz_layout
+from search.data.npz_labels import label_digest, npz_labels
+from search.data.ref_headers import npz_layout
 from search.errors import DatasetError
 from tests import hostile
 from tests.hostile import GiB, MiB

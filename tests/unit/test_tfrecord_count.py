@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from search.data import ref_headers
-from search.data.ref_headers import count_records, masked_crc32c
+from search.data import tfrecord_count
+from search.data.tfrecord_count import count_records, masked_crc32c
 from search.errors import DatasetError
 
 tf = pytest.importorskip("tensorflow")
@@ -79,6 +79,6 @@ def test_the_count_stops_past_the_budget(tmp_path: Path) -> None:
     assert count_records(path, budget=50) == 50
     with pytest.raises(DatasetError) as info:
         count_records(path, budget=49)
-    assert f"more than {ref_headers.MAX_RECORDS}" in str(info.value) and "many.tfrecord" in str(
+    assert f"more than {tfrecord_count.MAX_RECORDS}" in str(info.value) and "many.tfrecord" in str(
         info.value
     )
