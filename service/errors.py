@@ -260,8 +260,29 @@ async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     errors = [FieldError("body", detail)] if exc.status_code == 422 else []
+    unreadable = _unreadable_json(exc)
+    if unreadable is not None:  # as malformed JSON is: a 422 naming the body and the reason
+        return problem_response(
+            422,
+            f"the JSON body cannot be read: {unreadable}",
+            slug="invalid-request",
+            errors=[FieldError("body", unreadable)],
+        )
     headers = dict(exc.headers) if exc.headers else None
     return problem_response(exc.status_code, detail, errors=errors, headers=headers)
+
+
+def _unreadable_json(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body that is valid JSON syntax (its 400 says only
+    "There was an error parsing the body"; the parser's own error is the cause)."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number has too many digits (at most 4300)"
+    return f"{type(cause).__name__}: {str(cause)[:200]}"
 
 
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -241,6 +241,26 @@ def test_non_finite_numbers_are_422(app_client: TestClient, raw: bytes) -> None:
     assert error["message"] == "must be a finite number"
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"n_trials": ' + b"9" * 5000 + b"}", "too many digits"),
+        (b"[" * 3000 + b"]" * 3000, "nested too deeply"),
+    ],
+    ids=["long-integer", "deep-nesting"],
+)
+def test_json_the_parser_cannot_read_is_422_saying_why(
+    app_client: TestClient, raw: bytes, reason: str
+) -> None:
+    """Valid JSON syntax that Python's parser refuses (FastAPI answered a bare 400)."""
+    response = app_client.post(
+        "/v1/studies", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == "body" and reason in error["message"]
+
+
 def test_a_valid_keras_json_model_is_accepted(app_client: TestClient) -> None:
     response = app_client.post("/v1/studies", json=faults.keras_json_spec(faults.dense()))
     assert response.status_code == 201, response.text
