@@ -61,6 +61,9 @@ def model_json_problems(config: str) -> list[str]:
         return [f"not valid JSON: {str(exc)[:200]}"]
     if not isinstance(tree, dict) or tree.get("class_name") not in _MODEL_CLASSES:
         return ["must be a Keras model's to_json() (class_name Functional, Sequential or Model)"]
+    # a compiled model's to_json() holds its compile_config (optimizer, loss, metrics): never
+    # loaded (the worker compiles its own), so never judged, as in a model file
+    tree = {k: v for k, v in tree.items() if k != "compile_config"}
     problems: list[str] = []
     for node in _serialized_objects(tree):
         problem = _object_problem(node)

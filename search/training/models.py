@@ -157,6 +157,9 @@ def _from_json(config: str, dataset: Shaped) -> keras.Model:
         raise ModelError(
             "Lambda layers are not allowed: they carry Python code; use built-in Keras layers"
         )
+    if isinstance(tree, dict) and "compile_config" in tree:  # a compiled model's to_json():
+        tree.pop("compile_config")  # its optimizer and loss are not ours (trials compile)
+        config = json.dumps(tree)
     try:
         # SafeModeScope overrides even keras.config.enable_unsafe_deserialization().
         with SafeModeScope(True):

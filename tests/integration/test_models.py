@@ -253,3 +253,20 @@ def test_a_keras_failure_names_its_cause_not_its_wrapper(
     with pytest.raises(ModelError, match=reason) as raised:
         build_model(_json(config), digits)
     assert "\x1b" not in str(raised.value) and "deserialized properly" not in str(raised.value)
+
+
+def test_keras_json_of_a_compiled_model_is_accepted_and_its_compile_config_ignored(
+    digits: Dataset,
+) -> None:
+    """`to_json()` after `compile()` carries the optimizer and loss (here an unknown one):
+    neither the submit-time checks nor the worker's loader judge or load them."""
+    from search.keras_json import model_json_problems
+
+    seq = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    seq.compile("adam", "sparse_categorical_crossentropy")
+    tree = json.loads(seq.to_json())
+    assert tree["compile_config"]["optimizer"]["module"] == "keras.optimizers"
+    tree["compile_config"]["loss"] = {"module": "my_losses", "class_name": "Focal", "config": {}}
+    config = json.dumps(tree)
+    assert model_json_problems(config) == []
+    assert build_model(_json(config), digits).output_shape == (None, 10)
