@@ -135,13 +135,38 @@ def _from_file(spec: KerasFileModel, dataset: Shaped, models_dir: Path | None) -
         with SafeModeScope(True):
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
             if spec.weights == "fresh":
-                model = keras.models.clone_model(model)
+                model = _keep_preprocessing_state(model, keras.models.clone_model(model))
     except Exception as exc:  # Keras raises ValueError, TypeError, OSError... for bad files
         raise ModelError(f"cannot load model file {spec.id!r}: {_first_line(exc)}") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"model file {spec.id!r} holds a {type(model).__name__}, not a model")
     _check_fits(model, dataset)
     return model
+
+
+#: Layers whose weights are statistics of the data (`adapt()`), not learned: a clone rebuilt
+#: from their config alone would start them empty (Normalization as an identity).
+_PREPROCESSING = frozenset({"Normalization"})
+
+
+def _keep_preprocessing_state(loaded: keras.Model, clone: keras.Model) -> keras.Model:
+    """`weights: fresh` re-initialises what trains; an adapted preprocessing layer keeps the
+    file's statistics (they describe the data, and no trial would learn them back)."""
+    originals = {layer.name: layer for layer in _all_layers(loaded)}
+    for layer in _all_layers(clone):
+        original = originals.get(layer.name)
+        if type(layer).__name__ in _PREPROCESSING and original is not None and layer.weights:
+            layer.set_weights(original.get_weights())
+    return clone
+
+
+def _all_layers(model: Any) -> Iterator[Any]:
+    """Every layer of a model, nested models' layers included."""
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        yield layer
+        stack.extend(getattr(layer, "layers", []))
 
 
 def _from_json(config: str, dataset: Shaped) -> keras.Model:

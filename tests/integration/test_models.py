@@ -270,3 +270,24 @@ def test_keras_json_of_a_compiled_model_is_accepted_and_its_compile_config_ignor
     config = json.dumps(tree)
     assert model_json_problems(config) == []
     assert build_model(_json(config), digits).output_shape == (None, 10)
+
+
+def test_fresh_weights_keep_an_adapted_normalization(digits: Dataset, tmp_path: Path) -> None:
+    """`weights: fresh` rebuilds the model from its config, where an adapted Normalization has
+    no statistics: it became an identity and trials trained on raw features."""
+    from search.spec import KerasFileModel
+
+    norm = keras.layers.Normalization()
+    norm.adapt(digits.x_train.reshape(len(digits.x_train), -1))
+    model = keras.Sequential(
+        [keras.Input((8, 8)), keras.layers.Flatten(), norm, keras.layers.Dense(10)]
+    )
+    model.save(tmp_path / "m.keras")
+    spec = KerasFileModel(id="m", weights="fresh")
+    fresh = build_model(spec, digits, seed=3, models_dir=tmp_path)
+    [fresh_norm] = [
+        layer for layer in fresh.layers if isinstance(layer, keras.layers.Normalization)
+    ]
+    for kept, adapted in zip(fresh_norm.get_weights(), norm.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, adapted)
+    assert not np.array_equal(fresh.layers[-1].get_weights()[0], model.layers[-1].get_weights()[0])
