@@ -115,7 +115,21 @@ def infer_task(y: np.ndarray) -> tuple[Task, int | None]:
     flat = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
     if flat.ndim == 1 and _is_class_ids(flat):
         return "classification", int(flat.max()) + 1
+    if _is_one_hot(y):  # `to_categorical` output: a classification, not K 0/1 regressions
+        raise DatasetError(
+            f"labels of shape {y.shape} look one-hot (each row a single 1, the rest 0): store "
+            "their class ids instead (y.argmax(axis=1)) for a classification"
+        )
     return "regression", None
+
+
+def _is_one_hot(y: np.ndarray) -> bool:
+    return bool(
+        y.ndim == 2
+        and y.shape[1] >= 2
+        and np.isin(y, (0.0, 1.0)).all()
+        and (y.sum(axis=1) == 1).all()
+    )
 
 
 def class_ids(y: np.ndarray, key: str) -> np.ndarray:

@@ -225,6 +225,9 @@ def test_infer_task() -> None:
     assert infer_task(np.array([21.0, 35.0, 60.0])) == ("regression", None)  # whole but not ids
     assert infer_task(np.array([0.5, 1.5])) == ("regression", None)
     assert infer_task(np.ones((4, 2))) == ("regression", None)
+    one_hot = np.eye(3, dtype=np.float32)[[0, 2, 1, 2]]  # keras.utils.to_categorical's output
+    assert "look one-hot" in _error(infer_task, one_hot) and "argmax" in _error(infer_task, one_hot)
+    assert infer_task(np.array([[0.0, 1.0], [1.0, 1.0]])) == ("regression", None)  # 2 ones a row
     assert "at least 2 classes" in _error(infer_task, np.zeros(5, dtype=np.int64))
     assert "too many classes" in _error(infer_task, np.array([0, 5000]))
     huge = np.array([0, 2**64 - 1], dtype=np.uint64)  # int64 would wrap it to -1
