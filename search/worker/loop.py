@@ -21,6 +21,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -176,6 +177,9 @@ def run_worker(
     population: int = 1,
 ) -> int:
     """`lrsearch worker`: loop until SIGTERM/SIGINT, finishing the current epoch first."""
+    # Optuna warns at every ask that heartbeats are "supposed to be used with Study.optimize";
+    # the worker drives its own heartbeats on purpose (two log lines a trial, nothing to do)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
