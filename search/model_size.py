@@ -149,5 +149,11 @@ def check_model_size(
     try:
         size = estimate(model, data)
     except CannotSize as exc:
-        return [f"cannot size the model for inputs of shape {data.input_shape}: {exc}"]
+        reason = f"cannot size the model for inputs of shape {data.input_shape}: {exc}"
+        if "lrsearch can size" in str(exc):  # a class without a rule, not a broken config
+            reason += (
+                "; save the model with model.save() and upload the .keras file "
+                "(POST /v1/models): a model file is sized by its weights"
+            )
+        return [reason]
     return budget_problems(size, task, budget)

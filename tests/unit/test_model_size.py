@@ -155,3 +155,20 @@ def test_ops_broadcast_like_numpy_and_never_reduce_the_batch() -> None:
             apply_op("Mean", {"axis": axis}, [(5, 3)])
     with pytest.raises(CannotSize, match="not one lrsearch can size"):
         apply_op("Einsum", {}, [(5, 3)])
+
+
+def test_a_layer_without_a_rule_points_to_a_model_file() -> None:
+    """A class the walk has no rule for is refused with the way out (a .keras file is sized
+    by its weights); a broken config is refused without it."""
+    from search.model_size import DataShape, check_model_size
+    from search.spec import KerasJsonModel
+
+    unknown = sequential(layer("MultiHeadAttention", num_heads=2, key_dim=2), shape=[4, 3])
+    task = TaskSpec(model=KerasJsonModel(config=unknown))
+    [reason] = check_model_size(task, DataShape((4, 3), 2), ModelBudget())
+    assert "'MultiHeadAttention' is not a layer" in reason and "upload the .keras file" in reason
+    broken = sequential(layer("Dense", units=0), shape=[3])
+    [reason] = check_model_size(
+        TaskSpec(model=KerasJsonModel(config=broken)), DataShape((3,), 2), ModelBudget()
+    )
+    assert "units" in reason and ".keras" not in reason
