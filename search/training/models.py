@@ -76,8 +76,8 @@ def loss_and_metrics(dataset: Shaped, model: keras.Model) -> tuple[Any, list[str
     metrics = [COMPILED_METRIC[dataset.task]]  # the names the API accepts as objectives
     if dataset.task == "regression":
         return "mse", metrics
-    logits = not _ends_in_softmax(model)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=logits), metrics
+    probabilities = _ends_in_softmax(model) or _outputs_probabilities(model, dataset.input_shape)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities), metrics
 
 
 def _mlp_body(spec: MlpModel, inputs: Any) -> Any:
@@ -252,6 +252,26 @@ def _ends_in_softmax(model: Any) -> bool:
         return True
     activation = getattr(layer, "activation", None)
     return getattr(activation, "__name__", None) == "softmax"
+
+
+def _outputs_probabilities(model: Any, input_shape: tuple[int, ...]) -> bool:
+    """Whether the model's outputs are probabilities although its last layer is no softmax
+    (a float32 `Activation("linear")` after it for mixed precision, a `keras.ops.softmax`
+    call): on any batch a softmax's rows are non-negative and sum to 1, logits' (or two
+    sigmoids') rows almost never. Unreadable: logits, as before."""
+    import numpy as np
+
+    try:
+        dtype = np.dtype(getattr(model.inputs[0], "dtype", None) or "float32")
+        if dtype.kind == "f":
+            batch = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(dtype)
+        else:  # token ids: 1 is in every vocabulary of two or more
+            batch = np.ones((2, *input_shape), dtype=dtype)
+        out = np.asarray(model(batch, training=False))
+    except Exception:
+        return False
+    rows = out.reshape(len(out), -1).astype(np.float64)
+    return bool(rows.shape[1] > 1 and (rows >= 0).all() and np.allclose(rows.sum(1), 1, atol=1e-2))
 
 
 def _first_line(exc: BaseException) -> str:

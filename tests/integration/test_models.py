@@ -291,3 +291,26 @@ def test_fresh_weights_keep_an_adapted_normalization(digits: Dataset, tmp_path: 
     for kept, adapted in zip(fresh_norm.get_weights(), norm.get_weights(), strict=True):
         np.testing.assert_array_equal(kept, adapted)
     assert not np.array_equal(fresh.layers[-1].get_weights()[0], model.layers[-1].get_weights()[0])
+
+
+def test_probabilities_are_recognised_behind_a_last_linear_layer_or_an_op(
+    digits: Dataset,
+) -> None:
+    """Mixed precision puts a float32 `Activation("linear")` after the softmax, and a softmax
+    may be a `keras.ops` call: both give probabilities, so the loss must not read logits."""
+    layers = keras.layers
+    inputs = keras.Input((8, 8))
+    hidden = layers.Dense(16)(layers.Flatten()(inputs))
+    behind = layers.Activation("linear")(layers.Dense(10, activation="softmax")(hidden))
+    as_op = keras.ops.softmax(layers.Dense(10)(hidden))
+    logits = layers.Dense(10)(hidden)
+    two_sigmoids = keras.Sequential(
+        [keras.Input((8, 8)), layers.Flatten(), layers.Dense(2, activation="sigmoid")]
+    )
+    binary = Dataset("b", digits.x_train, digits.y_train % 2, digits.x_val, digits.y_val % 2,
+                     "classification", 2)  # fmt: skip
+    for outputs, probabilities in ((behind, True), (as_op, True), (logits, False)):
+        loss, _ = loss_and_metrics(digits, keras.Model(inputs, outputs))
+        assert loss.get_config()["from_logits"] is not probabilities
+    loss, _ = loss_and_metrics(binary, two_sigmoids)
+    assert loss.get_config()["from_logits"] is True  # as before: no softmax, not probabilities
