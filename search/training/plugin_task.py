@@ -24,6 +24,7 @@ from search.strategies import RunShape
 from search.training.streamed import (
     Datasets,
     StreamedTask,
+    check_objective,
     count_batches,
     first_batch,
     is_infinite,
@@ -68,9 +69,17 @@ def preflight(spec: StudySpec) -> Preflight:
         loss=call(name, "loss()", plugin.loss, args),
         metrics=_metrics(loaded, args),
     )
+    reported: dict[str, Any] = {}
     for label, data in (("training", train), ("validation", val)):
         x, y = call(name, f"reading the first {label} batch", first_batch, data)
-        call(name, f"the model and loss on the first {label} batch", model.test_on_batch, x, y)
+        reported = call(
+            name,
+            f"the model and loss on the first {label} batch",
+            lambda x, y: model.test_on_batch(x, y, return_dict=True),
+            x,
+            y,
+        )
+    check_objective(spec.objective.metric, reported)
     if is_infinite(val):
         raise PluginError(f"task plugin {name!r}: the validation dataset repeats forever")
     declared = None

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from search.errors import ModelError
+from search.errors import FieldError, ModelError, SpecError
 from search.spec import StudySpec
 from search.training.keras_export import (
     build_schedule_and_callbacks,
@@ -207,6 +207,36 @@ def is_infinite(data: tf.data.Dataset) -> bool:
     return int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
 
+def check_objective(metric: str, reported: dict[str, Any]) -> None:
+    """The objective must be a value the compiled model reports (or its `val_` twin): a typo
+    is a SpecError now, not a failure of every trial at its first epoch."""
+    names = sorted(str(k) for k in reported)
+    if metric.removeprefix("val_") not in names:
+        offered = ", ".join(n for base in names for n in (base, f"val_{base}"))
+        raise SpecError(
+            [
+                FieldError(
+                    "objective.metric", f"{metric!r} is not reported; the model reports {offered}"
+                )
+            ]
+        )
+
+
+def objective_reported(task: StreamedTask, metric: str, batch_size: int, seed: int | None) -> None:
+    """Before any trial: one model of the task, compiled, on its first validation batch
+    reports the objective (SpecError on `objective.metric` otherwise). A model or data that
+    fails here is left to the trials, which fail the study with that error as they always did."""
+    try:
+        model = task.build_model(seed)
+        loss, metrics = task.loss_and_metrics(model)
+        model.compile(optimizer="sgd", loss=loss, metrics=metrics)
+        x, y = first_batch(task.datasets(batch_size, seed)[1])
+        reported = model.test_on_batch(x, y, return_dict=True)
+    except Exception:
+        return
+    check_objective(metric, reported)
+
+
 def first_batch(data: tf.data.Dataset) -> tuple[Any, Any]:
     """The (x, y) of a pipeline's first batch (a ModelError when it has none)."""
     for batch in data.take(1):
@@ -220,8 +250,10 @@ __all__ = [
     "CompiledStreams",
     "Datasets",
     "StreamedTask",
+    "check_objective",
     "count_batches",
     "first_batch",
     "is_infinite",
+    "objective_reported",
     "prepare_streamed",
 ]

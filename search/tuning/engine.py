@@ -123,6 +123,9 @@ def tune(
             batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
         )
+        from search.training.streamed import objective_reported
+
+        objective_reported(task, objective, batch_size, seed)  # a typo fails here, not per trial
     with _place(storage) as (url, data_dir), _quiet_optuna():
         result = _run(url, data_dir, tenant, payload, task, progress, storage)
     if result.best is None and result.status != "cancelled":

@@ -123,9 +123,13 @@ def test_a_plugin_that_raises_fails_its_study_with_the_message(served: Served) -
         failing = http.post("/v1/studies", json=spec).json()["id"]
         invalid = http.post("/v1/studies", json=bad_args).json()["id"]
         healthy = http.post("/v1/studies", json=counted).json()["id"]
+        typo = {**counted, "objective": {"metric": "val_acc", "direction": "maximize"}}
+        mistyped = http.post("/v1/studies", json=typo).json()["id"]
         failed = wait_final(http, failing, 120)
         refused = wait_final(http, invalid, 120)
         done = wait_final(http, healthy, 120)  # the same worker goes on with other studies
+        unreported = wait_final(http, mistyped, 120)
+        typo_trials = http.get(f"/v1/studies/{mistyped}/trials").json()["items"]
         trials = http.get(f"/v1/studies/{failing}/trials").json()["items"]
         healthy_trial = http.get(f"/v1/studies/{healthy}/trials/0").json()
     assert failed["status"] == "failed" and trials == []  # failed before any trial ran
@@ -135,6 +139,9 @@ def test_a_plugin_that_raises_fails_its_study_with_the_message(served: Served) -
     assert refused["status"] == "failed"
     assert "task.plugin_args.rows" in refused["error"] and "integer" in refused["error"]
     assert done["status"] == "completed" and done["progress"]["complete"] == 2
+    # a metric the plugin's model does not report fails the study in the preflight
+    assert unreported["status"] == "failed" and typo_trials == []
+    assert "objective.metric" in unreported["error"] and "val_accuracy" in unreported["error"]
     # tiny-counted does not declare its steps: the preflight counted 200 rows / 32 = 7
     assert healthy_trial["params"] and len(healthy_trial["lr"]) == 2
     assert served.process.poll() is None and served.worker_pids()

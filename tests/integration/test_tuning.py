@@ -178,6 +178,27 @@ def test_a_model_function_that_fails_stops_the_study_with_its_error() -> None:
     assert len(failed.value.result.trials) == 3  # three alike failures end it, not five
 
 
+@pytest.mark.slow
+def test_an_objective_the_model_does_not_report_fails_before_any_trial() -> None:
+    """A typo (`val_acc` for `val_accuracy`) failed every trial at its first epoch; the
+    preflight's first batches now show what the model reports."""
+    data = (DIGITS.x_train[:64], DIGITS.y_train[:64])
+    with pytest.raises(SpecError) as bad:
+        tune(
+            small_mlp,
+            data,
+            data,
+            epochs=1,
+            n_trials=2,
+            metrics=["accuracy"],
+            objective="val_acc",
+            progress=False,
+            **LOGITS,
+        )
+    [error] = bad.value.errors
+    assert error.field == "objective.metric" and "val_accuracy" in error.message
+
+
 def test_bad_arguments_fail_before_any_training() -> None:
     with pytest.raises(SpecError) as bad:
         tune(small_mlp, (1, 2), (1, 2), epochs=0, strategies=["nope"], **LOGITS)
