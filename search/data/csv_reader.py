@@ -103,7 +103,18 @@ def _parse_csv(stream: io.TextIOBase, target: str) -> tuple[np.ndarray, _TargetC
     bad = [features[i] for i in np.flatnonzero(~np.isfinite(x).all(axis=0))]
     if bad:
         raise DatasetError(f"NaN or inf (or a value too large) in column(s) {_names(bad)}")
+    _refuse_row_index(features, x)
     return x, column
+
+
+def _refuse_row_index(features: list[str], x: np.ndarray) -> None:
+    """An unnamed first column counting 0, 1, 2... is pandas' index (`df.to_csv()` without
+    `index=False`): as a feature it would tell the model each row's position, silently."""
+    if features[0] == "" and np.array_equal(x[:, 0], np.arange(len(x), dtype=x.dtype)):
+        raise DatasetError(
+            "the first column has no name and counts the rows 0, 1, 2...: a row index (pandas "
+            "writes one unless df.to_csv(..., index=False)); remove it, or name it to keep it"
+        )
 
 
 def _csv_header(stream: io.TextIOBase) -> tuple[int, list[str]]:

@@ -253,6 +253,15 @@ def test_csv_classification_split_is_seeded_and_stratified(tmp_path: Path) -> No
     assert read_csv(path, "label", name="mine", seed=2) != d
 
 
+def test_a_pandas_row_index_is_refused_as_a_feature() -> None:
+    """`df.to_csv()` writes an unnamed first column 0, 1, 2...: a feature that tells the model
+    each row's position. Refused with the fix; an unnamed column of other values is kept."""
+    indexed = [",a,label"] + [f"{i},{i * 0.5},{i % 2}" for i in range(30)]
+    assert "index=False" in _error(read_csv, _csv(indexed), "label")
+    unnamed = [",a,label"] + [f"{(i * 7) % 30},{i * 0.5},{i % 2}" for i in range(30)]
+    assert read_csv(_csv(unnamed), "label").input_shape == (2,)
+
+
 def test_csv_regression_text_labels_and_bom() -> None:
     rows = ["x,y"] + [f"{i},{i * 1.5}" for i in range(20)]
     assert read_csv(_csv(rows), "y").task == "regression"
