@@ -29,6 +29,7 @@ from search.keras_dims import (
     prod,
     window,
 )
+from search.keras_layers_extra import EXTRA_RULES
 from search.keras_ops import apply_op, is_op
 
 
@@ -335,6 +336,7 @@ for _r in (1, 2, 3):
 for _r in (1, 2):
     RULES[f"DepthwiseConv{_r}D"] = _depthwise(_r, separable=False)
     RULES[f"SeparableConv{_r}D"] = _depthwise(_r, separable=True)
+RULES.update(EXTRA_RULES)  # normalization variants, augmentation, attention, TimeDistributed
 
 
 #: Keras 3.15's activation names (`keras.activations`); a layer naming another one only

@@ -82,6 +82,28 @@ def _with_ops() -> keras.Model:
     return keras.Model(inputs, keras.ops.softmax(logits, axis=-1))
 
 
+def _around_the_core() -> keras.Model:
+    """Layers users add around the core: augmentation and resizing, normalization variants,
+    TimeDistributed, attention (search/keras_layers_extra.py)."""
+    adapted = L.Normalization()
+    adapted.adapt(np.random.default_rng(0).random((20, 3)).astype("float32"))
+    images = keras.Input((12, 10, 3))
+    x = L.RandomFlip(seed=1)(images)
+    x = L.RandomRotation(0.1, seed=2)(x)
+    x = L.Resizing(8, 8)(x)
+    x = L.CenterCrop(6, 7)(x)
+    x = adapted(x)
+    x = L.Conv2D(4, 3)(x)
+    x = L.GroupNormalization(groups=2)(x)
+    x = L.Reshape((4, 20))(x)
+    x = L.TimeDistributed(L.Dense(6))(x)
+    x = L.RMSNormalization()(x)
+    x = L.MultiHeadAttention(2, 3)(x, x)
+    x = L.MultiHeadAttention(2, 3, value_dim=5, output_shape=4, use_bias=False)(x, x)
+    x = L.Normalization(mean=0.0, variance=1.0)(L.GlobalAveragePooling1D()(x))
+    return keras.Model(images, L.Dense(2)(x))
+
+
 USER = {
     "dense": lambda: _seq(
         (8, 8), L.Flatten(), L.Dense(7), L.Dropout(0.1), L.Dense(3, use_bias=False)
@@ -133,6 +155,7 @@ USER = {
     "functional": _functional,
     "nested": _nested,
     "ops": _with_ops,
+    "around the core": _around_the_core,
 }
 
 
@@ -144,9 +167,11 @@ def test_keras_json_models_are_sized_as_keras_counts_them(name: str) -> None:
     assert estimate(spec, data).params == model.count_params()
 
 
-def test_a_model_with_ops_gets_keras_output_shape() -> None:
-    model = _with_ops()
-    assert output_shapes(json.loads(model.to_json()), (8, 8, 1)) == [model.output_shape[1:]]
+@pytest.mark.parametrize("name", ["ops", "around the core"])
+def test_ops_and_layers_around_the_core_get_keras_output_shape(name: str) -> None:
+    model = USER[name]()
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    assert output_shapes(json.loads(model.to_json()), shape) == [model.output_shape[1:]]
 
 
 def test_a_model_without_input_is_sized_for_the_data() -> None:

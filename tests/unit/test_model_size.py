@@ -80,7 +80,7 @@ def test_a_declared_none_dimension_is_filled_from_the_data() -> None:
 @pytest.mark.parametrize(
     ("layers", "reason"),
     [
-        ([layer("MultiHeadAttention", num_heads=2, key_dim=10**9)], "not a layer lrsearch"),
+        ([layer("EinsumDense", equation="ab,bc->ac", output_shape=4)], "not a layer lrsearch"),
         ([layer("Dense", units="many")], "units must be"),
         ([layer("Dense", units=True)], "units must be"),
         ([layer("Conv2D", filters=4, kernel_size=3)], "rank 4"),
@@ -163,10 +163,10 @@ def test_a_layer_without_a_rule_points_to_a_model_file() -> None:
     from search.model_size import DataShape, check_model_size
     from search.spec import KerasJsonModel
 
-    unknown = sequential(layer("MultiHeadAttention", num_heads=2, key_dim=2), shape=[4, 3])
+    unknown = sequential(layer("EinsumDense", equation="ab,bc->ac", output_shape=4), shape=[3])
     task = TaskSpec(model=KerasJsonModel(config=unknown))
-    [reason] = check_model_size(task, DataShape((4, 3), 2), ModelBudget())
-    assert "'MultiHeadAttention' is not a layer" in reason and "upload the .keras file" in reason
+    [reason] = check_model_size(task, DataShape((3,), 2), ModelBudget())
+    assert "'EinsumDense' is not a layer" in reason and "upload the .keras file" in reason
     broken = sequential(layer("Dense", units=0), shape=[3])
     [reason] = check_model_size(
         TaskSpec(model=KerasJsonModel(config=broken)), DataShape((3,), 2), ModelBudget()
