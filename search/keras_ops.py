@@ -3,15 +3,16 @@
 Why: in Keras 3, `x + shortcut`, `x * 0.5` or `keras.ops.mean(x, axis=1)` on a model's
 tensors are recorded as operations (`module: keras.src.ops.numpy`, `class_name: Add`), not
 layers; without rules here every residual model written that way was refused at submit as
-"not a layer lrsearch can size". Ops have no weights. Only elementwise ops (with NumPy's
-broadcasting), reductions and softmax are sized; any other op is refused as before.
+"not a layer lrsearch can size". Ops have no weights. Elementwise ops (with NumPy's
+broadcasting), reductions, softmax, concatenate, expand_dims and reshape are sized; any other
+op (slicing `x[:, 0]` among them) is refused as before.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from search.keras_dims import CannotSize, Shape, axes_of
+from search.keras_dims import CannotSize, Shape, axes_of, prod
 
 _ELEMENTWISE = frozenset(
     (  # noqa: SIM905
@@ -43,6 +44,8 @@ def apply_op(name: str, cfg: dict[str, Any], inputs: list[Shape]) -> list[Shape]
         shape = _single(inputs)
         axes_of(cfg, shape)
         return [shape]
+    if name in _RESHAPING:
+        return [_RESHAPING[name](cfg, inputs)]
     raise CannotSize(f"keras.ops call {name[:80]!r} is not one lrsearch can size")
 
 
@@ -59,6 +62,44 @@ def broadcast(shapes: list[Shape]) -> Shape:
             raise CannotSize(f"shapes {' and '.join(map(str, shapes))[:120]} do not broadcast")
         out.append(sized.pop() if sized else (None if None in dims else 1))
     return tuple(out)
+
+
+def _concatenate(cfg: dict[str, Any], inputs: list[Shape]) -> Shape:
+    if len(inputs) < 2 or len({len(s) for s in inputs}) != 1:
+        raise CannotSize("expects two or more tensors of the same rank")
+    [axis] = axes_of({"axis": cfg.get("axis", 0)}, inputs[0])
+    if any(s[:axis] + s[axis + 1 :] != inputs[0][:axis] + inputs[0][axis + 1 :] for s in inputs):
+        raise CannotSize(f"shapes {inputs} differ outside axis {axis + 1}")
+    dims = [s[axis] for s in inputs]
+    total = None if None in dims else sum(d for d in dims if d is not None)
+    return (*inputs[0][:axis], total, *inputs[0][axis + 1 :])
+
+
+def _expand_dims(cfg: dict[str, Any], inputs: list[Shape]) -> Shape:
+    shape = _single(inputs)
+    axis = cfg.get("axis")
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+        raise CannotSize("expand_dims needs one axis other than the batch axis")
+    at = axis - 1 if axis > 0 else len(shape) + 1 + axis
+    if not 0 <= at <= len(shape):
+        raise CannotSize(f"axis {axis} is outside the input's rank")
+    return (*shape[:at], 1, *shape[at:])
+
+
+def _reshape(cfg: dict[str, Any], inputs: list[Shape]) -> Shape:
+    """keras.ops.reshape(x, (-1, ...)): the batch axis first as -1, the rest per example."""
+    shape = _single(inputs)
+    new = cfg.get("newshape")
+    if not (isinstance(new, list) and new and new[0] == -1 and -1 not in new[1:]):
+        raise CannotSize("reshape must keep the batch axis first, as -1")
+    dims = [d for d in new[1:] if isinstance(d, int) and not isinstance(d, bool) and d > 0]
+    total = prod(list(shape))
+    if len(dims) != len(new) - 1 or (total is not None and prod(dims) != total):
+        raise CannotSize(f"cannot reshape {shape} to {new[1:]}")
+    return tuple(dims)
+
+
+_RESHAPING = {"Concatenate": _concatenate, "ExpandDims": _expand_dims, "Reshape": _reshape}
 
 
 def _single(inputs: list[Shape]) -> Shape:

@@ -77,8 +77,9 @@ def _with_ops() -> keras.Model:
     x = L.Conv2D(4, 3, padding="same")(inputs) + L.Conv2D(4, 1)(inputs)
     x = keras.ops.relu(x * 0.5)
     pooled = keras.ops.mean(x, axis=[1, 2])
-    peak = L.Flatten()(keras.ops.max(x, axis=-1, keepdims=True))
-    logits = L.Dense(10)(L.Concatenate()([pooled, peak]))
+    peak = keras.ops.reshape(keras.ops.max(x, axis=-1, keepdims=True), (-1, 64))
+    joined = keras.ops.concatenate([pooled, peak], axis=-1)
+    logits = L.Dense(10)(L.Flatten()(keras.ops.expand_dims(joined, 1)))
     return keras.Model(inputs, keras.ops.softmax(logits, axis=-1))
 
 

@@ -155,6 +155,14 @@ def test_ops_broadcast_like_numpy_and_never_reduce_the_batch() -> None:
             apply_op("Mean", {"axis": axis}, [(5, 3)])
     with pytest.raises(CannotSize, match="not one lrsearch can size"):
         apply_op("Einsum", {}, [(5, 3)])
+    assert apply_op("Concatenate", {"axis": 1}, [(5, 3), (2, 3)]) == [(7, 3)]
+    with pytest.raises(CannotSize, match="differ outside"):
+        apply_op("Concatenate", {"axis": -1}, [(5, 3), (2, 3)])
+    assert apply_op("ExpandDims", {"axis": -1}, [(5, 3)]) == [(5, 3, 1)]
+    assert apply_op("Reshape", {"newshape": [-1, 15]}, [(5, 3)]) == [(15,)]
+    for newshape in ([-1, 14], [8, 15], [-1, -1]):
+        with pytest.raises(CannotSize):
+            apply_op("Reshape", {"newshape": newshape}, [(5, 3)])
 
 
 def test_a_layer_without_a_rule_points_to_a_model_file() -> None:
