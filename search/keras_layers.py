@@ -336,7 +336,7 @@ for _r in (1, 2, 3):
 for _r in (1, 2):
     RULES[f"DepthwiseConv{_r}D"] = _depthwise(_r, separable=False)
     RULES[f"SeparableConv{_r}D"] = _depthwise(_r, separable=True)
-RULES.update(EXTRA_RULES)  # normalization variants, augmentation, attention, TimeDistributed
+RULES.update(EXTRA_RULES)  # normalization variants, augmentation, attention
 
 
 #: Keras 3.15's activation names (`keras.activations`); a layer naming another one only
@@ -365,6 +365,19 @@ def apply_layer(node: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape],
         if isinstance(value, str) and value not in ACTIVATIONS:
             raise CannotSize(f"{key} {value[:40]!r} is not one of Keras's activations")
     return rule(cfg, inputs)
+
+
+def _time_distributed(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
+    """The inner layer applied to each step: its rule on the shape without the time axis."""
+    shape = one_input(inputs, 2)
+    inner = cfg.get("layer")
+    if not isinstance(inner, dict):
+        raise CannotSize("TimeDistributed needs its inner layer's config")
+    outputs, weights = apply_layer(inner, [shape[1:]])
+    return [(shape[0], *out) for out in outputs], weights
+
+
+RULES["TimeDistributed"] = _time_distributed  # a core rule applied at each step
 
 
 def _cfg(node: dict[str, Any]) -> dict[str, Any]:

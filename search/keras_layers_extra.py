@@ -1,5 +1,6 @@
 """Sizing rules for the layers users put around the core ones: normalization variants,
-augmentation and resizing, attention, TimeDistributed (search.keras_layers has the core).
+augmentation and resizing, attention (search.keras_layers has the core, and TimeDistributed,
+which applies a core rule).
 
 Why: a `keras_json` model with one layer lrsearch cannot size is refused at submit; a user
 walkthrough hit MultiHeadAttention, TimeDistributed, RandomFlip, GroupNormalization and an
@@ -52,18 +53,6 @@ def _image_size(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], 
     return [(height, width, shape[2])], 0
 
 
-def _time_distributed(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
-    """The inner layer applied to each step: its rule on the shape without the time axis."""
-    from search.keras_layers import apply_layer  # the core rules (they import these)
-
-    shape = one_input(inputs, 2)
-    inner = cfg.get("layer")
-    if not isinstance(inner, dict):
-        raise CannotSize("TimeDistributed needs its inner layer's config")
-    outputs, weights = apply_layer(inner, [shape[1:]])
-    return [(shape[0], *out) for out in outputs], weights
-
-
 def _attention(cfg: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
     """MultiHeadAttention(query, value[, key]): query, key and value projections per head,
     then the output projection to `output_shape` (default: the query's last axis)."""
@@ -96,7 +85,6 @@ EXTRA_RULES: dict[str, Rule] = {
     "Resizing": _image_size,
     "CenterCrop": _image_size,
     "RandomCrop": _image_size,
-    "TimeDistributed": _time_distributed,
     "MultiHeadAttention": _attention,
     **{name: lambda _cfg, inputs: ([one_input(inputs, 0)], 0) for name in _AUGMENTATION},
 }

@@ -93,6 +93,18 @@ def test_normal_specs_are_accepted_and_the_budget_is_per_deployment(
 
 
 def test_a_layer_that_cannot_be_sized_is_refused_by_name(app_client: TestClient) -> None:
+    einsum = {
+        "module": "keras.layers",
+        "class_name": "EinsumDense",
+        "registered_name": None,
+        "config": {"name": "ein", "equation": "ab,bc->ac", "output_shape": 10**6},
+    }
+    message = refusal(app_client, faults.keras_json_spec(faults.sequential(einsum)))
+    assert "'ein'" in message and "EinsumDense" in message and "cannot size" in message
+
+
+def test_an_attention_layer_is_sized_and_refused_over_the_budget(app_client: TestClient) -> None:
+    """MultiHeadAttention has a sizing rule: a huge key_dim is over the parameter budget."""
     attention = {
         "module": "keras.layers",
         "class_name": "MultiHeadAttention",
@@ -100,7 +112,7 @@ def test_a_layer_that_cannot_be_sized_is_refused_by_name(app_client: TestClient)
         "config": {"name": "mha", "num_heads": 4, "key_dim": 10**6},
     }
     message = refusal(app_client, faults.keras_json_spec(faults.sequential(attention)))
-    assert "'mha'" in message and "MultiHeadAttention" in message and "cannot size" in message
+    assert "parameters; this deployment allows at most" in message
 
 
 def test_a_functional_model_is_sized_from_its_graph(client_factory: ClientFactory) -> None:
