@@ -17,6 +17,11 @@ class CannotSize(ValueError):
     """The layer cannot be sized statically (unknown class, unknown dimension, bad config)."""
 
 
+class NoSizingRule(CannotSize):
+    """A class (layer or keras.ops call) without a rule here: the model itself may be fine,
+    and a `.keras` file of it can be sized by its weights instead."""
+
+
 def prod(dims: Sequence[int | None]) -> int | None:
     """Product of the dimensions, None when one is unknown."""
     if any(d is None for d in dims):

@@ -16,6 +16,7 @@ from typing import Any
 
 from search.keras_dims import (
     CannotSize,
+    NoSizingRule,
     Rule,
     Shape,
     as_int,
@@ -358,7 +359,7 @@ def apply_layer(node: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape],
         return apply_op(name, _cfg(node), inputs), 0
     rule = RULES.get(name) if isinstance(name, str) else None
     if rule is None:
-        raise CannotSize(f"class {str(name)[:80]!r} is not a layer lrsearch can size")
+        raise NoSizingRule(f"class {str(name)[:80]!r} is not a layer lrsearch can size")
     cfg = _cfg(node)
     for key in ("activation", "recurrent_activation"):
         value = cfg.get(key)

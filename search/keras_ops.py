@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.keras_dims import CannotSize, Shape, axes_of, prod
+from search.keras_dims import CannotSize, NoSizingRule, Shape, axes_of, prod
 
 _ELEMENTWISE = frozenset(
     (  # noqa: SIM905
@@ -46,7 +46,7 @@ def apply_op(name: str, cfg: dict[str, Any], inputs: list[Shape]) -> list[Shape]
         return [shape]
     if name in _RESHAPING:
         return [_RESHAPING[name](cfg, inputs)]
-    raise CannotSize(f"keras.ops call {name[:80]!r} is not one lrsearch can size")
+    raise NoSizingRule(f"keras.ops call {name[:80]!r} is not one lrsearch can size")
 
 
 def broadcast(shapes: list[Shape]) -> Shape:

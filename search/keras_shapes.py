@@ -127,9 +127,9 @@ def _call(walk: _Walk, node: Any, inputs: list[Shape]) -> list[Shape]:
         return _call_model(walk, node, inputs, None)
     try:
         outputs, weights = apply_layer(node, inputs)
-    except CannotSize as exc:
+    except CannotSize as exc:  # named by its layer, of the same kind (NoSizingRule stays one)
         name = _config(node).get("name")
-        raise CannotSize(
+        raise type(exc)(
             f"layer {str(name)[:80]!r} ({str(node.get('class_name'))[:80]}): {exc}"
         ) from None
     walk.count(node, outputs, weights)

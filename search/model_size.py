@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from search.keras_dims import NoSizingRule
 from search.keras_shapes import CannotSize, ModelSize, keras_json_size
 from search.spec import CnnModel, KerasFileModel, KerasJsonModel, MlpModel, TaskSpec
 
@@ -150,7 +151,7 @@ def check_model_size(
         size = estimate(model, data)
     except CannotSize as exc:
         reason = f"cannot size the model for inputs of shape {data.input_shape}: {exc}"
-        if "lrsearch can size" in str(exc):  # a class without a rule, not a broken config
+        if isinstance(exc, NoSizingRule):  # a class without a rule, not a broken config
             reason += (
                 "; save the model with model.save() and upload the .keras file "
                 "(POST /v1/models): a model file is sized by its weights"
