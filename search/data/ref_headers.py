@@ -302,10 +302,10 @@ def _tfrecord(request: ReferenceRequest, train: list[Path], val: list[Path]) -> 
     total = 0
     for path in train:
         total += count_records(path, MAX_RECORDS - total)
-    val_rows = 0 if val else None
+    val_total = 0  # MAX_RECORDS holds for train and val together
     for path in val:
-        val_rows = (val_rows or 0) + count_records(path, MAX_RECORDS - total - (val_rows or 0))
-    n_train, n_val = split_counts(total, val_rows)
+        val_total += count_records(path, MAX_RECORDS - total - val_total)
+    n_train, n_val = split_counts(total, val_total if val else None)
     inputs = {k: v for k, v in request.features.items() if k != request.label}
     sizes = [math.prod(f.shape) for f in inputs.values()]
     shape = next(iter(inputs.values())).shape if len(inputs) == 1 else [sum(sizes)]
