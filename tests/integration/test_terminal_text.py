@@ -8,15 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import optuna
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from optuna.trial import TrialState
 
 from search import store
 from service.cli import main
-from tests.integration.test_write_guards import running_api
+from tests.integration.test_write_guards import add_failed_trial, running_api
 
 HOSTILE = "evil\x1b]0;PWNED\x07\x1b[2J\r\nfake\u202e"
 RAW = ("\x1b", "\x07", "\r", "\u202e")
@@ -46,17 +44,7 @@ def _hostile_old_row(db_url: str, study_id: str) -> None:
             )
     finally:
         engine.dispose()
-    storage = store.optuna_storage(db_url)
-    try:
-        study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=storage)
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.FAIL,
-                user_attrs={"strategy": "constant", "fail_reason": HOSTILE, "fail_kind": "error"},
-            )
-        )
-    finally:
-        storage.engine.dispose()
+    add_failed_trial(db_url, study_id, HOSTILE)
 
 
 def test_the_cli_escapes_control_characters_in_server_text(

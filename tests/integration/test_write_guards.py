@@ -181,18 +181,15 @@ def test_an_anonymous_upload_gets_its_401_before_the_body_is_read(tmp_path: Path
 # --- (c) and (b): the CLI --------------------------------------------------------------------
 
 
-def _failed_trials(db_url: str, study_id: str) -> None:
+def add_failed_trial(db_url: str, study_id: str, reason: str) -> None:
+    """A failed trial of the study, as a worker leaves one, with this reason."""
     storage = store.optuna_storage(db_url)
     try:
         study = optuna.load_study(study_name=f"lrsearch-{study_id}", storage=storage)
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.FAIL,
-                user_attrs={
-                    "strategy": "constant",
-                    "fail_reason": "out of memory:\n  the model needs 9 GiB",
-                    "fail_kind": "error",
-                },
+                user_attrs={"strategy": "constant", "fail_reason": reason, "fail_kind": "error"},
             )
         )
     finally:
@@ -206,7 +203,9 @@ def test_trials_shows_why_trials_failed(tmp_path: Path, capsys: pytest.CaptureFi
         assert main(["--url", url, "trials", study_id]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0].split() == ["number", "state", "strategy", "value", "epochs", "seconds"]
-        _failed_trials(f"sqlite:///{tmp_path / 'api.db'}", study_id)
+        add_failed_trial(
+            f"sqlite:///{tmp_path / 'api.db'}", study_id, "out of memory:\n  the model needs 9 GiB"
+        )
         assert main(["--url", url, "trials", study_id]) == 0
         out = capsys.readouterr().out.splitlines()
     assert out[0].split()[-1] == "reason"
