@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    # a plain `kill` unwinds like Ctrl-C: each study's `lrsearch serve` is stopped on the
+    # way out (without this its server and worker outlived the suite)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = _parser().parse_args()
     chosen = tasks.by_name(
         args.tasks.split(",") if args.tasks else (list(tasks.QUICK) if args.quick else None),
@@ -155,7 +159,11 @@ def _run_parallel(args: argparse.Namespace, out: Path) -> None:
         subprocess.Popen([sys.executable, __file__, *argv, "--shard", f"{i}/{args.jobs}"])
         for i in range(args.jobs)
     ]
-    codes = [c.wait() for c in children]
+    try:
+        codes = [c.wait() for c in children]
+    finally:  # interrupted: each shard stops its own service as it exits
+        for child in children:
+            child.terminate()
     if any(codes):
         raise SystemExit(f"a shard failed: exit codes {codes}")
 
