@@ -352,11 +352,14 @@ ACTIVATIONS = frozenset(
 )
 
 
-def apply_layer(node: dict[str, Any], inputs: list[Shape]) -> tuple[list[Shape], int]:
-    """(output shapes, weights) of one serialized layer called on `inputs`."""
+def apply_layer(
+    node: dict[str, Any], inputs: list[Shape], call: Any = None
+) -> tuple[list[Shape], int]:
+    """(output shapes, weights) of one serialized layer called on `inputs`; `call` is the
+    inbound node of this call (its recorded arguments), where known."""
     name = node.get("class_name")
     if isinstance(name, str) and is_op(node):  # `x + y`, `keras.ops.mean(x, 1)`: no weights
-        return apply_op(name, _cfg(node), inputs), 0
+        return apply_op(name, _cfg(node), inputs, call), 0
     rule = RULES.get(name) if isinstance(name, str) else None
     if rule is None:
         raise NoSizingRule(f"class {str(name)[:80]!r} is not a layer lrsearch can size")

@@ -4,8 +4,8 @@ Why: in Keras 3, `x + shortcut`, `x * 0.5` or `keras.ops.mean(x, axis=1)` on a m
 tensors are recorded as operations (`module: keras.src.ops.numpy`, `class_name: Add`), not
 layers; without rules here every residual model written that way was refused at submit as
 "not a layer lrsearch can size". Ops have no weights. Elementwise ops (with NumPy's
-broadcasting), reductions, softmax, concatenate, expand_dims and reshape are sized; any other
-op (slicing `x[:, 0]` among them) is refused as before.
+broadcasting), reductions, softmax, concatenate, expand_dims, reshape and slicing (`x[:, -1]`,
+`x[..., 1:3]`, `x[:, None]`) are sized; any other op is refused as before.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ def is_op(node: dict[str, Any]) -> bool:
     )
 
 
-def apply_op(name: str, cfg: dict[str, Any], inputs: list[Shape]) -> list[Shape]:
-    """The output shape of op `name` on the tensors `inputs` (constants are not among them)."""
+def apply_op(name: str, cfg: dict[str, Any], inputs: list[Shape], call: Any = None) -> list[Shape]:
+    """The output shape of op `name` on the tensors `inputs` (constants are not among them);
+    `call` is the call's recorded arguments (a slice's key lives there, not in the config)."""
+    if name == "GetItem":
+        key = _key(call)  # first: a tensor key is a tensor input too
+        return [get_item(_single(inputs), key)]
     if name in _ELEMENTWISE:
         return [broadcast(inputs)]
     if name in _REDUCTIONS:
@@ -117,3 +121,66 @@ def _reduce(cfg: dict[str, Any], shape: Shape) -> Shape:
     if cfg.get("keepdims") is True:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _key(call: Any) -> list[Any]:
+    """The key of `x[key]` as a list of items, from the call's recorded args [x, key]."""
+    args = call.get("args") if isinstance(call, dict) else None
+    if not isinstance(args, list) or len(args) != 2:
+        raise CannotSize("a slice must be recorded as x[key]")
+    return args[1] if isinstance(args[1], list) else [args[1]]
+
+
+def get_item(shape: Shape, key: list[Any]) -> Shape:
+    """NumPy's basic indexing of a batch of `shape` examples: ints drop an axis, slices keep
+    it (their length from Python's own slice arithmetic), None adds one, one Ellipsis fills
+    in. The batch axis must stay whole and first: `x[0]` or `x[None]` would leave the model
+    without one output per example."""
+    full: list[int | None] = [None, *shape]
+    items = [_key_item(item) for item in key]
+    ellipses = sum(1 for item in items if item is Ellipsis)
+    taking = sum(1 for item in items if isinstance(item, int | slice))
+    if ellipses > 1:
+        raise CannotSize("a slice has at most one '...'")
+    if taking > len(full):
+        raise CannotSize(f"{taking} indices into a tensor of rank {len(full)}")
+    whole = slice(None)
+    at = items.index(Ellipsis) if ellipses else len(items)
+    items[at : at + ellipses] = [whole] * (len(full) - taking)
+    out: list[int | None] = []
+    axis = 0
+    for item in items:
+        if item is None:
+            if axis == 0:
+                raise CannotSize("a new axis before the batch axis")
+            out.append(1)
+            continue
+        dim = full[axis]
+        if axis == 0 and item != whole:
+            raise CannotSize("a slice must keep the batch axis whole (x[:, ...])")
+        if isinstance(item, slice):
+            out.append(dim if dim is None else len(range(*item.indices(dim))))
+        elif dim is not None and not -dim <= item < dim:
+            raise CannotSize(f"index {item} is outside axis {axis} of size {dim}")
+        axis += 1
+    return tuple(out[1:])
+
+
+def _key_item(item: Any) -> Any:
+    """One item of a recorded key as Python's own: int, None, slice or Ellipsis."""
+    if item is None or (isinstance(item, int) and not isinstance(item, bool)):
+        return item
+    kind = item.get("class_name") if isinstance(item, dict) else None
+    if kind == "__ellipsis__":
+        return Ellipsis
+    if kind == "__slice__":
+        cfg = item.get("config")
+        if isinstance(cfg, dict):
+            bounds = [cfg.get(k) for k in ("start", "stop", "step")]
+            if all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+                if bounds[2] == 0:
+                    raise CannotSize("a slice step cannot be zero")
+                return slice(*bounds)
+    if kind == "__keras_tensor__":
+        raise NoSizingRule("indexing with a tensor is not one lrsearch can size")
+    raise CannotSize(f"{str(item)[:60]} is not an index lrsearch can read")

@@ -116,8 +116,9 @@ def _config(node: dict[str, Any]) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _call(walk: _Walk, node: Any, inputs: list[Shape]) -> list[Shape]:
-    """Output shapes of one layer (or nested model) called on `inputs`; totals updated."""
+def _call(walk: _Walk, node: Any, inputs: list[Shape], call: Any = None) -> list[Shape]:
+    """Output shapes of one layer (or nested model) called on `inputs` (`call`: the
+    inbound node, whose recorded arguments an op such as a slice reads); totals updated."""
     if not isinstance(node, dict):
         raise CannotSize("a layer must be a JSON object")
     walk.layers += 1
@@ -126,7 +127,7 @@ def _call(walk: _Walk, node: Any, inputs: list[Shape]) -> list[Shape]:
     if str(node.get("class_name")) in _MODELS:
         return _call_model(walk, node, inputs, None)
     try:
-        outputs, weights = apply_layer(node, inputs)
+        outputs, weights = apply_layer(node, inputs, call)
     except CannotSize as exc:  # named by its layer, of the same kind (NoSizingRule stays one)
         name = _config(node).get("name")
         raise type(exc)(
@@ -238,7 +239,7 @@ def _functional(
         if isinstance(args, tuple):  # waits for that tensor (linear: each call waits once)
             waiting.setdefault(args, []).append((layer, index, node))
             continue
-        made[(layer["name"], index)] = _call(walk, layer, args)
+        made[(layer["name"], index)] = _call(walk, layer, args, node)
         pending.extend(waiting.pop((layer["name"], index), []))
     if waiting:
         raise CannotSize("the model's layers refer to tensors no layer makes")

@@ -83,6 +83,17 @@ def _with_ops() -> keras.Model:
     return keras.Model(inputs, keras.ops.softmax(logits, axis=-1))
 
 
+def _with_slices() -> keras.Model:
+    """Slicing as users write it: the last step of a sequence, a channel range, a new axis,
+    a reversed stride (recorded as GetItem ops whose key is in the call's arguments)."""
+    inputs = keras.Input((6, 5))
+    seq = L.GRU(4, return_sequences=True)(inputs)
+    last = seq[:, -1]
+    middle = L.Flatten()(seq[..., 1:3])
+    widened = L.Flatten()(L.Conv1D(2, 2)(seq[:, None, ::-2, 0][:, 0, :, None]))
+    return keras.Model(inputs, L.Dense(3)(L.Concatenate()([last, middle, widened])))
+
+
 def _around_the_core() -> keras.Model:
     """Layers users add around the core: augmentation and resizing, normalization variants,
     TimeDistributed, attention (search/keras_layers_extra.py)."""
@@ -156,6 +167,7 @@ USER = {
     "functional": _functional,
     "nested": _nested,
     "ops": _with_ops,
+    "slices": _with_slices,
     "around the core": _around_the_core,
 }
 
@@ -168,7 +180,7 @@ def test_keras_json_models_are_sized_as_keras_counts_them(name: str) -> None:
     assert estimate(spec, data).params == model.count_params()
 
 
-@pytest.mark.parametrize("name", ["ops", "around the core"])
+@pytest.mark.parametrize("name", ["ops", "slices", "around the core"])
 def test_ops_and_layers_around_the_core_get_keras_output_shape(name: str) -> None:
     model = USER[name]()
     shape = tuple(int(d) for d in model.input_shape[1:])
@@ -187,6 +199,19 @@ def _edit(model: keras.Model, layer: int, **config: object) -> str:
     """The model's JSON with some config values of one of its layers replaced."""
     tree = json.loads(model.to_json())
     tree["config"]["layers"][layer]["config"].update(config)
+    return json.dumps(tree)
+
+
+def _seq_sliced() -> keras.Model:
+    inputs = keras.Input((5, 3))
+    return keras.Model(inputs, L.Dense(2)(inputs[:, -1]))
+
+
+def _edit_call(model: keras.Model, key: list[object]) -> str:
+    """The model's JSON with the key of its (one) slice replaced."""
+    tree = json.loads(model.to_json())
+    [op] = [layer for layer in tree["config"]["layers"] if layer["class_name"] == "GetItem"]
+    op["inbound_nodes"][0]["args"][1] = key
     return json.dumps(tree)
 
 
@@ -221,6 +246,16 @@ BROKEN = {  # name: (JSON Keras cannot build or call, the input shape, a word of
         (4,),
         "activation",
     ),
+    "index past the end of an axis": (
+        _edit_call(_seq_sliced(), key=[{"class_name": "__ellipsis__", "config": {}}, 4]),
+        (5, 3),
+        "outside axis 2 of size 3",
+    ),
+    "more indices than axes": (
+        _edit_call(_seq_sliced(), key=[0, 0, 0, 0]),
+        (5, 3),
+        "4 indices into a tensor of rank 3",
+    ),
     "two layers of one name": (
         _edit(_seq((4,), L.Dense(3, name="a"), L.Dense(2, name="b")), 2, name="a"),
         (4,),
@@ -245,3 +280,24 @@ def test_pool_strides_default_to_the_pool_and_reshape_infers_a_dividing_minus_on
     tree = json.loads(model.to_json())
     tree["config"]["layers"][1]["config"]["strides"] = None
     assert keras_json_size(json.dumps(tree), (12, 2)).params == model.count_params()
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ([0], "keep the batch axis whole"),
+        ([None], "a new axis before the batch axis"),
+        ([{"class_name": "__slice__", "config": {"start": 1, "stop": None, "step": None}}],
+         "keep the batch axis whole"),
+        ([{"class_name": "__ellipsis__", "config": {}}] * 2, "at most one"),
+        ([{"class_name": "__slice__", "config": {"start": None, "stop": None, "step": 0}}],
+         "step cannot be zero"),
+        (["0"], "not an index"),
+    ],
+)  # fmt: skip
+def test_slices_that_lose_the_batch_axis_or_cannot_be_read_are_refused(
+    key: list[object], reason: str
+) -> None:
+    """`x[0]` builds in Keras but leaves the model without one output per example."""
+    with pytest.raises(CannotSize, match=reason):
+        keras_json_size(_edit_call(_seq_sliced(), key=key), (5, 3))
