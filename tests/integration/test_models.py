@@ -124,6 +124,18 @@ def test_keras_json_with_operators_and_ops_builds_and_trains(digits: Dataset) ->
     assert history.history["loss"][1] < history.history["loss"][0]
 
 
+def test_keras_json_with_slices_builds_and_trains(digits: Dataset) -> None:
+    """`x[:, -1]` on a sequence is recorded as a GetItem op: the worker loads it in safe
+    mode and it trains (the submit-time walk sizes it: test_model_size_keras)."""
+    inputs = keras.Input((8, 8))
+    steps = keras.layers.GRU(12, return_sequences=True)(inputs)
+    x = keras.layers.Concatenate()([steps[:, -1], keras.layers.Flatten()(steps[..., :4])])
+    model = build_model(_json(keras.Model(inputs, keras.layers.Dense(10)(x)).to_json()), digits)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
 def test_keras_json_same_seed_same_weights(digits: Dataset) -> None:
     seq = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(10)])
     spec = _json(seq.to_json())
