@@ -1,4 +1,5 @@
-"""The command line the suite's dev tools share (selection_oracle.py, rung_fidelity.py)."""
+"""The command line the suite's dev tools share (selection_oracle.py, rung_fidelity.py,
+cooldown_fidelity.py)."""
 
 from __future__ import annotations
 
