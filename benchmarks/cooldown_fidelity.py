@@ -19,7 +19,7 @@ final value was in the worse half (a median rule there would have stopped it).
 
 A dev tool: run it on dev tasks (the default), where methods may be chosen.
 
-    .venv/bin/python benchmarks/cooldown_fidelity.py [--seeds 3] [--tasks a,b]
+    .venv/bin/python benchmarks/cooldown_fidelity.py [--seeds 3] [--first-seed 0] [--tasks a,b]
 
 Last line: per rung, the mean rho raw and annealed, and the eventual best outside, e.g.
 raw_33=0.40 cool_33=0.61 out_raw_33=4/18 out_cool_33=2/18
@@ -60,7 +60,7 @@ def main() -> None:
     rows: list[tuple[str, int, int, Cells]] = []
     with lrsearch_runner.service() as base:
         uploads: dict[str, str] = {}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for task in chosen:
                 data = task.data()
                 spec = spec_for(task, data, args.trials, seed)

@@ -51,7 +51,7 @@ def main() -> None:
     rows: list[Row] = []
     with lrsearch_runner.service() as base:
         uploads: dict[str, str] = {}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for task in chosen:
                 data = task.data()
                 _, trials = lrsearch_runner.search(base, task, data, args.trials, seed, uploads)

@@ -40,7 +40,7 @@ def main() -> None:
     rows: list[tuple[str, int, float, float, str]] = []
     with lrsearch_runner.service() as base:
         uploads: dict[str, str] = {}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for task in chosen:
                 rows.append(_study(base, task, seed, args.trials, uploads))
     print("| task | seed | /best retrained | best of top five | that candidate | gap |")
