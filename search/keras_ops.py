@@ -24,6 +24,9 @@ _ELEMENTWISE = frozenset(
 )
 _REDUCTIONS = frozenset({"Mean", "Sum", "Max", "Min", "Prod", "Std", "Var"})
 _ALONG_AXIS = frozenset({"Softmax", "LogSoftmax"})
+#: A slice may add axes (`x[:, None]`); no model needs more than this many, and a key of
+#: thousands of Nones in a hostile JSON would otherwise make shapes of that rank.
+MAX_RANK = 32
 
 
 def is_op(node: dict[str, Any]) -> bool:
@@ -144,6 +147,9 @@ def get_item(shape: Shape, key: list[Any]) -> Shape:
         raise CannotSize("a slice has at most one '...'")
     if taking > len(full):
         raise CannotSize(f"{taking} indices into a tensor of rank {len(full)}")
+    nones, ints = items.count(None), sum(1 for item in items if isinstance(item, int))
+    if len(full) - ints + nones > MAX_RANK + 1:  # the result's rank, the batch axis included
+        raise CannotSize(f"the slice would make a tensor of more than {MAX_RANK} axes")
     whole = slice(None)
     at = items.index(Ellipsis) if ellipses else len(items)
     items[at : at + ellipses] = [whole] * (len(full) - taking)

@@ -293,6 +293,7 @@ def test_pool_strides_default_to_the_pool_and_reshape_infers_a_dividing_minus_on
         ([{"class_name": "__slice__", "config": {"start": None, "stop": None, "step": 0}}],
          "step cannot be zero"),
         (["0"], "not an index"),
+        ([{"class_name": "__ellipsis__", "config": {}}] + [None] * 5000, "more than 32 axes"),
     ],
 )  # fmt: skip
 def test_slices_that_lose_the_batch_axis_or_cannot_be_read_are_refused(
