@@ -37,7 +37,7 @@ os.environ.setdefault("LRSEARCH_TF_THREADS", "1")
 
 import keras
 from rung_fidelity import spearman
-from suite import lrsearch_runner, peers
+from suite import lrsearch_runner, peers, retrain
 from suite.dev_cli import dev_tool_args
 from suite.report import tie_ranks
 from suite.units import spec_for
@@ -92,12 +92,8 @@ def _measure(
 ) -> tuple[list[float], list[float]]:
     """(the whole run's val_loss per epoch, the annealed value at each rung)."""
     curve = _fit(spec, data, export, epochs, cooldown=None)
-    annealed = []
-    for share in RUNGS:
-        rung = _rung(share, epochs)
-        annealed.append(
-            _fit(spec, data, export, rung, cooldown=max(1, round(epochs * COOLDOWN)))[-1]
-        )
+    cooldown = max(1, round(epochs * COOLDOWN))
+    annealed = [_fit(spec, data, export, _rung(share, epochs), cooldown)[-1] for share in RUNGS]
     return curve, annealed
 
 
@@ -111,20 +107,10 @@ def _fit(
     """val_loss per epoch of `epochs` epochs of the export's schedule (NaN once diverged),
     then, with `cooldown`, that many epochs more at a rate falling linearly from the
     current one to zero (the optimizer's state carried on)."""
-    import tensorflow as tf
-
     from search.training.keras_export import apply
-    from search.training.models import build_model, loss_and_metrics
 
     optimizer, callbacks = apply(export)
-    model = build_model(spec.task.model, data, FIT_SEED)
-    loss, metrics = loss_and_metrics(data, model)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=32)
-    train = (
-        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-        .shuffle(len(data.x_train), seed=FIT_SEED, reshuffle_each_iteration=True)
-        .batch(spec.task.batch_size)
-    )
+    model, train = retrain.compiled(spec, data, FIT_SEED, optimizer)
     stop = keras.callbacks.TerminateOnNaN()
     history = model.fit(
         train, validation_data=(data.x_val, data.y_val), epochs=epochs,
@@ -139,7 +125,7 @@ def _fit(
         int(keras.ops.convert_to_numpy(optimizer.iterations)),
         steps,
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=32)
+    model.make_train_function(force=True)  # the new schedule is read when traced
     more = model.fit(
         train, validation_data=(data.x_val, data.y_val), epochs=cooldown, callbacks=[stop],
         verbose=0,

@@ -63,15 +63,9 @@ def schedule_free_curves(
     return out
 
 
-def _fit(
-    spec: StudySpec,
-    data: Dataset,
-    seed: int,
-    optimizer: Any,
-    callbacks: list[Any],
-    averaged: Any = None,
-) -> list[float]:
-    import keras
+def compiled(spec: StudySpec, data: Dataset, seed: int, optimizer: Any) -> tuple[Any, Any]:
+    """A model built from `seed` and compiled with `optimizer` as every retrain is, and its
+    training batches (shuffled with `seed`, again each epoch)."""
     import tensorflow as tf
 
     from search.training.models import build_model, loss_and_metrics
@@ -86,6 +80,20 @@ def _fit(
         .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
         .batch(spec.task.batch_size)
     )
+    return model, train
+
+
+def _fit(
+    spec: StudySpec,
+    data: Dataset,
+    seed: int,
+    optimizer: Any,
+    callbacks: list[Any],
+    averaged: Any = None,
+) -> list[float]:
+    import keras
+
+    model, train = compiled(spec, data, seed, optimizer)
     extra: list[Any] = [_AveragedValidation(averaged, data)] if averaged is not None else []
     history = model.fit(
         train,
