@@ -142,13 +142,13 @@ def get_item(shape: Shape, key: list[Any]) -> Shape:
     full: list[int | None] = [None, *shape]
     items = [_key_item(item) for item in key]
     ellipses = sum(1 for item in items if item is Ellipsis)
-    taking = sum(1 for item in items if isinstance(item, int | slice))
+    ints = sum(1 for item in items if isinstance(item, int))
+    taking = ints + sum(1 for item in items if isinstance(item, slice))
     if ellipses > 1:
         raise CannotSize("a slice has at most one '...'")
     if taking > len(full):
         raise CannotSize(f"{taking} indices into a tensor of rank {len(full)}")
-    nones, ints = items.count(None), sum(1 for item in items if isinstance(item, int))
-    if len(full) - ints + nones > MAX_RANK + 1:  # the result's rank, the batch axis included
+    if len(full) - ints + items.count(None) > MAX_RANK + 1:  # the result's rank, batch included
         raise CannotSize(f"the slice would make a tensor of more than {MAX_RANK} axes")
     whole = slice(None)
     at = items.index(Ellipsis) if ellipses else len(items)
