@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from . import peers
+from . import peers, tasks
 from .units import BASELINES, CONSTANT, CONTENDERS, LRSEARCH
 
 
@@ -29,11 +29,21 @@ def per_task(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, flo
             "final": statistics.fmean(r["final"] for r in rows),
             "min": statistics.fmean(r["min"] for r in rows),
             "epochs": statistics.fmean(r["epochs"] for r in rows),
+            "budget": statistics.fmean(_budget_of(r) for r in rows),
             "seeds": len(rows),
             "finals": [r["final"] for r in rows],
             "beat": beat,
         }
     return out
+
+
+def _budget_of(record: dict[str, Any]) -> float:
+    """A search's budget in epochs: its trials times the task's epochs (NaN for a baseline,
+    which does not search)."""
+    trials = record.get("trials")
+    if not trials:
+        return math.nan
+    return len(trials) * tasks.by_name([record["task"]])[0].epochs
 
 
 def ranks(results: dict[str, dict[str, float]], key: str) -> dict[str, float]:
@@ -108,8 +118,7 @@ def split_summary(
             spent += peers_spend if beat is None else beat
             peer_epochs += peers_spend
     budget_share = statistics.fmean(
-        table[t][LRSEARCH]["epochs"] / _budget(table[t], table[t][LRSEARCH]["epochs"])
-        for t in complete
+        table[t][LRSEARCH]["epochs"] / table[t][LRSEARCH]["budget"] for t in complete
     )
     return {
         "tasks": len(complete),
@@ -143,9 +152,3 @@ def print_contender_ranks(table: dict[str, dict[str, dict[str, float]]], tasks: 
 
 
 __all__ = ["BASELINES", "per_task", "print_contender_ranks", "print_tasks", "split_summary"]
-
-
-def _budget(row: dict[str, Any], fallback: int) -> int:
-    """The task's search budget in epochs: the most any searching peer spent (the peers that
-    never prune spend all of it); lrsearch's own spend when no peer ran (a dev variant)."""
-    return max((row[p]["epochs"] for p in peers.SEARCHING_PEERS if p in row), default=fallback)
