@@ -45,7 +45,9 @@ PEERS_REFRESH_S = 5.0
 #: Random trials (enqueued defaults included) before TPE models the space: at most this
 #: many, and a third of the study (half was worse on the suite's dev tasks: RESULTS.md).
 TPE_STARTUP_TRIALS = 8
-#: Candidates TPE scores per sample: more makes it exploit the good region harder.
+#: Candidates TPE scores per sample: more makes it exploit the good region harder. 24 chose
+#: worse on the suite's dev tasks; 256 better there but worse on its held-out tasks, twice
+#: below the default rate (benchmarks/RESULTS.md, fifteenth session), so 96 stays.
 TPE_EI_CANDIDATES = 96
 
 
