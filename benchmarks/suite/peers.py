@@ -229,7 +229,8 @@ def _old_objects_frozen() -> Iterator[None]:
     """Keras Tuner runs a full garbage collection twice per trial (`clear_session` and its
     own `gc.collect`), each walking every object of the process: 0.4 s a collection after
     TensorFlow's import, more as a suite process ages (a Hyperband search of short trials on
-    wine-mlp: 136 s -> 110 s alone, 281 s -> 151 s after the baselines in one process).
+    wine-mlp: 136 s -> 110 s in a fresh process under the profiler, 281 s -> 151 s after the
+    baselines in one suite process).
     Objects older than the search are frozen out of those walks (`gc.freeze`); the tuner's
     own garbage is still collected, and nothing it computes changes."""
     gc.collect()
