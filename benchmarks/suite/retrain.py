@@ -40,15 +40,15 @@ def curves(
         [data.name, spec.task.model_dump(mode="json"), retrainable, seeds], sort_keys=True
     )
     if key not in _CACHE:
-        model: _Traced | None = None
+        traced: _Traced | None = None
         out = []
         for seed in seeds:
             optimizer, callbacks = apply(export)
-            if model is None:
-                model = _Traced(*compiled(spec, data, seed, optimizer))
+            if traced is None:
+                traced = _Traced(*compiled(spec, data, seed, optimizer))
             else:
-                model.reseed(spec, data, seed)
-            out.append(_fit(spec, data, model, callbacks))
+                traced.reseed(spec, data, seed)
+            out.append(_fit(spec, data, traced.model, traced.train, callbacks))
         _CACHE[key] = out
     return [list(c) for c in _CACHE[key]]
 
@@ -65,11 +65,6 @@ class _Traced:
 
     def __init__(self, model: Any, train: Any) -> None:
         self.model, self.train = model, train
-        # Built here, eagerly, not by fit's first step: ScheduleFreeAdamW's build copies the
-        # weights into its z sequence, and built inside the traced train step that copy is
-        # traced into the step (Keras 3.15): its training stalls (wine-mlp: val_loss 0.44
-        # after 30 epochs, 0.022 built here). Other optimizers' slots start at zero either way.
-        model.optimizer.build(model.trainable_variables)
         self._optimizer_start = [v.numpy() for v in model.optimizer.variables]
 
     def reseed(self, spec: StudySpec, data: Dataset, seed: int) -> None:
@@ -94,14 +89,18 @@ def schedule_free_curves(
     out = []
     for seed in seeds:
         optimizer = keras.optimizers.ScheduleFreeAdamW(warmup_steps=max(1, steps // 20))
-        traced = _Traced(*compiled(spec, data, seed, optimizer))
-        out.append(_fit(spec, data, traced, [], averaged=optimizer))
+        model, train = compiled(spec, data, seed, optimizer)
+        out.append(_fit(spec, data, model, train, [], averaged=optimizer))
     return out
 
 
 def compiled(spec: StudySpec, data: Dataset, seed: int, optimizer: Any) -> tuple[Any, Any]:
     """A model built from `seed` and compiled with `optimizer` as every retrain is, and its
-    training batches (shuffled with `seed`, again each epoch)."""
+    training batches (shuffled with `seed`, again each epoch). The optimizer is built here,
+    eagerly, not by fit's first step: ScheduleFreeAdamW's build copies the weights into its
+    z sequence, and built inside the traced train step that copy is traced into the step
+    (Keras 3.15): its training stalls (wine-mlp: val_loss 0.44 after 30 epochs, 0.022 built
+    here). Other optimizers' slots start at zero either way."""
     from search.training.models import build_model, loss_and_metrics
 
     model = build_model(spec.task.model, data, seed)
@@ -109,6 +108,7 @@ def compiled(spec: StudySpec, data: Dataset, seed: int, optimizer: Any) -> tuple
     model.compile(
         optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=STEPS_PER_EXECUTION
     )
+    optimizer.build(model.trainable_variables)
     return model, batches(spec, data, seed)
 
 
@@ -126,13 +126,13 @@ def batches(spec: StudySpec, data: Dataset, seed: int) -> Any:
 def _fit(
     spec: StudySpec,
     data: Dataset,
-    traced: _Traced,
+    model: Any,
+    train: Any,
     callbacks: list[Any],
     averaged: Any = None,
 ) -> list[float]:
     import keras
 
-    model, train = traced.model, traced.train
     extra: list[Any] = [_AveragedValidation(averaged, data)] if averaged is not None else []
     history = model.fit(
         train,

@@ -29,8 +29,8 @@ def _fresh_each_seed(spec: Any, data: Any, export: dict[str, Any]) -> list[list[
     out = []
     for seed in SEEDS:
         optimizer, callbacks = apply(export)
-        traced = retrain._Traced(*retrain.compiled(spec, data, seed, optimizer))
-        out.append(retrain._fit(spec, data, traced, callbacks))
+        model, train = retrain.compiled(spec, data, seed, optimizer)
+        out.append(retrain._fit(spec, data, model, train, callbacks))
     return out
 
 
@@ -58,7 +58,8 @@ def test_reused_model_retrains_exactly_as_new_models(strategy: str) -> None:
 
 def test_schedule_free_starts_its_z_sequence_at_the_weights() -> None:
     # Built lazily inside fit's traced train step, ScheduleFreeAdamW copies the weights into
-    # z within the step itself and trains far worse; the retrain builds it eagerly first.
+    # z within the step itself and trains far worse; every retrain's model is compiled with
+    # its optimizer built eagerly first.
     import keras
     import numpy as np
 
@@ -66,12 +67,12 @@ def test_schedule_free_starts_its_z_sequence_at_the_weights() -> None:
     data = task.data()
     spec = units.spec_for(task, data, 16, 0)
     optimizer = keras.optimizers.ScheduleFreeAdamW()
-    traced = retrain._Traced(*retrain.compiled(spec, data, 1001, optimizer))
+    model, _ = retrain.compiled(spec, data, 1001, optimizer)
 
-    weights = [v.numpy() for v in traced.model.trainable_variables]
+    weights = [v.numpy() for v in model.trainable_variables]
     z = [
         optimizer._momentums[optimizer._get_variable_index(v)].numpy()
-        for v in traced.model.trainable_variables
+        for v in model.trainable_variables
     ]
     assert all(np.array_equal(a, b) for a, b in zip(weights, z, strict=True))
 
